@@ -1,0 +1,41 @@
+"""vmpool: warm pools of isolated sandboxes that run untrusted Python programs.
+
+Knows nothing about tests or rewards. The public surface::
+
+    from vmpool import Pool, PoolConfig, ExecRequest, Limits
+    with Pool(PoolConfig(size=2)) as pool:
+        result = pool.run(ExecRequest(code="print(1 + 1)"))
+        assert result.status is Status.OK and result.stdout == "2\\n"
+
+A program's failure is data (:class:`ExecResult.status`); infrastructure failures
+raise exceptions from the tree in :mod:`vmpool._errors`.
+"""
+
+from ._errors import (
+    BackendUnavailableError,
+    PoolClosedError,
+    SandboxError,
+    SandboxStartError,
+    VmpoolError,
+)
+from ._namespace import NamespaceSandbox
+from ._pool import BACKENDS, Pool, PoolConfig, Sandbox, resolve_backend
+from ._types import ExecRequest, ExecResult, Limits, Status
+
+__all__ = [
+    "BACKENDS",
+    "BackendUnavailableError",
+    "ExecRequest",
+    "ExecResult",
+    "Limits",
+    "NamespaceSandbox",
+    "Pool",
+    "PoolClosedError",
+    "PoolConfig",
+    "Sandbox",
+    "SandboxError",
+    "SandboxStartError",
+    "Status",
+    "VmpoolError",
+    "resolve_backend",
+]

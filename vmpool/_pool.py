@@ -1,0 +1,300 @@
+"""A warm pool of sandboxes: hands them out, takes them back, replaces the broken ones.
+
+Invariants (each has a test in tests/vmpool):
+
+* a sandbox that died, missed its transport deadline, reported an anomaly (a
+  process survived the sweep, its work dir could not be removed) or ran
+  ``max_programs_per_sandbox`` programs is closed and never returned to the idle set;
+* a program whose sandbox died under it is retried once in a fresh sandbox; if it
+  kills that one too, the result is ``SANDBOX_KILLED`` (the program's failure);
+  if no sandbox can be started at all, it is ``SANDBOX_ERROR`` (infrastructure);
+* ``close()`` kills every sandbox, idle or busy, and everything running in them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import queue
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Callable, Iterable, Iterator, Protocol
+
+from ._errors import BackendUnavailableError, PoolClosedError, SandboxError, SandboxStartError
+from ._namespace import NamespaceSandbox
+from ._types import ExecRequest, ExecResult, Status
+
+logger = logging.getLogger(__name__)
+
+BACKENDS = ("namespace", "auto")
+
+
+class Sandbox(Protocol):
+    """What the pool needs from a backend's sandbox."""
+
+    backend: str
+    programs_run: int
+    broken: str
+
+    def alive(self) -> bool: ...
+
+    def execute(self, request: ExecRequest) -> ExecResult: ...
+
+    def close(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class PoolConfig:
+    """How a :class:`Pool` is built.
+
+    Args:
+        backend: ``namespace`` (bubblewrap) or ``auto`` (the best backend this host
+            can run; today that is ``namespace``, and the choice is logged).
+        size: sandboxes kept warm = programs run at once. Default: CPU count.
+        max_programs_per_sandbox: recycle a sandbox after this many programs, so
+            slow leaks in the interpreter or tmpfs never accumulate.
+        python: interpreter inside the sandbox.
+        tmpfs_mb: size of each sandbox's private /tmp.
+        start_timeout_s: how long a sandbox may take to become ready.
+        transport_slack_s: how long past a program's wall limit the host waits for
+            the sandbox's answer before declaring it dead (transport deadline).
+    """
+
+    backend: str = field(default="namespace", metadata={"help": "namespace | auto"})
+    size: int = field(default_factory=lambda: os.cpu_count() or 1, metadata={"help": "sandboxes kept warm"})
+    max_programs_per_sandbox: int = field(default=1000, metadata={"help": "recycle after this many programs"})
+    python: str = field(default="/usr/bin/python3", metadata={"help": "interpreter inside the sandbox"})
+    tmpfs_mb: int = field(default=64, metadata={"help": "size of each sandbox's /tmp in MiB"})
+    start_timeout_s: float = field(default=30.0, metadata={"help": "sandbox start deadline"})
+    transport_slack_s: float = field(default=5.0, metadata={"help": "extra seconds past wall_s before a sandbox is declared dead"})
+
+    def __post_init__(self) -> None:
+        if self.backend not in BACKENDS:
+            raise ValueError(f"PoolConfig.backend must be one of {', '.join(BACKENDS)}, got {self.backend!r}")
+        if not isinstance(self.size, int) or self.size < 1:
+            raise ValueError(f"PoolConfig.size must be an integer >= 1, got {self.size!r}")
+        if not isinstance(self.max_programs_per_sandbox, int) or self.max_programs_per_sandbox < 1:
+            raise ValueError(f"PoolConfig.max_programs_per_sandbox must be >= 1, got {self.max_programs_per_sandbox!r}")
+        if self.tmpfs_mb < 4:
+            raise ValueError(f"PoolConfig.tmpfs_mb must be >= 4, got {self.tmpfs_mb!r}")
+        if self.start_timeout_s <= 0 or self.transport_slack_s <= 0:
+            raise ValueError("PoolConfig.start_timeout_s and transport_slack_s must be > 0")
+
+
+def resolve_backend(name: str) -> str:
+    """Map ``auto`` to a concrete backend, logging why."""
+    if name == "auto":
+        logger.info("backend auto: using namespace (bubblewrap); the microvm backend is not built into this release")
+        return "namespace"
+    return name
+
+
+class Pool:
+    """Keeps ``config.size`` sandboxes warm and runs programs in them.
+
+    Thread-safe: :meth:`run` may be called from many threads; :meth:`map` runs a
+    batch concurrently over all sandboxes and returns results in input order.
+
+    Raises:
+        BackendUnavailableError: the backend cannot run here (at construction).
+        SandboxStartError: the first sandbox could not start (at construction).
+    """
+
+    def __init__(self, config: PoolConfig | None = None, **overrides: object) -> None:
+        if config is None:
+            config = PoolConfig(**overrides)  # type: ignore[arg-type]
+        elif overrides:
+            raise TypeError("pass either a PoolConfig or keyword overrides, not both")
+        self.config = config
+        self.backend = resolve_backend(config.backend)
+        self._factory: Callable[[], Sandbox] = self._make_factory()
+        self._idle: queue.Queue[Sandbox | None] = queue.Queue()
+        self._live: set[Sandbox] = set()
+        self._lock = threading.Lock()
+        self._closed = False
+        self._executor: ThreadPoolExecutor | None = None
+        self.stats = {"programs": 0, "sandboxes_started": 0, "sandboxes_retired": 0, "retries": 0}
+        try:
+            # Start the sandboxes concurrently: the pool is ready when all are.
+            with ThreadPoolExecutor(max_workers=min(config.size, 8)) as ex:
+                for sandbox in ex.map(lambda _: self._start_sandbox(), range(config.size)):
+                    self._idle.put(sandbox)
+        except BaseException:
+            self.close()
+            raise
+
+    def _make_factory(self) -> Callable[[], Sandbox]:
+        cfg = self.config
+        if self.backend == "namespace":
+            return lambda: NamespaceSandbox(python=cfg.python, tmpfs_mb=cfg.tmpfs_mb,
+                                            start_timeout_s=cfg.start_timeout_s,
+                                            transport_slack_s=cfg.transport_slack_s)
+        raise BackendUnavailableError(f"unknown backend {self.backend!r}")
+
+    def _start_sandbox(self) -> Sandbox:
+        sandbox = self._factory()
+        with self._lock:
+            if self._closed:
+                sandbox.close()
+                raise PoolClosedError("pool closed while a sandbox was starting")
+            self._live.add(sandbox)
+            self.stats["sandboxes_started"] += 1
+        return sandbox
+
+    def _retire(self, sandbox: Sandbox) -> None:
+        with self._lock:
+            self._live.discard(sandbox)
+            self.stats["sandboxes_retired"] += 1
+        sandbox.close()
+
+    def _acquire(self) -> Sandbox:
+        """Take an idle sandbox, replacing it first if it died while idle.
+
+        Raises:
+            PoolClosedError: the pool is closed.
+            SandboxStartError: the slot's sandbox was dead and no new one would start.
+        """
+        if self._closed:
+            raise PoolClosedError("pool is closed")
+        sandbox = self._idle.get()
+        if sandbox is None:  # close() wakes waiters with None; pass it on
+            self._idle.put(None)
+            raise PoolClosedError("pool is closed")
+        if sandbox.alive():
+            return sandbox
+        # Dead while idle (killed from outside, or a slot whose start failed): never
+        # hand it out; start a fresh one in its place, in this thread.
+        logger.info("idle sandbox unusable (%s); starting a fresh one", sandbox.broken or "exited")
+        self._retire(sandbox)
+        try:
+            return self._start_sandbox()
+        except PoolClosedError:
+            raise
+        except Exception as exc:
+            self._idle.put(_DeadSlot(str(exc)))  # keep the slot; a later acquirer retries
+            raise SandboxStartError(f"cannot start a sandbox: {exc}") from exc
+
+    def _replace(self) -> None:
+        """Fill a retired sandbox's slot; if the start fails, leave a dead slot that
+        the next acquirer tries to fill again (and reports if it cannot)."""
+        try:
+            self._idle.put(self._start_sandbox())
+        except PoolClosedError:
+            pass
+        except Exception as exc:
+            logger.error("could not start a replacement sandbox: %s", exc)
+            self._idle.put(_DeadSlot(str(exc)))
+
+    def _release(self, sandbox: Sandbox) -> None:
+        if self._closed:
+            self._retire(sandbox)
+            return
+        if sandbox.alive() and sandbox.programs_run < self.config.max_programs_per_sandbox:
+            self._idle.put(sandbox)
+            return
+        self._retire(sandbox)
+        self._replace()
+
+    def run(self, request: ExecRequest) -> ExecResult:
+        """Run one program and return its result; a program's failure is data.
+
+        A sandbox that dies under the program is replaced and the program retried
+        once in a fresh sandbox.
+
+        Raises:
+            PoolClosedError: the pool is closed.
+        """
+        errors: list[str] = []
+        for attempt in (1, 2):
+            try:
+                sandbox = self._acquire()
+            except SandboxStartError as exc:
+                # Not the program's doing: no sandbox could be given to it.
+                return ExecResult(status=Status.SANDBOX_ERROR, attempts=attempt,
+                                  error=" | ".join([*errors, str(exc)])[:1000])
+            try:
+                result = sandbox.execute(request)
+            except SandboxError as exc:
+                errors.append(str(exc))
+                self._release(sandbox)  # broken: retired and replaced
+                if attempt == 1:
+                    with self._lock:
+                        self.stats["retries"] += 1
+                    logger.info("sandbox died under a program (%s); retrying in a fresh sandbox", exc)
+                    continue
+                with self._lock:
+                    self.stats["programs"] += 1
+                return ExecResult(status=Status.SANDBOX_KILLED, attempts=2,
+                                  error="the program's sandbox died twice: " + " | ".join(errors)[:1000])
+            except BaseException:
+                self._release(sandbox)
+                raise
+            self._release(sandbox)
+            with self._lock:
+                self.stats["programs"] += 1
+            if attempt == 2:
+                result = dataclasses.replace(result, attempts=2)
+            return result
+        raise AssertionError("unreachable")
+
+    def map(self, requests: Iterable[ExecRequest]) -> list[ExecResult]:
+        """Run many programs concurrently over the pool; results in input order."""
+        return list(self.imap(requests))
+
+    def imap(self, requests: Iterable[ExecRequest]) -> Iterator[ExecResult]:
+        """Like :meth:`map`, yielding results in input order as they complete."""
+        executor = self._get_executor()
+        return executor.map(self.run, requests)
+
+    def _get_executor(self) -> ThreadPoolExecutor:
+        with self._lock:
+            if self._closed:
+                raise PoolClosedError("pool is closed")
+            if self._executor is None:
+                self._executor = ThreadPoolExecutor(max_workers=self.config.size,
+                                                    thread_name_prefix="vmpool")
+            return self._executor
+
+    def live_sandboxes(self) -> int:
+        with self._lock:
+            return len(self._live)
+
+    def close(self) -> None:
+        """Kill every sandbox, idle or busy, and all their processes. Idempotent."""
+        with self._lock:
+            self._closed = True
+            live = list(self._live)
+            self._live.clear()
+            executor, self._executor = self._executor, None
+        self._idle.put(None)
+        for sandbox in live:
+            sandbox.close()
+        if executor is not None:
+            executor.shutdown(wait=True, cancel_futures=True)
+
+    def __enter__(self) -> "Pool":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class _DeadSlot:
+    """Stands in for a sandbox that could not be started; the next acquirer replaces it."""
+
+    backend = "none"
+    programs_run = 0
+
+    def __init__(self, reason: str) -> None:
+        self.broken = reason
+
+    def alive(self) -> bool:
+        return False
+
+    def execute(self, request: ExecRequest) -> ExecResult:  # pragma: no cover - never handed out
+        raise SandboxError(self.broken)
+
+    def close(self) -> None:
+        pass
