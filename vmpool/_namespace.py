@@ -21,6 +21,7 @@ import os
 import shutil
 import subprocess
 import tempfile
+import threading
 import time
 from importlib import resources
 from typing import Any
@@ -69,11 +70,14 @@ class NamespaceSandbox:
     def __init__(self, python: str = "/usr/bin/python3", tmpfs_mb: int = 64,
                  start_timeout_s: float = 30.0, transport_slack_s: float = 5.0) -> None:
         self.transport_slack_s = transport_slack_s
+        self._close_lock = threading.Lock()
         self.programs_run = 0
         self.broken = ""  # non-empty once the sandbox must not be reused, with the reason
         self._proc: subprocess.Popen[bytes] | None = None
         self._lease: UidLease | None = lease_uid()
         self._stderr = tempfile.TemporaryFile()
+        self._busy = False
+        self._streams: tuple = ()
         self._next_id = 0
         try:
             self._start(python, tmpfs_mb, start_timeout_s)
@@ -100,7 +104,9 @@ class NamespaceSandbox:
             "--symlink", "usr/bin", "/bin", "--symlink", "usr/sbin", "/sbin",
             "--proc", "/proc", "--dev", "/dev",
             "--size", str(tmpfs_mb << 20), "--tmpfs", "/tmp",
+            "--size", str(8 << 20), "--tmpfs", "/dev/shm",
             "--ro-bind", agent_source_path(), GUEST_AGENT_PATH,
+            "--remount-ro", "/",  # the root tmpfs bwrap builds: nothing may persist there
             "--chdir", "/tmp",
             "--clearenv", "--setenv", "PATH", "/usr/bin:/bin", "--setenv", "HOME", "/tmp",
             "--setenv", "LANG", "C.UTF-8", "--setenv", "PYTHONDONTWRITEBYTECODE", "1",
@@ -130,6 +136,7 @@ class NamespaceSandbox:
         finally:
             os.close(rfd)
         assert self._proc.stdin is not None and self._proc.stdout is not None
+        self._streams = (self._proc.stdin, self._proc.stdout)
         self._chan = FrameChannel(self._proc.stdout.fileno(), self._proc.stdin.fileno())
         try:
             hello = self._chan.recv(time.monotonic() + start_timeout_s)
@@ -159,8 +166,19 @@ class NamespaceSandbox:
             SandboxError: the sandbox died or stopped answering; it is marked broken
                 and must be closed (the pool replaces it).
         """
-        if not self.alive():
-            raise SandboxError(f"sandbox is not usable: {self.broken or 'process exited'}")
+        with self._close_lock:
+            if not self.alive():
+                raise SandboxError(f"sandbox is not usable: {self.broken or 'process exited'}")
+            self._busy = True
+        try:
+            return self._execute(request)
+        finally:
+            with self._close_lock:
+                self._busy = False
+                if self._proc is None:  # closed while we were running: the pipes are ours to close
+                    self._close_streams()
+
+    def _execute(self, request: ExecRequest) -> ExecResult:
         self._next_id += 1
         message: dict[str, Any] = {
             "id": self._next_id,
@@ -188,7 +206,20 @@ class NamespaceSandbox:
         return _result_from_reply(reply)
 
     def close(self) -> None:
-        """Kill the sandbox and everything in it. Idempotent."""
+        """Kill the sandbox and everything in it. Idempotent and thread-safe (the
+        pool's close() may race a worker thread retiring the same sandbox)."""
+        with self._close_lock:
+            self._close_locked()
+
+    def _close_streams(self) -> None:
+        streams, self._streams = self._streams, ()
+        for stream in streams:
+            try:
+                stream.close()
+            except OSError:
+                pass
+
+    def _close_locked(self) -> None:
         proc, self._proc = self._proc, None
         if proc is not None:
             if proc.poll() is None:
@@ -197,12 +228,10 @@ class NamespaceSandbox:
                 proc.wait(timeout=5)
             except subprocess.TimeoutExpired:
                 logger.warning("bwrap pid %d did not exit after SIGKILL", proc.pid)
-            for stream in (proc.stdin, proc.stdout):
-                if stream is not None:
-                    try:
-                        stream.close()
-                    except OSError:
-                        pass
+        if not self._busy:
+            # A thread inside execute() still reads these pipes: it sees EOF from the
+            # dead process and closes them itself; closing here could hand it a reused fd.
+            self._close_streams()
         if self._lease is not None:
             # Backstop: anything that still runs under this sandbox's uid dies here.
             self._lease.release()

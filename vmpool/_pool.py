@@ -116,11 +116,14 @@ class Pool:
         self._closed = False
         self._executor: ThreadPoolExecutor | None = None
         self.stats = {"programs": 0, "sandboxes_started": 0, "sandboxes_retired": 0, "retries": 0}
+        # Every sandbox is spawned from these long-lived threads: bubblewrap's
+        # --die-with-parent (PR_SET_PDEATHSIG) fires when the *thread* that forked it
+        # exits, so spawning from a short-lived caller thread would kill the sandbox.
+        self._spawner = ThreadPoolExecutor(max_workers=min(config.size, 4), thread_name_prefix="vmpool-spawn")
         try:
             # Start the sandboxes concurrently: the pool is ready when all are.
-            with ThreadPoolExecutor(max_workers=min(config.size, 8)) as ex:
-                for sandbox in ex.map(lambda _: self._start_sandbox(), range(config.size)):
-                    self._idle.put(sandbox)
+            for sandbox in self._spawner.map(lambda _: self._spawn(), range(config.size)):
+                self._idle.put(sandbox)
         except BaseException:
             self.close()
             raise
@@ -134,6 +137,13 @@ class Pool:
         raise BackendUnavailableError(f"unknown backend {self.backend!r}")
 
     def _start_sandbox(self) -> Sandbox:
+        """Start a sandbox on a spawner thread and wait for it to be ready."""
+        try:
+            return self._spawner.submit(self._spawn).result()
+        except RuntimeError as exc:  # the spawner was shut down by close()
+            raise PoolClosedError("pool is closed") from exc
+
+    def _spawn(self) -> Sandbox:
         sandbox = self._factory()
         with self._lock:
             if self._closed:
@@ -273,6 +283,9 @@ class Pool:
             sandbox.close()
         if executor is not None:
             executor.shutdown(wait=True, cancel_futures=True)
+        self._spawner.shutdown(wait=True, cancel_futures=True)
+        # A sandbox that finished starting while we were closing closes itself in
+        # _spawn (it sees _closed); nothing else can still be alive here.
 
     def __enter__(self) -> "Pool":
         return self

@@ -44,10 +44,13 @@ class FrameChannel:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise SandboxError("guest did not answer before the transport deadline")
-            ready, _, _ = select.select([self._rfd], [], [], remaining)
-            if not ready:
-                continue
-            chunk = os.read(self._rfd, max(need - len(self._buf), 1 << 16))
+            try:
+                ready, _, _ = select.select([self._rfd], [], [], remaining)
+                if not ready:
+                    continue
+                chunk = os.read(self._rfd, max(need - len(self._buf), 1 << 16))
+            except OSError as exc:
+                raise SandboxError(f"guest channel failed: {exc}") from exc
             if not chunk:
                 raise SandboxError("guest channel closed (sandbox died)")
             self._buf += chunk

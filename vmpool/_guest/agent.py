@@ -42,6 +42,7 @@ PRELOAD = (
 
 MEMORY_EXIT = 121  # exit code the child uses after an uncaught MemoryError
 WORK_ROOT = "/tmp"
+SCRATCH_DIRS = ("/tmp", "/dev/shm")  # the only writable mounts in the sandbox
 HEADER = struct.Struct(">I")
 MAX_FRAME = 256 << 20
 
@@ -133,6 +134,28 @@ def _sweep(keep: int = 0) -> bool:
                 pass
         time.sleep(0.0002 if attempt < 20 else 0.005)
     return not _other_pids(keep)
+
+
+def _wipe_scratch() -> str:
+    """Empty every writable place so no program sees files of an earlier one.
+
+    Returns an anomaly description if something could not be removed.
+    """
+    for root in SCRATCH_DIRS:
+        try:
+            entries = os.listdir(root)
+        except OSError:
+            continue
+        for name in entries:
+            path = os.path.join(root, name)
+            try:
+                if os.path.isdir(path) and not os.path.islink(path):
+                    shutil.rmtree(path)
+                else:
+                    os.unlink(path)
+            except OSError as exc:
+                return f"cannot remove {path}: {exc}"
+    return ""
 
 
 def _set_limits(limits: dict) -> None:
@@ -335,10 +358,7 @@ def run_one(req: dict, seq: int) -> dict:
                 os.close(fd)
             except OSError:
                 pass
-    try:
-        shutil.rmtree(workdir)
-    except OSError as exc:
-        anomaly = f"cannot remove work dir: {exc}"
+    anomaly = _wipe_scratch()
     if not clean:
         anomaly = "processes survived the kill sweep"
 

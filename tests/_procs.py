@@ -1,0 +1,49 @@
+"""Find host processes that sandboxes left behind."""
+
+from __future__ import annotations
+
+import os
+
+from vmpool._uids import UID_BASE, UID_COUNT
+
+
+def sandbox_processes() -> list[tuple[int, int, str]]:
+    """(pid, uid, cmdline) of every live host process running under a sandbox uid."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/status") as fh:
+                fields = dict(line.split(":", 1) for line in fh if ":" in line)
+            if fields.get("State", "").strip().startswith("Z"):
+                continue
+            uid = int(fields["Uid"].split()[0])
+            if UID_BASE <= uid < UID_BASE + UID_COUNT:
+                with open(f"/proc/{entry}/cmdline", "rb") as fh:
+                    cmd = fh.read().replace(b"\0", b" ").decode(errors="replace")
+                found.append((int(entry), uid, cmd))
+        except (OSError, KeyError, ValueError):
+            continue
+    return found
+
+
+def uid_processes(uid: int) -> list[int]:
+    return [pid for pid, u, _ in sandbox_processes() if u == uid]
+
+
+def pool_extra_processes(pool) -> dict[int, list[str]]:
+    """Processes beyond each live sandbox's own three (outer bwrap, its init, the agent).
+
+    Anything else under a sandbox uid is a program's leftover: the pool must have
+    killed it by the time a result comes back.
+    """
+    extra = {}
+    with pool._lock:
+        uids = [sb.uid for sb in pool._live if hasattr(sb, "uid")]
+    for uid in uids:
+        procs = [(pid, cmd) for pid, u, cmd in sandbox_processes() if u == uid]
+        rest = [cmd for _, cmd in procs if "bwrap" not in cmd and "agent.py" not in cmd]
+        if rest or len(procs) > 3:
+            extra[uid] = [cmd for _, cmd in procs]
+    return extra

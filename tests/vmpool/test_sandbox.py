@@ -1,0 +1,221 @@
+"""A real namespace sandbox: I/O contract, statuses and isolation."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from tests._procs import pool_extra_processes
+from vmpool import ExecRequest, Limits, Status
+
+FAST = Limits(wall_s=3.0)
+
+
+def run(pool, code: str, **kw):
+    kw.setdefault("limits", FAST)
+    return pool.run(ExecRequest(code=code, **kw))
+
+
+def test_stdout_stderr_exit_code(pool):
+    r = run(pool, "import sys\nprint('out')\nprint('err', file=sys.stderr)\nsys.exit(3)")
+    assert (r.status, r.exit_code, r.stdout, r.stderr) == (Status.RUNTIME_ERROR, 3, "out\n", "err\n")
+
+
+def test_ok_program(pool):
+    r = run(pool, "print(sum(range(10)))")
+    assert r.status is Status.OK and r.exit_code == 0 and r.stdout == "45\n"
+    assert r.wall_s > 0
+
+
+def test_stdin_larger_than_a_pipe_buffer(pool):
+    data = "x" * 300_000 + "\nend\n"
+    r = run(pool, "import sys\nd = sys.stdin.read()\nprint(len(d), d.split()[-1])", stdin=data)
+    assert r.stdout == f"{len(data)} end\n"
+
+
+def test_program_that_ignores_stdin(pool):
+    r = run(pool, "print('ignored')", stdin="y" * 500_000)
+    assert r.status is Status.OK and r.stdout == "ignored\n"
+
+
+def test_files_argv_and_report_channel(pool):
+    code = ("import sys, os\n"
+            "print(open('data/in.txt').read(), open('blob.bin','rb').read(), sys.argv[1:])\n"
+            "os.write(3, b'report-bytes')\n")
+    r = run(pool, code, files={"data/in.txt": "hello", "blob.bin": b"\x00\x01"}, argv=["a", "b"])
+    assert r.status is Status.OK, r.stderr
+    assert r.stdout == "hello b'\\x00\\x01' ['a', 'b']\n"
+    assert r.report == b"report-bytes"
+    assert r.stdout.count("report") == 0
+
+
+def test_uncaught_exception_is_runtime_error(pool):
+    r = run(pool, "raise ValueError('boom')")
+    assert r.status is Status.RUNTIME_ERROR and r.exit_code == 1 and "ValueError: boom" in r.stderr
+
+
+def test_syntax_error_is_runtime_error(pool):
+    r = run(pool, "def f(:\n")
+    assert r.status is Status.RUNTIME_ERROR and "SyntaxError" in r.stderr
+
+
+def test_infinite_loop_times_out(pool):
+    r = run(pool, "while True: pass", limits=Limits(wall_s=1.0))
+    assert r.status is Status.TIMEOUT
+    assert 0.9 <= r.wall_s < 3.0
+
+
+def test_cpu_limit_is_timeout_not_crash(pool):
+    r = run(pool, "while True: pass", limits=Limits(wall_s=10.0, cpu_s=1))
+    assert r.status is Status.TIMEOUT
+    assert r.wall_s < 5
+
+
+def test_sleep_with_sigalrm_ignored_times_out(pool):
+    code = "import signal, time\nsignal.signal(signal.SIGALRM, signal.SIG_IGN)\nsignal.alarm(1)\ntime.sleep(60)"
+    r = run(pool, code, limits=Limits(wall_s=1.0))
+    assert r.status is Status.TIMEOUT
+
+
+def test_memory_bomb_is_memory_limit_not_timeout(pool):
+    code = ("import resource\n"
+            "soft, _ = resource.getrlimit(resource.RLIMIT_AS)\n"
+            "assert 0 < soft <= 256 << 20, 'limit not set: refusing to allocate'\n"
+            "blocks = []\n"
+            "while True:\n    blocks.append(bytearray(16 << 20))\n")
+    r = run(pool, code, limits=Limits(wall_s=5.0, memory_mb=256))
+    assert r.status is Status.MEMORY_LIMIT, (r.status, r.stderr[-300:])
+
+
+def test_infinite_output_is_output_limit(pool):
+    r = run(pool, "while True:\n    print('y' * 1000)", limits=Limits(wall_s=5.0, output_bytes=100_000))
+    assert r.status is Status.OUTPUT_LIMIT
+    assert r.stdout_truncated and len(r.stdout) == 100_000
+
+
+def test_huge_file_write_is_stopped(pool):
+    code = ("import resource\n"
+            "assert 0 < resource.getrlimit(resource.RLIMIT_FSIZE)[0] <= 1 << 20, 'limit not set'\n"
+            "with open('big', 'wb') as f:\n"
+            "    while True:\n        f.write(b'z' * 65536)\n")
+    r = run(pool, code, limits=Limits(wall_s=5.0, file_size_bytes=1 << 20))
+    assert r.status is Status.RUNTIME_ERROR
+    assert "File too large" in r.stderr or r.signal == 25  # EFBIG, or SIGXFSZ
+
+
+def test_fork_bomb_is_contained(pool):
+    code = ("import os, resource\n"
+            "soft, hard = resource.getrlimit(resource.RLIMIT_NPROC)\n"
+            "assert 0 < hard <= 64, 'limit not set: refusing to fork'\n"
+            "n = 0\n"
+            "while True:\n"
+            "    try:\n"
+            "        if os.fork() == 0:\n"
+            "            while True: pass\n"
+            "        n += 1\n"
+            "    except OSError:\n"
+            "        print('fork refused after', n, flush=True)\n"
+            "        break\n"
+            "import time; time.sleep(30)\n")
+    r = run(pool, code, limits=Limits(wall_s=2.0, max_processes=16))
+    assert r.status is Status.TIMEOUT
+    assert "fork refused after" in r.stdout
+    assert int(r.stdout.split()[-1]) <= 16
+    assert not pool_extra_processes(pool)
+
+
+def test_daemonised_grandchild_does_not_outlive_the_program(pool):
+    code = ("import os, time\n"
+            "if os.fork() == 0:\n"
+            "    os.setsid()\n"
+            "    if os.fork() == 0:\n"
+            "        time.sleep(60)\n"
+            "    os._exit(0)\n"
+            "print('parent done')\n")
+    r = run(pool, code)
+    assert r.status is Status.OK and r.wall_s < 2.5
+    assert not pool_extra_processes(pool)
+
+
+def test_no_network(pool):
+    code = ("import socket\n"
+            "for fam, typ in [(socket.AF_INET, socket.SOCK_STREAM), (socket.AF_INET, socket.SOCK_DGRAM),\n"
+            "                 (socket.AF_INET6, socket.SOCK_STREAM), (socket.AF_PACKET, socket.SOCK_RAW)]:\n"
+            "    try:\n"
+            "        socket.socket(fam, typ)\n"
+            "        print('OPENED', fam, typ)\n"
+            "    except OSError as e:\n"
+            "        print('denied', e.errno)\n"
+            "try:\n"
+            "    socket.getaddrinfo('example.com', 80)\n"
+            "    print('RESOLVED')\n"
+            "except OSError:\n"
+            "    print('no dns')\n")
+    r = run(pool, code)
+    assert r.status is Status.OK, r.stderr
+    assert "OPENED" not in r.stdout and "RESOLVED" not in r.stdout
+    assert r.stdout.count("denied") == 4 and "no dns" in r.stdout
+
+
+def test_host_secrets_are_invisible(pool, monkeypatch):
+    monkeypatch.setenv("HARNESS_SECRET_TOKEN", "s3cr3t")
+    project = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    code = ("import os\n"
+            f"paths = ['/etc/shadow', '/etc/passwd', '/root', '/home', {project!r}, '/proc/1/environ']\n"
+            "for p in paths:\n"
+            "    try:\n"
+            "        if os.path.isdir(p):\n"
+            "            print(p, 'LISTED', os.listdir(p))\n"
+            "        else:\n"
+            "            print(p, 'READ', open(p, 'rb').read()[:50])\n"
+            "    except OSError as e:\n"
+            "        print(p, 'denied')\n"
+            "print('ENV', sorted(os.environ))\n")
+    r = run(pool, code)
+    assert r.status is Status.OK, r.stderr
+    assert "s3cr3t" not in r.stdout and "HARNESS_SECRET_TOKEN" not in r.stdout
+    lines = r.stdout.splitlines()
+    for line in lines[:5]:
+        assert line.endswith("denied"), line
+    # /proc/1 is the sandbox's own init (bubblewrap), started with a scrubbed environment.
+    assert lines[5] in ("/proc/1/environ denied", "/proc/1/environ READ b'PATH=/usr/bin:/bin\\x00'"), lines[5]
+    assert "ENV ['HOME', 'LANG', 'PATH', 'PWD', 'PYTHONDONTWRITEBYTECODE']" in r.stdout or "ENV ['HOME', 'LANG', 'PATH', 'PYTHONDONTWRITEBYTECODE']" in r.stdout
+
+
+def test_root_filesystem_is_read_only(pool):
+    code = ("import os\n"
+            "for p in ['/usr/evil', '/evil', '/opt/vmpool/agent.py']:\n"
+            "    try:\n"
+            "        open(p, 'w').write('x'); print('WROTE', p)\n"
+            "    except OSError: print('denied', p)\n")
+    r = run(pool, code)
+    assert "WROTE" not in r.stdout and r.stdout.count("denied") == 3
+
+
+def test_ptrace_and_mount_are_denied(pool):
+    code = ("import ctypes, os\n"
+            "libc = ctypes.CDLL(None, use_errno=True)\n"
+            "print('ptrace', libc.ptrace(16, 1, 0, 0), ctypes.get_errno())\n"  # PTRACE_ATTACH to init
+            "print('mount', libc.mount(b'none', b'/tmp', b'tmpfs', 0, None), ctypes.get_errno())\n"
+            "print('unshare', libc.unshare(0x10000000), ctypes.get_errno())\n")  # CLONE_NEWUSER
+    r = run(pool, code)
+    assert r.status is Status.OK, r.stderr
+    assert r.stdout.splitlines() == ["ptrace -1 1", "mount -1 1", "unshare -1 1"]
+
+
+def test_programs_cannot_see_earlier_programs_files(pool):
+    plant = ("import os\nopen('left-behind.txt', 'w').write('secret')\n"
+             "os.makedirs('/tmp/shared', exist_ok=True)\nopen('/dev/shm/note', 'w').write('secret')\n")
+    look = ("import os\nprint(os.listdir('.'), os.path.exists('/tmp/shared'), os.path.exists('/dev/shm/note'),\n"
+            "      [p for p in os.listdir('/tmp') if not p.startswith('run')])\n")
+    # Plant in every sandbox of the pool, then look from every sandbox.
+    planted = pool.map([ExecRequest(code=plant, limits=FAST)] * 4)
+    assert all(r.status is Status.OK for r in planted), [r.stderr for r in planted]
+    for r in pool.map([ExecRequest(code=look, limits=FAST)] * 4):
+        assert r.stdout == "[] False False []\n", r.stdout
+
+
+def test_random_state_differs_between_programs(pool):
+    outs = {run(pool, "import random; print(random.random())").stdout for _ in range(4)}
+    assert len(outs) == 4
