@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# System packages the harness needs, installed only when missing (idempotent).
+#   bubblewrap  - the namespace sandbox
+#   python3     - the interpreter programs run on inside the sandbox (/usr/bin/python3)
+#   python3-venv, python3-pip - to build the project's virtual environment
+#   libseccomp2 - compiles the sandbox's seccomp filter (through pyseccomp)
+set -euo pipefail
+need=()
+for pkg in bubblewrap python3 python3-venv python3-pip libseccomp2 make; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need+=("$pkg")
+done
+if [ ${#need[@]} -eq 0 ]; then
+    exit 0
+fi
+if [ "$(id -u)" -ne 0 ]; then
+    echo "missing system packages: ${need[*]} (run as root, or: sudo apt-get install ${need[*]})" >&2
+    exit 1
+fi
+echo "installing system packages: ${need[*]}"
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+apt-get install -y -qq --no-install-recommends "${need[@]}"
