@@ -219,3 +219,33 @@ def test_programs_cannot_see_earlier_programs_files(pool):
 def test_random_state_differs_between_programs(pool):
     outs = {run(pool, "import random; print(random.random())").stdout for _ in range(4)}
     assert len(outs) == 4
+
+
+def test_filling_the_tmpfs_fails_the_program_not_the_sandbox(pool):
+    code = ("import os\n"
+            "for i in range(100):\n"
+            "    with open(f'f{i}', 'wb') as f:\n"
+            "        f.write(b'z' * (8 << 20))\n")
+    r = run(pool, code, limits=Limits(wall_s=10.0, file_size_bytes=16 << 20))
+    assert r.status is Status.RUNTIME_ERROR and "No space left on device" in r.stderr
+    after = pool.map([ExecRequest(code="open('x', 'wb').write(b'y' * (4 << 20)); print('ok')", limits=FAST)] * 4)
+    assert [a.stdout for a in after] == ["ok\n"] * 4
+
+
+def test_program_cannot_signal_other_sandboxes(pool):
+    # Each sandbox has its own pid namespace and host uid: pids outside are not even visible.
+    code = ("import os\n"
+            "pids = sorted(int(p) for p in os.listdir('/proc') if p.isdigit())\n"
+            "print(len(pids) <= 3, max(pids) < 100)\n")
+    r = run(pool, code)
+    assert r.stdout == "True True\n", r.stdout
+
+
+def test_standalone_sandbox_is_a_context_manager(no_leaks):
+    from vmpool import NamespaceSandbox
+    with NamespaceSandbox() as sb:
+        r = sb.execute(ExecRequest(code="print('alone')", limits=FAST))
+        assert r.stdout == "alone\n"
+        pid = sb.pid
+    assert not sb.alive()
+    assert not os.path.exists(f"/proc/{pid}") or open(f"/proc/{pid}/status").read().find("State:\tZ") >= 0

@@ -60,3 +60,10 @@ def test_pool_config_validation(kwargs, needle):
 
 def test_only_sandbox_error_is_infrastructure():
     assert [s for s in Status if s.is_infrastructure] == [Status.SANDBOX_ERROR]
+
+
+def test_auto_backend_resolves_and_says_why(caplog):
+    import logging
+    with caplog.at_level(logging.INFO, logger="vmpool"):
+        assert vmpool.resolve_backend("auto") == "namespace"
+    assert "namespace" in caplog.text
