@@ -1,0 +1,61 @@
+"""rewards: problems, test kinds, code extraction, output comparison, reward shaping, anti-hacking.
+
+Public surface::
+
+    from rewards import load_problems, Grader, RewardConfig, compute_reward
+    problems = load_problems("rewards/data/humaneval.jsonl")
+    with vmpool.Pool(vmpool.PoolConfig(size=2)) as pool:
+        grader = Grader(pool)
+        verdicts = grader.grade_batch([(problems[0], completion)])
+        rewards = [compute_reward(v, RewardConfig()) for v in verdicts]
+
+Exception tree::
+
+    RewardsError
+    ├── ProblemFormatError(file, line, field, message)   (also a ValueError)
+    └── RewardConfigError                                (also a ValueError)
+
+Program failures are never exceptions: they are :class:`Verdict` outcomes. Sandbox
+infrastructure failures become ``Verdict.passed is None`` and a ``None`` reward, never 0.0.
+"""
+
+from ._adapters import FORMATS, ProblemSet, RestrictedUnpickler, load_problems, reference_solutions, restricted_loads
+from ._compare import stdout_matches, values_equal
+from ._errors import ProblemFormatError, RewardConfigError, RewardsError
+from ._extract import extract_code
+from ._grade import Grader, Outcome, Verdict
+from ._problems import (
+    AssertTests, CallCase, CallTests, Problem, StdioCase, StdioTests, Tests, problem_from_dict, problem_to_dict,
+)
+from ._runner import RUNNER_SOURCE
+from ._shaping import RewardConfig, compute_reward
+
+__all__ = [
+    "AssertTests",
+    "CallCase",
+    "CallTests",
+    "FORMATS",
+    "Grader",
+    "Outcome",
+    "Problem",
+    "ProblemFormatError",
+    "ProblemSet",
+    "RUNNER_SOURCE",
+    "RestrictedUnpickler",
+    "RewardConfig",
+    "RewardConfigError",
+    "RewardsError",
+    "StdioCase",
+    "StdioTests",
+    "Tests",
+    "Verdict",
+    "compute_reward",
+    "extract_code",
+    "load_problems",
+    "problem_from_dict",
+    "problem_to_dict",
+    "reference_solutions",
+    "restricted_loads",
+    "stdout_matches",
+    "values_equal",
+]

@@ -1,0 +1,98 @@
+"""Pull the program out of a model completion (plain text, markdown, or chat messages)."""
+
+from __future__ import annotations
+
+import logging
+import re
+from typing import Any
+
+__all__ = ["extract_code"]
+
+logger = logging.getLogger(__name__)
+
+# An opening fence: ``` or ~~~ (3+), optional info string. Only python/py/untagged blocks count.
+_FENCE_RE = re.compile(r"^[ \t]{0,3}(`{3,}|~{3,})[ \t]*([^\s`]*)[^\n]*$", re.MULTILINE)
+_PYTHON_TAGS = {"", "python", "py", "python3", "py3"}
+
+
+def _message_text(message: Any) -> str | None:
+    """Text of one chat message: ``content`` as str, or the text parts of a list of parts."""
+    if not isinstance(message, dict):
+        return None
+    content = message.get("content")
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        parts = []
+        for part in content:
+            if isinstance(part, str):
+                parts.append(part)
+            elif isinstance(part, dict) and isinstance(part.get("text"), str):
+                if part.get("type", "text") in ("text", "output_text"):
+                    parts.append(part["text"])
+        return "".join(parts)
+    return None
+
+
+def _completion_text(completion: Any) -> str | None:
+    if isinstance(completion, str):
+        return completion
+    if isinstance(completion, dict):
+        return _message_text(completion)
+    if isinstance(completion, (list, tuple)):
+        # Chat transcript: the last assistant message is the answer.
+        for message in reversed(completion):
+            if isinstance(message, dict) and message.get("role") == "assistant":
+                return _message_text(message)
+        return None
+    return None
+
+
+def _fenced_blocks(text: str) -> list[tuple[str, str]]:
+    """All fenced blocks as (tag, body); an unterminated final fence runs to the end of text."""
+    blocks: list[tuple[str, str]] = []
+    pos = 0
+    while True:
+        match = _FENCE_RE.search(text, pos)
+        if match is None:
+            return blocks
+        fence, tag = match.group(1), match.group(2).lower()
+        body_start = match.end() + 1
+        closing = re.compile(r"^[ \t]{0,3}" + re.escape(fence[0]) + "{" + str(len(fence)) + r",}[ \t]*$", re.MULTILINE)
+        end = closing.search(text, body_start) if body_start <= len(text) else None
+        if end is None:
+            blocks.append((tag, text[body_start:]))
+            return blocks
+        blocks.append((tag, text[body_start:end.start()]))
+        pos = end.end()
+
+
+def extract_code(completion: Any) -> str | None:
+    """The program in a completion, or ``None`` when there is none.
+
+    Args:
+        completion: a string; a list of chat messages (``{"role", "content"}`` dicts, the last
+            assistant message is used; ``content`` may be a string or a list of parts); or a
+            single message dict. Anything else yields ``None``.
+
+    Returns:
+        The body of the last ```python / ```py / untagged fenced block (an unterminated final
+        fence counts); the whole text when there is no fence; ``None`` for empty or whitespace-only
+        code. Never raises.
+    """
+    try:
+        text = _completion_text(completion)
+        if text is None or not text.strip():
+            return None
+        text = text.replace("\r\n", "\n")
+        blocks = [body for tag, body in _fenced_blocks(text) if tag in _PYTHON_TAGS]
+        if blocks:
+            code = blocks[-1]
+        elif _FENCE_RE.search(text):
+            return None  # only non-Python blocks (```json, ```bash...): no program here
+        else:
+            code = text
+        return code if code.strip() else None
+    except Exception:  # must never raise on model output; log and treat as no code
+        logger.exception("extract_code failed on a %s", type(completion).__name__)
+        return None

@@ -1,0 +1,292 @@
+"""Grading: completions + problems -> sandbox requests -> verdicts.
+
+A batch is planned on the host (code extraction, ``compile()`` syntax check, one request per
+assert/call sample or per stdio case, identical requests deduplicated), run with ONE
+``pool.map`` call, then evaluated. A pass needs the runner's authenticated ``done`` record
+(assert/call kinds) or every stdio case's output to match with a clean exit. Any
+``SANDBOX_ERROR`` in a sample makes its verdict an infrastructure failure (``passed=None``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import logging
+import warnings
+from dataclasses import dataclass
+from typing import Any, Iterable, Sequence
+
+from vmpool import ExecRequest, ExecResult, Limits, Status, VmpoolError
+
+from ._compare import stdout_matches, values_equal
+from ._extract import extract_code
+from ._problems import AssertTests, CallTests, Problem, StdioTests
+from ._runner import RUNNER_SOURCE, build_payload, new_nonce, parse_report
+from ._shaping import RewardConfig, compute_reward
+
+__all__ = ["Outcome", "Verdict", "Grader"]
+
+logger = logging.getLogger(__name__)
+
+_ERROR_CHARS = 500
+
+
+class Outcome(str, enum.Enum):
+    """Why a sample got its verdict."""
+
+    PASSED = "passed"
+    FAILED = "failed"
+    NO_CODE = "no_code"
+    SYNTAX_ERROR = "syntax_error"
+    RUNTIME_ERROR = "runtime_error"
+    TIMEOUT = "timeout"
+    MEMORY_LIMIT = "memory_limit"
+    OUTPUT_LIMIT = "output_limit"
+    SANDBOX_KILLED = "sandbox_killed"
+    SANDBOX_ERROR = "sandbox_error"
+
+
+_STATUS_OUTCOME = {
+    Status.RUNTIME_ERROR: Outcome.RUNTIME_ERROR,
+    Status.TIMEOUT: Outcome.TIMEOUT,
+    Status.MEMORY_LIMIT: Outcome.MEMORY_LIMIT,
+    Status.OUTPUT_LIMIT: Outcome.OUTPUT_LIMIT,
+    Status.SANDBOX_KILLED: Outcome.SANDBOX_KILLED,
+    Status.SANDBOX_ERROR: Outcome.SANDBOX_ERROR,
+}
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """The grade of one (problem, completion) sample.
+
+    Attributes:
+        passed: True/False, or ``None`` for an infrastructure failure (never a 0 reward).
+        outcome: why (see :class:`Outcome`).
+        tests_passed: tests that passed (partial results count where the run was cut short).
+        tests_total: tests of the problem.
+        error: short excerpt (<= 500 chars) explaining a failure.
+        wall_s: sandbox wall time spent on this sample.
+        exec_status: sandbox status of the deciding run (``None`` when nothing ran).
+    """
+
+    passed: bool | None
+    outcome: Outcome
+    tests_passed: int
+    tests_total: int
+    error: str = ""
+    wall_s: float = 0.0
+    exec_status: Status | None = None
+
+
+@dataclass
+class _Plan:
+    """Requests of one sample (indices into the deduplicated request list) and how to judge them."""
+
+    problem: Problem
+    verdict: Verdict | None = None  # decided on the host (no code, syntax error)
+    request_ids: list[int] = dataclasses.field(default_factory=list)
+    nonce: str = ""
+
+
+@dataclass
+class _Batch:
+    """Deduplicated requests of one grade_batch call: identical (program, tests) run once."""
+
+    requests: list[ExecRequest] = dataclasses.field(default_factory=list)
+    index: dict[Any, int] = dataclasses.field(default_factory=dict)
+    nonces: dict[int, str] = dataclasses.field(default_factory=dict)
+
+
+def _cut(text: str) -> str:
+    text = text.strip()
+    return text if len(text) <= _ERROR_CHARS else text[: _ERROR_CHARS - 3] + "..."
+
+
+def _syntax_error(program: str) -> str | None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            compile(program, "<solution>", "exec", dont_inherit=True)
+        except SyntaxError as exc:
+            return f"SyntaxError: {exc.msg} (line {exc.lineno})"
+        except (ValueError, RecursionError, MemoryError, OverflowError) as exc:
+            return f"{type(exc).__name__}: {exc}"
+    return None
+
+
+class Grader:
+    """Grades completions against problems in a vmpool ``Pool``.
+
+    Args:
+        pool: anything with ``map(list[ExecRequest]) -> list[ExecResult]`` (a ``vmpool.Pool``).
+        reward_config: how verdicts become rewards (:meth:`rewards`).
+        default_limits: limits of every run; a problem's ``time_limit_s`` / ``memory_mb``
+            override ``wall_s`` / ``memory_mb``.
+    """
+
+    def __init__(self, pool: Any, reward_config: RewardConfig | None = None,
+                 default_limits: Limits | None = None) -> None:
+        self.pool = pool
+        self.reward_config = reward_config or RewardConfig()
+        self.default_limits = default_limits or Limits()
+
+    # ------------------------------------------------------------------ public
+    def grade(self, problem: Problem, completion: Any) -> Verdict:
+        """Grade one completion (see :meth:`grade_batch`)."""
+        return self.grade_batch([(problem, completion)])[0]
+
+    def grade_batch(self, items: Iterable[tuple[Problem, Any]]) -> list[Verdict]:
+        """Grade many samples with a single ``pool.map`` call.
+
+        Args:
+            items: ``(problem, completion)`` pairs; a completion is a string, chat messages or
+                a message dict (see :func:`rewards.extract_code`).
+
+        Returns:
+            One verdict per item, in order.
+
+        Raises:
+            TypeError: an item's problem is not a :class:`Problem`.
+        """
+        batch = _Batch()
+        plans = [self._plan(problem, completion, batch) for problem, completion in items]
+        requests = batch.requests
+        results: Sequence[ExecResult] | None = None
+        if requests:
+            try:
+                results = self.pool.map(requests)
+            except VmpoolError as exc:
+                logger.error("pool.map failed for %d requests: %s", len(requests), exc)
+                results = [ExecResult(status=Status.SANDBOX_ERROR, error=f"pool.map failed: {exc}")] * len(requests)
+            if len(results) != len(requests):
+                raise RuntimeError(f"pool.map returned {len(results)} results for {len(requests)} requests")
+        return [plan.verdict if plan.verdict is not None else self._judge(plan, results or []) for plan in plans]
+
+    def rewards(self, items: Iterable[tuple[Problem, Any]]) -> list[float | None]:
+        """Rewards of many samples under ``reward_config`` (``None`` = infrastructure failure)."""
+        return [compute_reward(v, self.reward_config) for v in self.grade_batch(items)]
+
+    # ------------------------------------------------------------------ planning
+    def _limits(self, problem: Problem) -> Limits:
+        changes: dict[str, Any] = {}
+        if problem.time_limit_s is not None:
+            changes["wall_s"] = problem.time_limit_s
+        if problem.memory_mb is not None:
+            changes["memory_mb"] = problem.memory_mb
+        return dataclasses.replace(self.default_limits, **changes) if changes else self.default_limits
+
+    def _plan(self, problem: Problem, completion: Any, batch: "_Batch") -> _Plan:
+        if not isinstance(problem, Problem):
+            raise TypeError(f"grade items must be (Problem, completion) pairs, got a {type(problem).__name__}")
+        plan = _Plan(problem=problem)
+        total = problem.tests.count
+        code = extract_code(completion)
+        if code is None:
+            plan.verdict = Verdict(False, Outcome.NO_CODE, 0, total, "no code found in the completion")
+            return plan
+        program = problem.program_for(code)
+        error = _syntax_error(program)
+        if error is not None:
+            plan.verdict = Verdict(False, Outcome.SYNTAX_ERROR, 0, total, _cut(error))
+            return plan
+        limits = self._limits(problem)
+
+        requests, index = batch.requests, batch.index
+
+        def add(key: Any, make: Any) -> int:
+            if key not in index:
+                index[key] = len(requests)
+                requests.append(make())
+            return index[key]
+
+        tests = problem.tests
+        if isinstance(tests, StdioTests):
+            source = (problem.setup_code + "\n" + program) if problem.setup_code else program
+            for case in tests.cases:
+                plan.request_ids.append(add(("stdio", source, case.stdin, limits),
+                                            lambda c=case: ExecRequest(code=source, stdin=c.stdin, limits=limits)))
+            return plan
+        if isinstance(tests, AssertTests):
+            key: Any = ("assert", program, problem.setup_code, tests.code, limits)
+        else:
+            key = ("call", program, problem.setup_code, tests.fn_name,
+                   tuple(repr((c.args, c.kwargs)) for c in tests.cases), limits)
+        if key in index:
+            plan.request_ids.append(index[key])
+            plan.nonce = batch.nonces[index[key]]
+            return plan
+        plan.nonce = new_nonce()
+        if isinstance(tests, AssertTests):
+            payload = build_payload(nonce=plan.nonce, mode="assert", program=program, setup=problem.setup_code,
+                                    units=tests.code)
+        else:
+            assert isinstance(tests, CallTests)
+            payload = build_payload(nonce=plan.nonce, mode="call", program=program, setup=problem.setup_code,
+                                    fn_name=tests.fn_name, cases=[(c.args, c.kwargs) for c in tests.cases])
+        rid = add(key, lambda: ExecRequest(code=RUNNER_SOURCE, files={"payload.json": payload}, limits=limits))
+        batch.nonces[rid] = plan.nonce
+        plan.request_ids.append(rid)
+        return plan
+
+    # ------------------------------------------------------------------ judging
+    def _judge(self, plan: _Plan, results: Sequence[ExecResult]) -> Verdict:
+        problem = plan.problem
+        total = problem.tests.count
+        runs = [results[i] for i in plan.request_ids]
+        wall = sum(r.wall_s for r in runs)
+        broken = next((r for r in runs if r.status is Status.SANDBOX_ERROR), None)
+        if broken is not None:
+            return Verdict(None, Outcome.SANDBOX_ERROR, 0, total, _cut(broken.error or "sandbox error"), wall,
+                           Status.SANDBOX_ERROR)
+        tests = problem.tests
+        if isinstance(tests, StdioTests):
+            return self._judge_stdio(tests, runs, wall)
+        return self._judge_runner(tests, runs[0], plan.nonce, wall)
+
+    @staticmethod
+    def _judge_stdio(tests: StdioTests, runs: list[ExecResult], wall: float) -> Verdict:
+        passed = 0
+        first_fail: tuple[int, ExecResult, str] | None = None
+        for i, (case, res) in enumerate(zip(tests.cases, runs)):
+            if res.status is Status.OK and not res.stdout_truncated and stdout_matches(
+                    res.stdout, case.stdout, float_tol=tests.float_tol, whitespace=tests.whitespace):
+                passed += 1
+                continue
+            if first_fail is None:
+                why = "wrong answer" if res.status is Status.OK else (res.stderr.strip()[-300:] or res.status.value)
+                first_fail = (i, res, why)
+        total = len(tests.cases)
+        if first_fail is None:
+            return Verdict(True, Outcome.PASSED, passed, total, "", wall, Status.OK)
+        i, res, why = first_fail
+        outcome = Outcome.FAILED if res.status is Status.OK else _STATUS_OUTCOME.get(res.status, Outcome.RUNTIME_ERROR)
+        return Verdict(False, outcome, passed, total, _cut(f"case {i}: {why}"), wall, res.status)
+
+    def _judge_runner(self, tests: AssertTests | CallTests, res: ExecResult, nonce: str, wall: float) -> Verdict:
+        total = tests.count
+        report = parse_report(res.report, nonce, total)
+        if isinstance(tests, CallTests):
+            flags = [report.partial.get(i, False) and i in report.values and
+                     values_equal(report.values[i], case.expected, float_tol=tests.float_tol)
+                     for i, case in enumerate(tests.cases)]
+            if report.done:
+                flags = [f and r for f, r in zip(flags, report.results)]
+        else:
+            flags = report.results if report.done else [report.partial.get(i, False) for i in range(total)]
+        passed = sum(1 for f in flags if f)
+        if report.done and res.status is Status.OK:
+            if report.load_error:
+                return Verdict(False, Outcome.RUNTIME_ERROR, 0, total, _cut(report.load_error), wall, res.status)
+            if passed == total:
+                return Verdict(True, Outcome.PASSED, passed, total, "", wall, res.status)
+            first = next(i for i, f in enumerate(flags) if not f)
+            why = report.errors.get(first) or ("wrong return value" if isinstance(tests, CallTests) else "failed")
+            return Verdict(False, Outcome.FAILED, passed, total, _cut(f"test {first}: {why}"), wall, res.status)
+        if res.status is Status.OK:
+            # Exited cleanly without the runner's final record: sys.exit(0) / os._exit(0) and friends.
+            why = report.load_error or "program exited before the tests finished"
+            return Verdict(False, Outcome.RUNTIME_ERROR, passed, total, _cut(why), wall, res.status)
+        outcome = _STATUS_OUTCOME.get(res.status, Outcome.RUNTIME_ERROR)
+        why = report.load_error or res.error or res.stderr.strip()[-300:] or res.status.value
+        return Verdict(False, outcome, passed, total, _cut(why), wall, res.status)

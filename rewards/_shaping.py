@@ -1,0 +1,86 @@
+"""Turn a :class:`~rewards.Verdict` into a scalar reward."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from ._errors import RewardConfigError
+
+if TYPE_CHECKING:
+    from ._grade import Verdict
+
+__all__ = ["RewardConfig", "compute_reward"]
+
+_KINDS = ("binary", "fraction", "weighted")
+
+
+@dataclass(frozen=True)
+class RewardConfig:
+    """How verdicts become rewards.
+
+    Args:
+        kind: ``"binary"``: ``pass_bonus`` if every test passed, else 0.0.
+            ``"fraction"``: fraction of tests passed, in [0, 1].
+            ``"weighted"``: ``pass_bonus`` * passed + ``fraction_weight`` * fraction, with
+            ``no_code_penalty`` / ``syntax_error_penalty`` replacing it when there was no code or
+            it did not compile.
+        pass_bonus: reward of a full pass (binary, weighted); > 0.
+        fraction_weight: weight of the passed fraction (weighted); >= 0.
+        no_code_penalty: reward when no code was found (weighted); <= 0.
+        syntax_error_penalty: reward when the code does not compile (weighted); <= 0.
+
+    Raises:
+        RewardConfigError: a value is out of range; the message says what to change.
+    """
+
+    kind: str = "binary"
+    pass_bonus: float = 1.0
+    fraction_weight: float = 0.1
+    no_code_penalty: float = -0.2
+    syntax_error_penalty: float = -0.1
+
+    def __post_init__(self) -> None:
+        if self.kind not in _KINDS:
+            raise RewardConfigError(f"RewardConfig.kind is {self.kind!r}: set it to one of {', '.join(_KINDS)}")
+        for name in ("pass_bonus", "fraction_weight", "no_code_penalty", "syntax_error_penalty"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise RewardConfigError(f"RewardConfig.{name} is {value!r}: set it to a finite number")
+        if self.pass_bonus <= 0:
+            raise RewardConfigError(f"RewardConfig.pass_bonus is {self.pass_bonus}: set it to a number > 0")
+        if self.fraction_weight < 0:
+            raise RewardConfigError(f"RewardConfig.fraction_weight is {self.fraction_weight}: set it to a number >= 0")
+        for name in ("no_code_penalty", "syntax_error_penalty"):
+            if getattr(self, name) > 0:
+                raise RewardConfigError(f"RewardConfig.{name} is {getattr(self, name)}: set it to 0 or a negative "
+                                        "number (a positive value would reward broken output)")
+
+
+def compute_reward(verdict: "Verdict", cfg: RewardConfig | None = None) -> float | None:
+    """The reward of one verdict.
+
+    Args:
+        verdict: the grading verdict.
+        cfg: the shaping configuration (default :class:`RewardConfig()`).
+
+    Returns:
+        ``None`` exactly when the verdict is an infrastructure failure (``passed is None``),
+        otherwise a float as described in :class:`RewardConfig`.
+    """
+    cfg = cfg or RewardConfig()
+    if verdict.passed is None:
+        return None
+    total = verdict.tests_total
+    fraction = (verdict.tests_passed / total) if total > 0 else 0.0
+    fraction = 1.0 if verdict.passed else min(fraction, 1.0)
+    if cfg.kind == "binary":
+        return float(cfg.pass_bonus) if verdict.passed else 0.0
+    if cfg.kind == "fraction":
+        return float(fraction)
+    if verdict.outcome == "no_code":
+        return float(cfg.no_code_penalty)
+    if verdict.outcome == "syntax_error":
+        return float(cfg.syntax_error_penalty)
+    return float(cfg.pass_bonus) * (1.0 if verdict.passed else 0.0) + float(cfg.fraction_weight) * fraction
