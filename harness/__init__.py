@@ -1,0 +1,72 @@
+"""harness: orchestration of sandboxed grading: config, offline grading, CLI, benchmark.
+
+Public surface::
+
+    from harness import (
+        HarnessConfig, PoolSettings, LimitsSettings, RewardSettings, GradingSettings,
+        load_config, config_from_dict, describe_config,          # typed YAML config
+        Harness, grade,                                          # offline grading
+        GradeSummary, pass_at_k, summarize, format_summary,      # pass@k and reports
+        Sample, SampleSet, InputIssue, ResultRow, ResultStore,   # samples in, rows out
+        read_samples, read_results,
+        run_demo, DemoReport, run_bench, BenchResult,            # demo and benchmark
+        HarnessError, ConfigError, InputError,                   # exceptions
+    )
+
+Exception tree::
+
+    HarnessError
+    ├── ConfigError    invalid config file or value ("file: key.path: why")
+    └── InputError     an input or output file unusable as a whole ("file[:line]: why")
+
+Single bad records are not exceptions: they are ``InputIssue`` entries in the summary.
+Command line: ``python -m harness {grade,demo,bench,config} --help``.
+"""
+
+from ._bench import BenchResult, run_bench
+from ._config import (
+    GradingSettings,
+    HarnessConfig,
+    LimitsSettings,
+    PoolSettings,
+    RewardSettings,
+    config_from_dict,
+    describe_config,
+    load_config,
+)
+from ._demo import DemoReport, run_demo
+from ._errors import ConfigError, HarnessError, InputError
+from ._grading import Harness, grade
+from ._io import InputIssue, ResultRow, ResultStore, Sample, SampleSet, read_results, read_samples
+from ._summary import GradeSummary, format_summary, pass_at_k, summarize
+
+__all__ = [
+    "BenchResult",
+    "ConfigError",
+    "DemoReport",
+    "GradeSummary",
+    "GradingSettings",
+    "Harness",
+    "HarnessConfig",
+    "HarnessError",
+    "InputError",
+    "InputIssue",
+    "LimitsSettings",
+    "PoolSettings",
+    "ResultRow",
+    "ResultStore",
+    "RewardSettings",
+    "Sample",
+    "SampleSet",
+    "config_from_dict",
+    "describe_config",
+    "format_summary",
+    "grade",
+    "load_config",
+    "pass_at_k",
+    "read_results",
+    "read_samples",
+    "run_bench",
+    "run_demo",
+    "summarize",
+]

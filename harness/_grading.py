@@ -1,0 +1,382 @@
+"""Offline grading: problems + samples -> one result row per sample, and a summary.
+
+:class:`Harness` holds a sandbox pool open across calls (a context manager);
+:func:`grade` is the one-shot form. Grading goes chunk by chunk through
+``rewards.Grader.grade_batch`` (parallel over the pool), and every chunk's rows are
+flushed to the output before the next chunk starts, so an interrupted run loses at most
+one chunk and a re-run picks up where it stopped.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Protocol, Self
+
+from rewards import Grader, Problem, RewardConfig, Verdict, compute_reward, load_problems
+from vmpool import Pool, PoolConfig
+
+from ._config import HarnessConfig
+from ._errors import InputError
+from ._io import (
+    InputIssue,
+    ResultRow,
+    ResultStore,
+    Sample,
+    SampleSet,
+    output_format,
+    read_samples,
+    samples_from_records,
+)
+from ._summary import GradeSummary, summarize
+
+__all__ = ["Harness", "grade", "load_problem_index", "resolve_task_ids"]
+
+logger = logging.getLogger(__name__)
+
+PathLike = str | os.PathLike[str]
+
+
+class _Bar(Protocol):
+    def update(self, n: int) -> Any: ...
+
+    def close(self) -> None: ...
+
+
+def load_problem_index(
+    problems: PathLike | Iterable[Problem], fmt: str = "auto"
+) -> tuple[dict[str, Problem], list[InputIssue]]:
+    """Load problems and index them by task id.
+
+    Args:
+        problems: a problems file (any format ``rewards.load_problems`` reads) or an
+            iterable of ``rewards.Problem``.
+        fmt: format passed to ``rewards.load_problems`` for files (``auto``, ``humaneval``...).
+
+    Returns:
+        ``({task_id: Problem}, issues)``; issues are the problem records the loader
+        skipped (``file:line: field: why``) and duplicate task ids (first one kept).
+
+    Raises:
+        InputError: the file is missing or unreadable, the format is unknown or cannot
+            be detected, or no problem could be loaded.
+    """
+    issues: list[InputIssue] = []
+    if isinstance(problems, (str, os.PathLike)):
+        path = str(problems)
+        if not Path(path).exists():
+            raise InputError("problems file does not exist", path)
+        try:
+            loaded = load_problems(path, fmt=fmt)
+        except (OSError, ValueError) as exc:  # ProblemFormatError is a ValueError
+            raise InputError(f"cannot load problems: {exc}", path) from exc
+        issues.extend(_problem_issue(err, path) for err in loaded.errors)
+        items: list[Problem] = list(loaded)
+    else:
+        path = "<problems>"
+        items = list(problems)
+    index: dict[str, Problem] = {}
+    for number, problem in enumerate(items, start=1):
+        task_id = str(problem.task_id)
+        if task_id in index:
+            issues.append(InputIssue(path, number, f"task_id: duplicate {task_id!r}, first one kept"))
+            continue
+        index[task_id] = problem
+    if not index:
+        raise InputError("no usable problems", path)
+    return index, issues
+
+
+def _problem_issue(err: Any, default_path: str) -> InputIssue:
+    """Turn a ``rewards.ProblemFormatError`` (file, line, field, message) into an :class:`InputIssue`."""
+    path = str(getattr(err, "file", "") or default_path)
+    line = int(getattr(err, "line", 0) or 0)
+    field_name = getattr(err, "field", "")
+    message = str(getattr(err, "message", "") or err)
+    return InputIssue(path, line, f"{field_name}: {message}" if field_name else message)
+
+
+def resolve_task_ids(
+    samples: Sequence[Sample], index: Mapping[str, Problem], path: str
+) -> tuple[list[Sample], list[InputIssue]]:
+    """Match samples to problems, and renumber ``sample_index`` per matched task.
+
+    A sample's ``task_id`` matches a problem's exactly, or else by the part after the
+    last ``/`` when that is unambiguous (MBPP samples usually say ``2`` where the loaded
+    problem is ``MBPP/2``). Rows carry the problem's id, and ``sample_index`` counts the
+    task's samples in input order under that id.
+
+    Args:
+        samples: the samples, in input order.
+        index: problems by task id.
+        path: samples file name, for issues.
+
+    Returns:
+        ``(matched samples, issues)``: one issue per sample whose task is unknown.
+    """
+    short: dict[str, str | None] = {}
+    for task_id in index:
+        tail = task_id.rsplit("/", 1)[-1]
+        short[tail] = None if tail in short and short[tail] != task_id else task_id
+    counters: dict[str, int] = defaultdict(int)
+    matched: list[Sample] = []
+    issues: list[InputIssue] = []
+    for sample in samples:
+        task_id = sample.task_id if sample.task_id in index else short.get(sample.task_id)
+        if task_id is None:
+            issue = InputIssue(path, sample.line, f"task_id: unknown task {sample.task_id!r}")
+            logger.warning("skipping sample %s", issue)
+            issues.append(issue)
+            continue
+        matched.append(Sample(task_id, sample.completion, counters[task_id], sample.line))
+        counters[task_id] += 1
+    return matched, issues
+
+
+def _excerpt(text: str, limit: int) -> str:
+    """Keep error excerpts short; the tail carries the exception line, so keep the end."""
+    text = (text or "").strip()
+    if len(text) <= limit:
+        return text
+    return "..." + text[-(limit - 3) :] if limit > 3 else text[len(text) - limit :]
+
+
+class Harness:
+    """Grades samples against problems in sandboxes; holds the pool open across calls.
+
+    Args:
+        config: the harness config (defaults when None).
+        workers: pool size, overriding ``config.pool.size``.
+        backend: sandbox backend, overriding ``config.pool.backend``.
+        pool: an already open ``vmpool.Pool`` to use instead of starting one (the caller
+            keeps ownership: :meth:`close` does not close it).
+
+    Raises:
+        ConfigError: when an override is invalid.
+
+    Example::
+
+        with Harness(load_config("configs/default.yaml")) as h:
+            summary = h.grade("problems.jsonl", "samples.jsonl", "out.parquet")
+    """
+
+    def __init__(
+        self,
+        config: HarnessConfig | None = None,
+        *,
+        workers: int | None = None,
+        backend: str | None = None,
+        pool: Pool | None = None,
+    ) -> None:
+        self.config = (config or HarnessConfig()).with_overrides(workers=workers, backend=backend)
+        self.reward_config: RewardConfig = self.config.reward.to_reward_config()
+        self._pool = pool
+        self._owns_pool = pool is None
+        self._grader: Grader | None = None
+
+    @property
+    def pool(self) -> Pool:
+        """The sandbox pool, started on first use.
+
+        Raises:
+            vmpool.VmpoolError: when the pool cannot start (e.g. bubblewrap missing).
+        """
+        if self._pool is None:
+            settings = self.config.pool
+            kwargs: dict[str, Any] = {"backend": settings.backend, "size": settings.resolved_size()}
+            if settings.max_programs_per_sandbox is not None:
+                kwargs["max_programs_per_sandbox"] = settings.max_programs_per_sandbox
+            logger.info("starting sandbox pool: %s", kwargs)
+            self._pool = Pool(PoolConfig(**kwargs))
+        return self._pool
+
+    @property
+    def grader(self) -> Grader:
+        """The ``rewards.Grader`` bound to this harness's pool, limits and reward config."""
+        if self._grader is None:
+            self._grader = Grader(
+                self.pool, reward_config=self.reward_config, default_limits=self.config.limits.to_limits()
+            )
+        return self._grader
+
+    def close(self) -> None:
+        """Shut the pool down if this harness started it. Safe to call twice."""
+        pool, self._pool, self._grader = self._pool, None, None
+        if pool is not None and self._owns_pool:
+            pool.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def verdicts(self, pairs: Sequence[tuple[Problem, Any]]) -> list[Verdict]:
+        """Grade ``(Problem, completion)`` pairs in parallel over the pool.
+
+        Args:
+            pairs: problems and completions (text or chat messages; the Grader extracts the code).
+
+        Returns:
+            One ``rewards.Verdict`` per pair, in order.
+
+        Raises:
+            RuntimeError: when the grader does not answer one verdict per pair.
+        """
+        verdicts = list(self.grader.grade_batch(list(pairs)))
+        if len(verdicts) != len(pairs):
+            raise RuntimeError(f"grader returned {len(verdicts)} verdicts for {len(pairs)} programs")
+        return verdicts
+
+    def to_row(self, sample: Sample, verdict: Verdict) -> ResultRow:
+        """Turn a verdict into the output row for ``sample``.
+
+        Args:
+            sample: the graded sample.
+            verdict: its ``rewards.Verdict``.
+
+        Returns:
+            The :class:`ResultRow`; reward is None exactly when ``passed`` is None.
+        """
+        passed = verdict.passed
+        reward = compute_reward(verdict, self.reward_config)
+        return ResultRow(
+            task_id=sample.task_id,
+            sample_index=sample.sample_index,
+            passed=None if passed is None else bool(passed),
+            reward=None if passed is None or reward is None else float(reward),
+            status=str(getattr(verdict.outcome, "value", verdict.outcome)),
+            tests_passed=verdict.tests_passed,
+            tests_total=verdict.tests_total,
+            wall_s=float(verdict.wall_s or 0.0),
+            error=_excerpt(verdict.error, self.config.grading.error_chars),
+        )
+
+    def grade(
+        self,
+        problems: PathLike | Iterable[Problem],
+        samples: PathLike | SampleSet | Iterable[Mapping[str, Any]],
+        out: PathLike,
+        *,
+        progress: bool = True,
+        resume: bool = True,
+        problem_format: str = "auto",
+    ) -> GradeSummary:
+        """Grade every sample not yet in ``out`` and summarise the whole output.
+
+        Args:
+            problems: problems file or iterable of ``rewards.Problem``.
+            samples: samples JSONL file, a :class:`SampleSet`, or sample records
+                (``{"task_id", "completion"}`` mappings).
+            out: results file; ``.parquet``/``.pq`` or ``.jsonl``/``.ndjson``.
+            progress: show a tqdm progress bar.
+            resume: keep rows already in ``out`` and skip their samples (False: start over).
+            problem_format: format for ``rewards.load_problems`` when ``problems`` is a path.
+
+        Returns:
+            The :class:`GradeSummary` over every row in ``out``.
+
+        Raises:
+            InputError: unreadable problems/samples/output, or no usable problems.
+            vmpool.VmpoolError: when the sandbox pool cannot start (rows flushed so far are kept).
+        """
+        output_format(out)  # a bad output name fails before any work is done
+        index, issues = load_problem_index(problems, problem_format)
+        if isinstance(samples, SampleSet):
+            sample_set = samples
+        elif isinstance(samples, (str, os.PathLike)):
+            sample_set = read_samples(samples)
+        else:
+            sample_set = samples_from_records(samples)
+        issues.extend(sample_set.issues)
+        known, unknown = resolve_task_ids(sample_set.samples, index, sample_set.path or "<samples>")
+        issues.extend(unknown)
+        issues.sort(key=lambda i: (i.path, i.line))
+
+        store = ResultStore(out, resume=resume)
+        todo = [s for s in known if not store.is_done(s.task_id, s.sample_index)]
+        logger.info("%d samples to grade, %d already in %s", len(todo), len(known) - len(todo), out)
+        batch = self.config.grading.batch_size
+        started = time.perf_counter()
+        bar = _progress_bar(len(todo), progress)
+        try:
+            for start in range(0, len(todo), batch):
+                chunk = todo[start : start + batch]
+                verdicts = self.verdicts([(index[s.task_id], s.completion) for s in chunk])
+                store.append([self.to_row(s, v) for s, v in zip(chunk, verdicts, strict=True)])
+                bar.update(len(chunk))
+        finally:
+            bar.close()
+            store.finalize()
+        return summarize(
+            store.rows,
+            self.config.grading.ks,
+            n_graded=len(todo),
+            n_resumed=store.resumed,
+            wall_s=time.perf_counter() - started,
+            input_issues=issues,
+            out=str(out),
+        )
+
+
+class _NoBar:
+    """Stands in for tqdm when the progress bar is off."""
+
+    def update(self, n: int) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def _progress_bar(total: int, enabled: bool) -> _Bar:
+    """A tqdm bar over programs, or a do-nothing stand-in when disabled."""
+    if not enabled:
+        return _NoBar()
+    from tqdm import tqdm
+
+    return tqdm(total=total, unit="prog", desc="grading", dynamic_ncols=True)
+
+
+def grade(
+    problems: PathLike | Iterable[Problem],
+    samples: PathLike | SampleSet | Iterable[Mapping[str, Any]],
+    out: PathLike,
+    config: HarnessConfig | None = None,
+    workers: int | None = None,
+    backend: str | None = None,
+    progress: bool = True,
+    *,
+    resume: bool = True,
+    problem_format: str = "auto",
+) -> GradeSummary:
+    """Grade a samples file against problems in a fresh sandbox pool (one-shot :class:`Harness`).
+
+    Args:
+        problems: problems file or iterable of ``rewards.Problem``.
+        samples: samples JSONL file, :class:`SampleSet`, or sample records.
+        out: results file (``.parquet``/``.pq`` or ``.jsonl``/``.ndjson``); resumable.
+        config: harness config (defaults when None).
+        workers: pool size override.
+        backend: backend override (``namespace`` or ``auto``).
+        progress: show a progress bar.
+        resume: keep and skip rows already in ``out``.
+        problem_format: format for ``rewards.load_problems``.
+
+    Returns:
+        The :class:`GradeSummary`.
+
+    Raises:
+        ConfigError: invalid overrides.
+        InputError: unusable inputs.
+        vmpool.VmpoolError: the sandbox pool cannot start.
+    """
+    with Harness(config, workers=workers, backend=backend) as harness:
+        return harness.grade(problems, samples, out, progress=progress, resume=resume, problem_format=problem_format)

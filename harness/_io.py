@@ -1,0 +1,465 @@
+"""Reading samples and reading/writing result rows (JSONL or Parquet).
+
+Samples are JSONL, one ``{"task_id": ..., "completion": ...}`` object per line; a
+completion is a string, a chat message (``{"role": ..., "content": ...}``) or a list of
+them; the rewards Grader extracts the code.
+A malformed line is reported as an :class:`InputIssue` naming ``file:line`` and
+skipped; the rest of the file is kept.
+
+Results are one row per sample (:data:`RESULT_COLUMNS`). :class:`ResultStore` makes
+grading resumable: it loads the rows already in the output, tells the grader which
+``(task_id, sample_index)`` pairs are done, and flushes each new chunk to disk at once.
+JSONL outputs are appended to directly. Parquet cannot be appended to, so new chunks go
+to a JSONL journal beside it (``OUT.partial.jsonl``) and :meth:`ResultStore.finalize`
+folds everything into the Parquet file atomically.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections import defaultdict
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from ._errors import InputError
+
+__all__ = [
+    "RESULT_COLUMNS",
+    "InputIssue",
+    "ResultRow",
+    "ResultStore",
+    "Sample",
+    "SampleSet",
+    "output_format",
+    "read_results",
+    "read_samples",
+    "samples_from_records",
+]
+
+logger = logging.getLogger(__name__)
+
+Completion = str | dict[str, Any] | list[dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class InputIssue:
+    """One input record that was skipped, and why.
+
+    Attributes:
+        path: the file it came from.
+        line: its 1-based line number.
+        message: what is wrong with it (names the field where one is to blame).
+    """
+
+    path: str
+    line: int
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.path}:{self.line}: {self.message}"
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One completion to grade.
+
+    Attributes:
+        task_id: the problem it answers (always a string; integer ids are converted).
+        completion: the model's output: text, a chat message or a list of them.
+        sample_index: 0-based position among this task's samples, in input order.
+        line: 1-based line of the samples file it came from (0 when not from a file).
+    """
+
+    task_id: str
+    completion: Completion
+    sample_index: int
+    line: int = 0
+
+
+@dataclass
+class SampleSet:
+    """Samples read from a file, plus the lines that had to be skipped.
+
+    Attributes:
+        samples: the well-formed samples, in input order.
+        issues: one :class:`InputIssue` per skipped line.
+        path: the file read (empty when built from records).
+    """
+
+    samples: list[Sample]
+    issues: list[InputIssue]
+    path: str = ""
+
+    def __iter__(self) -> Iterator[Sample]:
+        return iter(self.samples)
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+
+def _check_completion(value: Any) -> str | None:
+    """Return why ``value`` is not a usable completion, or None when it is."""
+    if isinstance(value, str):
+        return None
+    if isinstance(value, list):
+        if not value:
+            return "completion: empty list of messages"
+        for i, msg in enumerate(value):
+            if not isinstance(msg, Mapping):
+                return f"completion[{i}]: expected a chat message object, got {type(msg).__name__}"
+            if not isinstance(msg.get("content"), str):
+                return f"completion[{i}].content: expected a string"
+        return None
+    if isinstance(value, Mapping):  # a single chat message
+        return None if isinstance(value.get("content"), str) else "completion.content: expected a string"
+    return f"completion: expected a string, a chat message or a list of them, got {type(value).__name__}"
+
+
+def _parse_record(record: Any) -> tuple[str, Completion] | str:
+    """Validate one decoded samples record: ``(task_id, completion)`` or an error message."""
+    if not isinstance(record, Mapping):
+        return f"expected a JSON object, got {type(record).__name__}"
+    if "task_id" not in record:
+        return "task_id: missing"
+    task_id = record["task_id"]
+    if isinstance(task_id, bool) or not isinstance(task_id, (str, int)):
+        return f"task_id: expected a string or integer, got {type(task_id).__name__}"
+    if "completion" not in record:
+        return "completion: missing"
+    problem = _check_completion(record["completion"])
+    if problem:
+        return problem
+    return str(task_id), record["completion"]
+
+
+def samples_from_records(records: Iterable[Mapping[str, Any]], path: str = "<records>") -> SampleSet:
+    """Validate in-memory sample records the same way :func:`read_samples` validates lines.
+
+    Args:
+        records: mappings with ``task_id`` and ``completion``.
+        path: name used for issues (record numbers stand in for line numbers).
+
+    Returns:
+        The :class:`SampleSet`.
+    """
+    counters: dict[str, int] = defaultdict(int)
+    samples: list[Sample] = []
+    issues: list[InputIssue] = []
+    for number, record in enumerate(records, start=1):
+        parsed = _parse_record(record)
+        if isinstance(parsed, str):
+            issues.append(InputIssue(path, number, parsed))
+            continue
+        task_id, completion = parsed
+        samples.append(Sample(task_id, completion, counters[task_id], number))
+        counters[task_id] += 1
+    return SampleSet(samples, issues, path)
+
+
+def read_samples(path: str | os.PathLike[str]) -> SampleSet:
+    """Read a samples JSONL file.
+
+    ``sample_index`` counts the well-formed samples of each task in file order, so it is
+    stable across re-runs on the same file.
+
+    Args:
+        path: the JSONL file.
+
+    Returns:
+        The :class:`SampleSet`; malformed lines are in ``.issues`` (``file:line: why``).
+
+    Raises:
+        InputError: when the file cannot be read at all.
+    """
+    name = str(path)
+    try:
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        raise InputError(f"cannot read samples: {exc.strerror or exc}", name) from exc
+    records: list[tuple[int, Any]] = []
+    issues: list[InputIssue] = []
+    for number, raw in enumerate(data.split(b"\n"), start=1):
+        if not raw.strip():
+            continue  # blank lines (e.g. a trailing one) are not records
+        try:
+            records.append((number, json.loads(raw)))
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            issues.append(InputIssue(name, number, f"invalid JSON: {exc}"))
+    counters: dict[str, int] = defaultdict(int)
+    samples: list[Sample] = []
+    for number, record in records:
+        parsed = _parse_record(record)
+        if isinstance(parsed, str):
+            issues.append(InputIssue(name, number, parsed))
+            continue
+        task_id, completion = parsed
+        samples.append(Sample(task_id, completion, counters[task_id], number))
+        counters[task_id] += 1
+    issues.sort(key=lambda issue: issue.line)
+    for issue in issues:
+        logger.warning("skipping sample %s", issue)
+    return SampleSet(samples, issues, name)
+
+
+@dataclass(frozen=True)
+class ResultRow:
+    """One graded sample, as written to the output.
+
+    Attributes:
+        task_id: the problem.
+        sample_index: 0-based position among the task's samples.
+        passed: True/False, or None when infrastructure failed (excluded from pass@k).
+        reward: the shaped reward, None on infrastructure failure.
+        status: the verdict outcome (``passed``, ``failed``, ``timeout``, ``sandbox_error``...).
+        tests_passed: tests that passed, when known.
+        tests_total: tests run, when known.
+        wall_s: wall-clock seconds the program ran.
+        error: short excerpt of what went wrong (empty on a pass).
+    """
+
+    task_id: str
+    sample_index: int
+    passed: bool | None
+    reward: float | None
+    status: str
+    tests_passed: int | None
+    tests_total: int | None
+    wall_s: float
+    error: str
+
+    @property
+    def key(self) -> tuple[str, int]:
+        return (self.task_id, self.sample_index)
+
+
+RESULT_COLUMNS: tuple[str, ...] = tuple(ResultRow.__dataclass_fields__)
+
+
+def _arrow_schema() -> Any:
+    import pyarrow as pa
+
+    return pa.schema(
+        [
+            ("task_id", pa.string()),
+            ("sample_index", pa.int64()),
+            ("passed", pa.bool_()),
+            ("reward", pa.float64()),
+            ("status", pa.string()),
+            ("tests_passed", pa.int64()),
+            ("tests_total", pa.int64()),
+            ("wall_s", pa.float64()),
+            ("error", pa.string()),
+        ]
+    )
+
+
+def output_format(path: str | os.PathLike[str]) -> str:
+    """Pick the output format from the file name.
+
+    Args:
+        path: the output file.
+
+    Returns:
+        ``"parquet"`` for ``.parquet``/``.pq``, ``"jsonl"`` for ``.jsonl``/``.ndjson``.
+
+    Raises:
+        InputError: for any other extension.
+    """
+    suffix = Path(path).suffix.lower()
+    if suffix in (".parquet", ".pq"):
+        return "parquet"
+    if suffix in (".jsonl", ".ndjson"):
+        return "jsonl"
+    raise InputError(
+        f"output must end in .parquet, .pq, .jsonl or .ndjson, got {suffix or 'no extension'!r}", str(path)
+    )
+
+
+def _row_from_mapping(record: Any) -> ResultRow | str:
+    """Rebuild a result row read back from disk, or say why it cannot be."""
+    if not isinstance(record, Mapping):
+        return "expected a JSON object"
+    if not isinstance(record.get("task_id"), str):
+        return "task_id: missing or not a string"
+    index = record.get("sample_index")
+    if isinstance(index, bool) or not isinstance(index, int):
+        return "sample_index: missing or not an integer"
+    values = {name: record.get(name) for name in RESULT_COLUMNS}
+    values["status"] = values["status"] or ""
+    values["error"] = values["error"] or ""
+    values["wall_s"] = float(values["wall_s"] or 0.0)
+    return ResultRow(**values)
+
+
+def _read_jsonl_rows(path: Path, truncate_partial: bool) -> list[ResultRow]:
+    """Read result rows from a JSONL file.
+
+    A last line without its newline is the trace of an interrupted write: it is dropped,
+    and when ``truncate_partial`` cut off so later appends start on a fresh line.
+    """
+    data = path.read_bytes()
+    end = len(data)
+    if data and not data.endswith(b"\n"):
+        end = data.rfind(b"\n") + 1
+        logger.warning("%s: dropping a partly written last line (%d bytes)", path, len(data) - end)
+        if truncate_partial:
+            with open(path, "r+b") as fh:
+                fh.truncate(end)
+    rows: list[ResultRow] = []
+    for number, raw in enumerate(data[:end].splitlines(), start=1):
+        if not raw.strip():
+            continue
+        try:
+            row = _row_from_mapping(json.loads(raw))
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            row = f"invalid JSON: {exc}"
+        if isinstance(row, str):
+            # That sample will simply be graded again.
+            logger.warning("%s:%d: ignoring unreadable result row: %s", path, number, row)
+            continue
+        rows.append(row)
+    return rows
+
+
+def _read_parquet_rows(path: Path) -> list[ResultRow]:
+    import pyarrow.parquet as pq
+
+    try:
+        table = pq.read_table(path)
+    except Exception as exc:  # pyarrow raises several unrelated types for a bad file
+        raise InputError(
+            f"existing output is not a readable Parquet file ({exc}); move it away or pick another --out", str(path)
+        ) from exc
+    missing = [c for c in ("task_id", "sample_index") if c not in table.column_names]
+    if missing:
+        raise InputError(f"existing output lacks column(s) {', '.join(missing)}", str(path))
+    rows: list[ResultRow] = []
+    for number, record in enumerate(table.to_pylist(), start=1):
+        row = _row_from_mapping(record)
+        if isinstance(row, str):
+            logger.warning("%s: row %d: ignoring unreadable result row: %s", path, number, row)
+            continue
+        rows.append(row)
+    return rows
+
+
+def read_results(path: str | os.PathLike[str]) -> list[ResultRow]:
+    """Read a results file (JSONL or Parquet, by extension), including an unfinished Parquet journal.
+
+    Args:
+        path: the results file.
+
+    Returns:
+        The rows, first occurrence of each ``(task_id, sample_index)`` kept.
+
+    Raises:
+        InputError: when the file does not exist or cannot be parsed.
+    """
+    p = Path(path)
+    fmt = output_format(p)
+    journal = _journal_path(p)
+    if not p.exists() and not (fmt == "parquet" and journal.exists()):
+        raise InputError("results file does not exist", str(p))
+    rows: list[ResultRow] = []
+    if p.exists():
+        rows = _read_parquet_rows(p) if fmt == "parquet" else _read_jsonl_rows(p, truncate_partial=False)
+    if fmt == "parquet" and journal.exists():
+        rows.extend(_read_jsonl_rows(journal, truncate_partial=False))
+    return _dedupe(rows)
+
+
+def _dedupe(rows: Iterable[ResultRow]) -> list[ResultRow]:
+    seen: set[tuple[str, int]] = set()
+    kept: list[ResultRow] = []
+    for row in rows:
+        if row.key not in seen:
+            seen.add(row.key)
+            kept.append(row)
+    return kept
+
+
+def _journal_path(path: Path) -> Path:
+    return path.with_name(path.name + ".partial.jsonl")
+
+
+def _row_json(row: ResultRow) -> bytes:
+    return (json.dumps(asdict(row), ensure_ascii=False, allow_nan=False) + "\n").encode("utf-8")
+
+
+class ResultStore:
+    """The output of a grading run: rows already there, and new rows flushed chunk by chunk.
+
+    Args:
+        path: output file; ``.parquet``/``.pq`` or ``.jsonl``/``.ndjson``.
+        resume: keep rows already in ``path`` (and skip their samples); when False the
+            output is started afresh.
+
+    Raises:
+        InputError: bad extension, or an existing output that cannot be read.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], resume: bool = True) -> None:
+        self.path = Path(path)
+        self.format = output_format(self.path)
+        self._journal = _journal_path(self.path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if not resume:
+            for stale in (self.path, self._journal):
+                stale.unlink(missing_ok=True)
+        existing: list[ResultRow] = []
+        if self.path.exists():
+            existing = (
+                _read_parquet_rows(self.path)
+                if self.format == "parquet"
+                else _read_jsonl_rows(self.path, truncate_partial=True)
+            )
+        if self.format == "parquet" and self._journal.exists():
+            existing.extend(_read_jsonl_rows(self._journal, truncate_partial=True))
+        self.rows: list[ResultRow] = _dedupe(existing)
+        self.resumed = len(self.rows)
+        self._done = {row.key for row in self.rows}
+        if self.resumed:
+            logger.info("%s: resuming, %d result rows already there", self.path, self.resumed)
+
+    def is_done(self, task_id: str, sample_index: int) -> bool:
+        """Whether a row for this sample is already stored."""
+        return (task_id, sample_index) in self._done
+
+    def append(self, rows: Sequence[ResultRow]) -> None:
+        """Store new rows and push them to disk before returning.
+
+        Args:
+            rows: rows for samples not yet stored (duplicates are dropped).
+        """
+        fresh = [r for r in rows if r.key not in self._done]
+        if not fresh:
+            return
+        target = self.path if self.format == "jsonl" else self._journal
+        with open(target, "ab") as fh:
+            fh.write(b"".join(_row_json(r) for r in fresh))
+            fh.flush()
+            os.fsync(fh.fileno())
+        self.rows.extend(fresh)
+        self._done.update(r.key for r in fresh)
+
+    def finalize(self) -> None:
+        """Make the output file complete: for Parquet, write every row and drop the journal.
+
+        JSONL needs nothing (each chunk was appended already), but an empty run still
+        leaves an (empty) file so the output always exists afterwards.
+        """
+        if self.format == "jsonl":
+            self.path.touch(exist_ok=True)
+            return
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        table = pa.Table.from_pylist([asdict(r) for r in self.rows], schema=_arrow_schema())
+        tmp = self.path.with_name(f".{self.path.name}.tmp-{os.getpid()}")
+        pq.write_table(table, tmp)
+        os.replace(tmp, self.path)  # atomic: readers see the old file or the new one
+        self._journal.unlink(missing_ok=True)

@@ -1,0 +1,63 @@
+"""The bench's baselines and, with the sandbox stack, a short full run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from harness._bench import _run_fork_workers, _run_naive, format_bench, humaneval_programs, run_bench
+from harness._errors import InputError
+
+REPO = Path(__file__).resolve().parents[2]
+HUMANEVAL = REPO / "rewards" / "data" / "humaneval.jsonl"
+
+PROGRAMS = [
+    "assert sum(range(4)) == 6\n",
+    "assert 1 == 2\n",
+    "import sys; sys.exit(3)\n",
+    "raise ValueError('boom')\n",
+    "print('x' * 10)\n",
+]
+EXPECTED_CODES = [0, 1, 3, 1, 0]
+
+
+def test_humaneval_programs_are_whole_programs() -> None:
+    programs = humaneval_programs(HUMANEVAL)
+    assert len(programs) == 164
+    task_id, src = programs[0]
+    assert task_id == "HumanEval/0" and src.rstrip().endswith("check(has_close_elements)")
+    compile(src, task_id, "exec")
+
+
+def test_humaneval_programs_bad_record(tmp_path: Path) -> None:
+    path = tmp_path / "he.jsonl"
+    path.write_text('{"task_id": "a"}\n')
+    with pytest.raises(InputError, match=r"he\.jsonl:1: not a HumanEval record"):
+        humaneval_programs(path)
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_fork_baseline_reports_each_exit_code_in_order(workers: int) -> None:
+    times, codes, makespan, failures = _run_fork_workers(PROGRAMS, workers)
+    assert failures == []
+    assert codes == EXPECTED_CODES
+    assert all(t > 0 for t in times) and makespan > 0
+
+
+def test_naive_baseline_reports_each_exit_code_in_order() -> None:
+    codes, wall = _run_naive(PROGRAMS, 2)
+    assert codes == EXPECTED_CODES and wall > 0
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("stack", "no_own_leaks")
+def test_run_bench_small() -> None:
+    result = run_bench(repeat=1, workers=2, latency_samples=5, naive=False)
+    assert result.ok, result.failures
+    assert set(result.modes) == {"sandboxed", "pool", "fork"}
+    assert all(mode.n_ok == 164 for mode in result.modes.values())
+    assert result.ratio("sandboxed", "fork") is not None and result.overhead_ms is not None
+    assert result.pool_latency_ms is not None
+    text = format_bench(result)
+    assert "throughput sandboxed/fork" in text and "sandbox overhead" in text
