@@ -224,7 +224,8 @@ class Grader:
             assert isinstance(tests, CallTests)
             payload = build_payload(nonce=plan.nonce, mode="call", program=program, setup=problem.setup_code,
                                     fn_name=tests.fn_name, cases=[(c.args, c.kwargs) for c in tests.cases])
-        rid = add(key, lambda: ExecRequest(code=RUNNER_SOURCE, files={"payload.json": payload}, limits=limits))
+        rid = add(key, lambda: ExecRequest(code=RUNNER_SOURCE, files={"payload.json": payload}, limits=limits,
+                                                     cache_code=True))
         batch.nonces[rid] = plan.nonce
         plan.request_ids.append(rid)
         return plan

@@ -187,6 +187,7 @@ class NamespaceSandbox:
             "files": {name: _encode_file(data) for name, data in request.files.items()},
             "limits": request.limits.to_wire(),
             "argv": list(request.argv),
+            "cache_code": request.cache_code,
         }
         deadline = time.monotonic() + request.limits.wall_s + self.transport_slack_s
         try:

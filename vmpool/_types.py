@@ -106,6 +106,9 @@ class ExecRequest:
             (relative paths only).
         limits: hard limits for this run.
         argv: ``sys.argv[1:]`` seen by the program.
+        cache_code: the code is harness-authored and repeated across many requests
+            (a test runner, say): compile it once per sandbox, in the zygote, and reuse
+            the code object. Never set it for model-written code.
     """
 
     code: str
@@ -113,6 +116,7 @@ class ExecRequest:
     files: Mapping[str, str | bytes] = field(default_factory=dict)
     limits: Limits = field(default_factory=Limits)
     argv: Sequence[str] = ()
+    cache_code: bool = False
 
     def __post_init__(self) -> None:
         if not isinstance(self.code, str):

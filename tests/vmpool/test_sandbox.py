@@ -249,3 +249,11 @@ def test_standalone_sandbox_is_a_context_manager(no_leaks):
         pid = sb.pid
     assert not sb.alive()
     assert not os.path.exists(f"/proc/{pid}") or open(f"/proc/{pid}/status").read().find("State:\tZ") >= 0
+
+
+def test_cached_code_runs_with_fresh_state_each_time(pool):
+    code = "import os, sys\nprint(open('n').read(), len(sys.argv))"
+    outs = [run(pool, code, files={"n": str(i)}, cache_code=True).stdout for i in range(5)]
+    assert outs == [f"{i} 1\n" for i in range(5)]
+    bad = run(pool, "def f(:\n", cache_code=True)
+    assert bad.status is Status.RUNTIME_ERROR and "SyntaxError" in bad.stderr
