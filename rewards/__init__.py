@@ -25,7 +25,15 @@ from ._errors import ProblemFormatError, RewardConfigError, RewardsError
 from ._extract import extract_code
 from ._grade import Grader, Outcome, Verdict
 from ._problems import (
-    AssertTests, CallCase, CallTests, Problem, StdioCase, StdioTests, Tests, problem_from_dict, problem_to_dict,
+    AssertTests,
+    CallCase,
+    CallTests,
+    Problem,
+    StdioCase,
+    StdioTests,
+    Tests,
+    problem_from_dict,
+    problem_to_dict,
 )
 from ._runner import RUNNER_SOURCE
 from ._shaping import RewardConfig, compute_reward

@@ -19,12 +19,19 @@ import logging
 import os
 import pickle
 import zlib
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator
+from typing import Any
 
 from ._errors import ProblemFormatError
 from ._problems import (
-    AssertTests, CallCase, CallTests, Problem, StdioCase, StdioTests, parse_native_line,
+    AssertTests,
+    CallCase,
+    CallTests,
+    Problem,
+    StdioCase,
+    StdioTests,
+    parse_native_line,
 )
 
 __all__ = ["FORMATS", "ProblemSet", "load_problems", "reference_solutions", "RestrictedUnpickler", "restricted_loads"]
@@ -336,7 +343,7 @@ def reference_solutions(path: str | os.PathLike[str], fmt: str = "auto") -> dict
     path = os.fspath(path)
     resolved = detect_format(path) if fmt == "auto" else fmt
     out: dict[str, str] = {}
-    for number, text in _iter_lines(path):
+    for _number, text in _iter_lines(path):
         try:
             obj = json.loads(text)
         except json.JSONDecodeError:

@@ -58,7 +58,7 @@ class RewardConfig:
                                         "number (a positive value would reward broken output)")
 
 
-def compute_reward(verdict: "Verdict", cfg: RewardConfig | None = None) -> float | None:
+def compute_reward(verdict: Verdict, cfg: RewardConfig | None = None) -> float | None:
     """The reward of one verdict.
 
     Args:

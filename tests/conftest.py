@@ -2,15 +2,28 @@
 
 from __future__ import annotations
 
+import os
+import time
+from collections.abc import Iterator
+
 import pytest
 
-from tests._procs import sandbox_processes
+from tests._procs import descendants
 
 
 @pytest.fixture
-def no_leaks():
-    """Fail the test if it leaves any sandbox process running."""
-    before = {pid for pid, _, _ in sandbox_processes()}
+def no_leaks() -> Iterator[None]:
+    """Fail the test if it leaves processes of its own behind (sandboxes included).
+
+    Looks only below this test process, so sandboxes of other test runs on the same
+    machine do not count; a closed pool's processes get a moment to be reaped.
+    """
+    before = descendants(os.getpid())
     yield
-    leaked = [p for p in sandbox_processes() if p[0] not in before]
-    assert not leaked, f"sandbox processes leaked: {leaked}"
+    deadline = time.monotonic() + 5.0
+    while True:
+        leaked = descendants(os.getpid()) - before
+        if not leaked or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    assert not leaked, f"processes left behind: {sorted(leaked)}"

@@ -18,9 +18,10 @@ import logging
 import os
 import queue
 import threading
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, Iterator, Protocol
+from typing import Protocol
 
 from ._errors import BackendUnavailableError, PoolClosedError, SandboxError, SandboxStartError
 from ._namespace import NamespaceSandbox
@@ -287,7 +288,7 @@ class Pool:
         # A sandbox that finished starting while we were closing closes itself in
         # _spawn (it sees _closed); nothing else can still be alive here.
 
-    def __enter__(self) -> "Pool":
+    def __enter__(self) -> Pool:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -7,8 +7,8 @@ raise (see :mod:`vmpool._errors`).
 from __future__ import annotations
 
 import enum
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Mapping, Sequence
 
 __all__ = ["Status", "Limits", "ExecRequest", "ExecResult"]
 

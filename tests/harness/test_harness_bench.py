@@ -1,4 +1,4 @@
-"""The bench's baselines and, with the sandbox stack, a short full run."""
+"""The bench's baselines and, with the sandbox a short full run."""
 
 from __future__ import annotations
 
@@ -51,7 +51,7 @@ def test_naive_baseline_reports_each_exit_code_in_order() -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.usefixtures("stack", "no_own_leaks")
+@pytest.mark.usefixtures("no_leaks")
 def test_run_bench_small() -> None:
     result = run_bench(repeat=1, workers=2, latency_samples=5, naive=False)
     assert result.ok, result.failures

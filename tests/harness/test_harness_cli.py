@@ -48,7 +48,6 @@ def test_grade_bad_output_extension_is_usage_error(tmp_path: Path, humaneval_sli
     assert res.returncode == 2 and "must end in" in res.stderr
 
 
-@pytest.mark.usefixtures("stack")
 def test_grade_command_end_to_end(tmp_path: Path, humaneval_slice: tuple[Path, list[dict]]) -> None:
     problems, recs = humaneval_slice
     samples = tmp_path / "s.jsonl"
@@ -82,7 +81,6 @@ def test_grade_command_end_to_end(tmp_path: Path, humaneval_slice: tuple[Path, l
     assert data["pass_at_k"]["pass@1"] == pytest.approx((0.5 + 1 + 1) / 3)
 
 
-@pytest.mark.usefixtures("stack")
 def test_demo_command(tmp_path: Path) -> None:
     res = _harness("demo", "--out", str(tmp_path), "--limit", "6", "--config", str(FAST_CONFIG), "--no-progress")
     assert res.returncode == 0, res.stdout + res.stderr

@@ -12,7 +12,7 @@ from harness import Harness, InputError, load_config, read_results
 
 FAST_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "fast.yaml"
 
-pytestmark = pytest.mark.usefixtures("stack", "no_own_leaks")
+pytestmark = pytest.mark.usefixtures("no_leaks")
 
 EMPTY = "    pass\n"
 HACK = "    import sys; sys.exit(0)\n"

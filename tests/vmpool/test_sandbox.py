@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import os
 
-import pytest
-
 from tests._procs import pool_extra_processes
 from vmpool import ExecRequest, Limits, Status
 

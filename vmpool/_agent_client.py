@@ -1,0 +1,183 @@
+"""What every backend's sandbox shares: talking to the guest agent (the zygote).
+
+A backend subclass starts its isolation boundary (a bubblewrap process, a QEMU
+microVM), hands this class a :class:`FrameChannel` to the agent, and implements
+how to tell whether the boundary is alive and how to tear it down. Requests,
+replies, deadlines, the busy/close race and result decoding live here, once.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import threading
+import time
+from typing import Any
+
+from ._errors import SandboxError
+from ._protocol import FrameChannel
+from ._types import ExecRequest, ExecResult, Status
+
+logger = logging.getLogger(__name__)
+
+_STATUS_BY_NAME = {s.value: s for s in Status}
+
+
+class AgentSandbox:
+    """Base class: one isolated slot with a zygote agent inside; one program at a time.
+
+    Args:
+        transport_slack_s: extra seconds past a program's wall limit before the host
+            declares the sandbox unresponsive (the transport deadline).
+    """
+
+    backend = "abstract"
+
+    def __init__(self, transport_slack_s: float) -> None:
+        self.transport_slack_s = transport_slack_s
+        self.programs_run = 0
+        self.broken = ""  # non-empty once the sandbox must not be reused, with the reason
+        self._close_lock = threading.Lock()
+        self._busy = False
+        self._closed = False
+        self._chan: FrameChannel | None = None
+        self._streams: tuple[Any, ...] = ()
+        self._next_id = 0
+
+    # ---------------------------------------------------------------- subclass hooks
+    def _process_alive(self) -> bool:
+        raise NotImplementedError
+
+    def _kill(self) -> None:
+        """Kill the isolation boundary and everything in it; wait for it to be gone."""
+        raise NotImplementedError
+
+    def _release(self) -> None:
+        """Free host resources (leases, files) after :meth:`_kill`."""
+
+    def _diagnostics(self) -> str:
+        """A short text (e.g. the tail of the backend's stderr) for error messages."""
+        return ""
+
+    # ---------------------------------------------------------------- agent protocol
+    def _attach(self, chan: FrameChannel, streams: tuple[Any, ...]) -> None:
+        self._chan = chan
+        self._streams = streams
+
+    def _request(self, message: dict[str, Any], deadline: float) -> dict[str, Any]:
+        """Send one message with a fresh id and return the agent's matching reply.
+
+        Raises:
+            SandboxError: EOF, deadline, or a reply for another id; the sandbox is
+                marked broken.
+        """
+        assert self._chan is not None
+        self._next_id += 1
+        message = {**message, "id": self._next_id}
+        try:
+            self._chan.send(message)
+            reply = self._chan.recv(deadline)
+        except SandboxError as exc:
+            self.broken = str(exc)
+            detail = self._diagnostics()
+            raise SandboxError(f"{exc}; {detail}" if detail else str(exc)) from exc
+        if reply.get("id") != self._next_id:
+            self.broken = "protocol desynchronised"
+            raise SandboxError(f"agent answered request {reply.get('id')!r}, expected {self._next_id}")
+        return reply
+
+    def alive(self) -> bool:
+        return not self._closed and not self.broken and self._process_alive()
+
+    def execute(self, request: ExecRequest) -> ExecResult:
+        """Run one program. A program's failure comes back as data.
+
+        Raises:
+            SandboxError: the sandbox died or stopped answering; it is marked broken
+                and must be closed (the pool replaces it).
+        """
+        with self._close_lock:
+            if not self.alive():
+                raise SandboxError(f"sandbox is not usable: {self.broken or 'process exited'}")
+            self._busy = True
+        try:
+            return self._execute(request)
+        finally:
+            with self._close_lock:
+                self._busy = False
+                if self._closed:  # closed while we were running: the channel is ours to close
+                    self._close_streams()
+
+    def _execute(self, request: ExecRequest) -> ExecResult:
+        message: dict[str, Any] = {
+            "code": request.code,
+            "stdin": request.stdin,
+            "files": {name: encode_file(data) for name, data in request.files.items()},
+            "limits": request.limits.to_wire(),
+            "argv": list(request.argv),
+            "cache_code": request.cache_code,
+        }
+        deadline = time.monotonic() + request.limits.wall_s + self.transport_slack_s
+        reply = self._request(message, deadline)
+        self.programs_run += 1
+        if reply.get("anomaly"):
+            # The program ran, but left the sandbox in a state we will not reuse.
+            self.broken = f"anomaly: {reply['anomaly']}"
+            logger.info("%s sandbox retired: %s", self.backend, reply["anomaly"])
+        return result_from_reply(reply)
+
+    # ---------------------------------------------------------------- teardown
+    def _close_streams(self) -> None:
+        streams, self._streams = self._streams, ()
+        for stream in streams:
+            try:
+                stream.close()
+            except OSError:
+                pass
+
+    def close(self) -> None:
+        """Kill the sandbox and everything in it. Idempotent and thread-safe (the
+        pool's close() may race a worker thread retiring the same sandbox)."""
+        with self._close_lock:
+            if self._closed:
+                return
+            self._closed = True
+            try:
+                self._kill()
+            finally:
+                if not self._busy:
+                    # A thread inside execute() still reads the channel: it sees EOF from
+                    # the dead sandbox and closes it itself; closing it here could hand
+                    # that thread a reused file descriptor.
+                    self._close_streams()
+                self._release()
+                self.broken = self.broken or "closed"
+
+    def __enter__(self) -> AgentSandbox:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def encode_file(data: str | bytes) -> dict[str, str]:
+    if isinstance(data, bytes):
+        return {"b64": base64.b64encode(data).decode()}
+    return {"text": data}
+
+
+def result_from_reply(reply: dict[str, Any]) -> ExecResult:
+    status = _STATUS_BY_NAME.get(str(reply.get("status")), Status.SANDBOX_ERROR)
+    return ExecResult(
+        status=status,
+        exit_code=reply.get("exit_code"),
+        signal=reply.get("signal"),
+        stdout=reply.get("stdout", ""),
+        stderr=reply.get("stderr", ""),
+        stdout_truncated=bool(reply.get("stdout_truncated")),
+        stderr_truncated=bool(reply.get("stderr_truncated")),
+        report=base64.b64decode(reply.get("report", "")),
+        wall_s=float(reply.get("wall_s", 0.0)),
+        cpu_s=float(reply.get("cpu_s", 0.0)),
+        error=str(reply.get("error", "")),
+    )
