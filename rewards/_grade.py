@@ -13,8 +13,9 @@ import dataclasses
 import enum
 import logging
 import warnings
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 from vmpool import ExecRequest, ExecResult, Limits, Status, VmpoolError
 
@@ -176,7 +177,7 @@ class Grader:
             changes["memory_mb"] = problem.memory_mb
         return dataclasses.replace(self.default_limits, **changes) if changes else self.default_limits
 
-    def _plan(self, problem: Problem, completion: Any, batch: "_Batch") -> _Plan:
+    def _plan(self, problem: Problem, completion: Any, batch: _Batch) -> _Plan:
         if not isinstance(problem, Problem):
             raise TypeError(f"grade items must be (Problem, completion) pairs, got a {type(problem).__name__}")
         plan = _Plan(problem=problem)

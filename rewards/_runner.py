@@ -8,12 +8,21 @@ report it writes on the private channel, keeping only records that carry this ru
 
 from __future__ import annotations
 
+import ast
+import base64
+import functools
+import importlib.util
 import json
 import logging
+import marshal
 import secrets
+import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from importlib import resources
-from typing import Any, Sequence
+from typing import Any
+
+from . import _sandbox_runner
 
 __all__ = ["RUNNER_SOURCE", "RunnerReport", "build_payload", "new_nonce", "parse_report"]
 
@@ -21,6 +30,35 @@ logger = logging.getLogger(__name__)
 
 RUNNER_SOURCE: str = resources.files(__package__).joinpath("_sandbox_runner.py").read_text(encoding="utf-8")
 """Source of the in-sandbox runner, sent as ``ExecRequest.code``."""
+
+
+# Test units are rewritten (comparisons, calls... routed through the runner's guards) and
+# compiled here, once per distinct unit, instead of in every sandbox run: the runner loads the
+# marshalled code when the sandbox interpreter has this interpreter's bytecode format (same
+# magic number) and otherwise rewrites the unit itself. The token only keeps the guard
+# placeholders apart from test code's own string constants; it is not a secret.
+_PRE_TOKEN = secrets.token_hex(8)
+_PRE_PH = _sandbox_runner.placeholder_names(_PRE_TOKEN)
+_PRE_MAGIC = importlib.util.MAGIC_NUMBER.hex()
+_Rewriter = _sandbox_runner.make_rewriter(ast, _PRE_PH)
+
+
+@functools.lru_cache(maxsize=4096)
+def _precompiled_unit(unit: str, index: int) -> str | None:
+    """Base64 of the marshalled, rewritten code of a test unit; None to leave it to the runner."""
+    if _PRE_TOKEN in unit:
+        return None
+    filename = f"<rewards-test-{index}>"
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "'str' object is not callable" on the placeholders
+            tree = _Rewriter().visit(ast.parse(unit, filename))
+            ast.fix_missing_locations(tree)
+            # optimize=0: asserts must survive even if the host runs with -O.
+            code = compile(tree, filename, "exec", dont_inherit=True, optimize=0)
+        return base64.b64encode(marshal.dumps(code)).decode("ascii")
+    except Exception:  # SyntaxError and the like: the runner compiles it and reports the error
+        return None
 
 
 def new_nonce() -> str:
@@ -50,6 +88,8 @@ def build_payload(*, nonce: str, mode: str, program: str, setup: str = "",
     doc: dict[str, Any] = {"nonce": nonce, "mode": mode, "program": program, "setup": setup}
     if mode == "assert":
         doc["units"] = list(units)
+        doc["pre"] = {"tok": _PRE_TOKEN, "magic": _PRE_MAGIC,
+                      "units": [_precompiled_unit(unit, i) for i, unit in enumerate(doc["units"])]}
     else:
         if not fn_name:
             raise ValueError("call mode needs fn_name")

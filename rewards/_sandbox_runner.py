@@ -57,32 +57,124 @@ compare outside the sandbox and are the stronger choice where a problem allows.
 globals()["__builtins__"] = dict(__import__("builtins").__dict__)
 
 
-def _runner_main():  # noqa: C901 - one closure on purpose: nothing of it lives in module globals
+GUARD_NAMES = ("call", "cmp", "bin", "unary", "truth")
+
+
+def placeholder_names(token, _names=GUARD_NAMES):
+    """Guard name -> the string constant standing for that guard in rewritten test code."""
+    return {name: "rw-" + name + "-" + token for name in _names}
+
+
+def make_rewriter(ast, ph):
+    """The AST transformer that routes test code through the guards (pure: no runner state).
+
+    Each guard call is ``Call(func=Constant(placeholder))``; the runner swaps the placeholder
+    strings in the compiled code's constants for the guard functions. Also used by the host
+    (rewards._runner) to rewrite and compile test units ahead of time.
+    """
+    class Rewriter(ast.NodeTransformer):
+        def _guard(self, name, args, node):
+            return ast.copy_location(ast.Call(func=ast.Constant(ph[name]), args=args, keywords=[]), node)
+
+        def _truth(self, node):
+            return self._guard("truth", [node], node)
+
+        def visit_Compare(self, node):
+            self.generic_visit(node)
+            ops = tuple(type(op).__name__ for op in node.ops)
+            if all(op in ("Is", "IsNot") for op in ops):
+                return node
+            return self._guard("cmp", [ast.Constant(ops), node.left, *node.comparators], node)
+
+        def visit_BinOp(self, node):
+            self.generic_visit(node)
+            return self._guard("bin", [ast.Constant(type(node.op).__name__), node.left, node.right], node)
+
+        def visit_UnaryOp(self, node):
+            self.generic_visit(node)
+            if isinstance(node.op, ast.Not):
+                node.operand = self._truth(node.operand)
+                return node
+            return self._guard("unary", [ast.Constant(type(node.op).__name__), node.operand], node)
+
+        def visit_BoolOp(self, node):
+            self.generic_visit(node)
+            node.values = [self._truth(v) for v in node.values]
+            return node
+
+        def _test(self, node):
+            self.generic_visit(node)
+            node.test = self._truth(node.test)
+            return node
+
+        visit_Assert = visit_If = visit_While = visit_IfExp = _test
+
+        def visit_comprehension(self, node):
+            self.generic_visit(node)
+            node.ifs = [self._truth(i) for i in node.ifs]
+            return node
+
+        def visit_Call(self, node):
+            self.generic_visit(node)
+            node.func = self._guard("call", [node.func], node)
+            return node
+
+    return Rewriter
+
+
+def _stdlib_dirs(sys):
+    """sysconfig's "stdlib" and "platstdlib" paths. sysconfig.get_paths() costs milliseconds in
+    a fresh process (it loads and expands the build configuration); the interpreter already
+    knows its stdlib directory, so use that whenever sysconfig would agree with it."""
+    stdlib = getattr(sys, "_stdlib_dir", None)
+    if (stdlib and sys.prefix == sys.base_prefix == sys.exec_prefix == sys.base_exec_prefix
+            and stdlib == "%s/%s/python%d.%d" % (sys.base_prefix, sys.platlibdir, *sys.version_info[:2])):
+        return (stdlib,)
+    import sysconfig
+    paths = sysconfig.get_paths()
+    return tuple(sorted({p for p in (paths.get("stdlib"), paths.get("platstdlib")) if p}))
+
+
+def _runner_main(stdlib_dirs=_stdlib_dirs, make_rewriter=make_rewriter, placeholder_names=placeholder_names,
+                 GUARD_NAMES=GUARD_NAMES):  # noqa: C901 - one closure on purpose: nothing of it lives in module globals
     # Nothing of the runner stays reachable from module globals.
     globals().pop("_runner_main", None)
+    for _name in ("_stdlib_dirs", "make_rewriter", "placeholder_names", "GUARD_NAMES"):
+        globals().pop(_name, None)
+
+    import gc
+    import sys
+
+    # Everything alive now (the zygote's preloaded modules, shared copy-on-write with it) moves
+    # to the permanent generation: a full collection in this short-lived process would otherwise
+    # walk, and so copy, every page of it. O(1); collection of new objects is unchanged.
+    gc.freeze()
 
     import ast
+    import binascii
     import builtins
     import json
+    import marshal
     import operator
     import os
     import resource
     import signal
-    import sys
-    import sysconfig
     import types
     import warnings
+    MAGIC = sys.modules["_frozen_importlib_external"].MAGIC_NUMBER
 
     # Pre-import what programs commonly need so that no import has to compile stdlib sources
-    # while the audit hook is armed.
+    # while the audit hook is armed (the sandbox zygote normally has them all loaded already).
+    _loaded = sys.modules
     for _name in ("collections", "functools", "itertools", "heapq", "bisect", "math", "string", "re",
                   "typing", "fractions", "decimal", "statistics", "copy", "random", "dataclasses",
                   "datetime", "enum", "abc", "numbers", "inspect", "io", "textwrap", "hashlib", "array",
                   "threading", "queue", "cmath", "unicodedata", "struct", "time", "traceback"):
-        try:
-            __import__(_name)
-        except Exception:
-            pass
+        if _name not in _loaded:
+            try:
+                __import__(_name)
+            except Exception:
+                pass
 
     _write = os.write
     _exit = os._exit
@@ -90,9 +182,16 @@ def _runner_main():  # noqa: C901 - one closure on purpose: nothing of it lives 
     _loads = json.loads
 
     # ---------------------------------------------------------------- payload and channel
-    with open("payload.json", "rb") as fh:
-        payload = _loads(fh.read())
-    payload_path = os.path.realpath("payload.json")
+    fd = os.open("payload.json", os.O_RDONLY)  # no io stack: cheaper than open()
+    chunks = []
+    while True:
+        chunk = os.read(fd, 1 << 20)
+        if not chunk:
+            break
+        chunks.append(chunk)
+    os.close(fd)
+    payload = _loads(b"".join(chunks))
+    payload_path = os.path.join(os.getcwd(), "payload.json")  # getcwd() is already symlink-free
     os.unlink("payload.json")
     nonce = payload["nonce"]
 
@@ -116,8 +215,7 @@ def _runner_main():  # noqa: C901 - one closure on purpose: nothing of it lives 
     # ---------------------------------------------------------------- trusted snapshots
     builtins_dict = builtins.__dict__
     builtins_snapshot = dict(builtins_dict)
-    stdlib_prefixes = tuple(sorted({p for p in (sysconfig.get_paths().get("stdlib"),
-                                                sysconfig.get_paths().get("platstdlib")) if p}))
+    stdlib_prefixes = stdlib_dirs(sys)
     func_code = types.FunctionType.__dict__["__code__"].__get__
     type_mro = type.__dict__["__mro__"].__get__
     type_dict = type.__dict__["__dict__"].__get__
@@ -128,7 +226,9 @@ def _runner_main():  # noqa: C901 - one closure on purpose: nothing of it lives 
     prop_get = property.__dict__["fget"].__get__
     prop_set = property.__dict__["fset"].__get__
     prop_del = property.__dict__["fdel"].__get__
-    sigmask = signal.pthread_sigmask
+    # The C function: signal.pthread_sigmask wraps it to turn every signal number of the old
+    # mask into a Signals enum member, which costs ~60 microseconds a call.
+    sigmask = __import__("_signal").pthread_sigmask
     all_signals = set(signal.valid_signals())
 
     HEAPTYPE = 1 << 9
@@ -171,10 +271,13 @@ def _runner_main():  # noqa: C901 - one closure on purpose: nothing of it lives 
     BAD_IMPORTS = frozenset({"ctypes", "_ctypes", "cffi", "_cffi_backend", "gc_hacks"})
     PROTECTED_ATTRS = frozenset({"__code__", "__defaults__", "__kwdefaults__", "__globals__", "__closure__"})
 
-    def hook(event, args, _state=state, _deny=DENY, _bad=BAD_IMPORTS, _prot=PROTECTED_ATTRS, _Denied=Denied,
-             _realpath=os.path.realpath, _payload=payload_path, _channel=channel, _prefixes=stdlib_prefixes,
-             _str=str, _bytes=bytes, _int=int, _type=type, _fsdecode=os.fsdecode):
-        if not _state[0]:
+    # Every event the hook acts on; anything else (builtins.id, exec, os.listdir...) returns at once.
+    WATCHED = DENY | {"object.__getattr__", "object.__setattr__", "object.__delattr__", "import", "open", "compile"}
+
+    def hook(event, args, _watched=WATCHED, _state=state, _deny=DENY, _bad=BAD_IMPORTS, _prot=PROTECTED_ATTRS,
+             _Denied=Denied, _realpath=os.path.realpath, _payload=payload_path, _channel=channel,
+             _prefixes=stdlib_prefixes, _str=str, _bytes=bytes, _int=int, _type=type, _fsdecode=os.fsdecode):
+        if event not in _watched or not _state[0]:
             return
         if event in _deny:
             raise _Denied("denied by the grader: " + event)
@@ -438,57 +541,11 @@ def _runner_main():  # noqa: C901 - one closure on purpose: nothing of it lives 
         return v
 
     # ---------------------------------------------------------------- test-code rewriting
+    guards = {"call": g_call, "cmp": g_cmp, "bin": g_bin, "unary": g_unary, "truth": g_truth}
     token = os.urandom(8).hex()
-    placeholders = {f"rw-{name}-{token}": fn for name, fn in
-                    (("call", g_call), ("cmp", g_cmp), ("bin", g_bin), ("unary", g_unary), ("truth", g_truth))}
-    ph = {name: f"rw-{name}-{token}" for name in ("call", "cmp", "bin", "unary", "truth")}
-
-    class Rewriter(ast.NodeTransformer):
-        def _guard(self, name, args, node):
-            return ast.copy_location(ast.Call(func=ast.Constant(ph[name]), args=args, keywords=[]), node)
-
-        def _truth(self, node):
-            return self._guard("truth", [node], node)
-
-        def visit_Compare(self, node):
-            self.generic_visit(node)
-            ops = tuple(type(op).__name__ for op in node.ops)
-            if all(op in ("Is", "IsNot") for op in ops):
-                return node
-            return self._guard("cmp", [ast.Constant(ops), node.left, *node.comparators], node)
-
-        def visit_BinOp(self, node):
-            self.generic_visit(node)
-            return self._guard("bin", [ast.Constant(type(node.op).__name__), node.left, node.right], node)
-
-        def visit_UnaryOp(self, node):
-            self.generic_visit(node)
-            if isinstance(node.op, ast.Not):
-                node.operand = self._truth(node.operand)
-                return node
-            return self._guard("unary", [ast.Constant(type(node.op).__name__), node.operand], node)
-
-        def visit_BoolOp(self, node):
-            self.generic_visit(node)
-            node.values = [self._truth(v) for v in node.values]
-            return node
-
-        def _test(self, node):
-            self.generic_visit(node)
-            node.test = self._truth(node.test)
-            return node
-
-        visit_Assert = visit_If = visit_While = visit_IfExp = _test
-
-        def visit_comprehension(self, node):
-            self.generic_visit(node)
-            node.ifs = [self._truth(i) for i in node.ifs]
-            return node
-
-        def visit_Call(self, node):
-            self.generic_visit(node)
-            node.func = self._guard("call", [node.func], node)
-            return node
+    ph = placeholder_names(token)
+    placeholders = {ph[name]: guards[name] for name in GUARD_NAMES}
+    rewriter = []  # built on first use: units the host compiled ahead of time do not need it
 
     def swap_consts(code, _map=placeholders):
         consts = []
@@ -496,7 +553,7 @@ def _runner_main():  # noqa: C901 - one closure on purpose: nothing of it lives 
             if type(c) is str and c in _map:
                 consts.append(_map[c])
             elif type(c) is CodeType:
-                consts.append(swap_consts(c))
+                consts.append(swap_consts(c, _map))
             else:
                 consts.append(c)
         return code.replace(co_consts=tuple(consts))
@@ -509,14 +566,17 @@ def _runner_main():  # noqa: C901 - one closure on purpose: nothing of it lives 
                 remember(c)
 
     def compile_trusted(source, filename, rewrite):
+        if not rewrite:
+            code = compile(source, filename, "exec", dont_inherit=True)
+            remember(code)
+            return code
+        if not rewriter:
+            rewriter.append(make_rewriter(ast, ph))
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # "'str' object is not callable" on the placeholders
-            if rewrite:
-                tree = Rewriter().visit(ast.parse(source, filename))
-                ast.fix_missing_locations(tree)
-                code = swap_consts(compile(tree, filename, "exec", dont_inherit=True))
-            else:
-                code = compile(source, filename, "exec", dont_inherit=True)
+            tree = rewriter[0]().visit(ast.parse(source, filename))
+            ast.fix_missing_locations(tree)
+            code = swap_consts(compile(tree, filename, "exec", dont_inherit=True))
         remember(code)
         return code
 
@@ -571,7 +631,24 @@ def _runner_main():  # noqa: C901 - one closure on purpose: nothing of it lives 
         setup_code = compile_trusted(payload.get("setup") or "", "<rewards-setup>", rewrite=False)
         units = []
         if mode == "assert":
+            # Units the host already rewrote and compiled (marshalled code whose guard placeholders
+            # use the host's token), when its bytecode format is this interpreter's; any other
+            # unit is rewritten and compiled here.
+            pre = payload.get("pre") or {}
+            pre_units = pre.get("units") or ()
+            pre_map = None
+            if pre_units and pre.get("magic") == MAGIC.hex() and type(pre.get("tok")) is str and pre["tok"]:
+                host_ph = placeholder_names(pre["tok"])
+                pre_map = {host_ph[name]: guards[name] for name in GUARD_NAMES}
             for i, unit in enumerate(payload["units"]):
+                blob = pre_units[i] if pre_map is not None and i < len(pre_units) else None
+                if type(blob) is str:
+                    code = marshal.loads(binascii.a2b_base64(blob))
+                    if type(code) is CodeType:
+                        code = swap_consts(code, pre_map)
+                        remember(code)
+                        units.append(code)
+                        continue
                 try:
                     units.append(compile_trusted(unit, f"<rewards-test-{i}>", rewrite=True))
                 except SyntaxError as exc:
@@ -646,4 +723,5 @@ def _runner_main():  # noqa: C901 - one closure on purpose: nothing of it lives 
     _exit(0)
 
 
-_runner_main()
+if __name__ == "__main__":  # the host imports this file for make_rewriter (see rewards._runner)
+    _runner_main()

@@ -9,7 +9,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from rewards import (
-    Outcome, RewardConfig, RewardConfigError, Verdict, compute_reward, extract_code, stdout_matches, values_equal,
+    Outcome,
+    RewardConfig,
+    RewardConfigError,
+    Verdict,
+    compute_reward,
+    extract_code,
+    stdout_matches,
+    values_equal,
 )
 
 # ------------------------------------------------------------------ extraction

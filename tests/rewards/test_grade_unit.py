@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import json
 
-from vmpool import ExecRequest, ExecResult, Status, VmpoolError
-
 from rewards import RUNNER_SOURCE, AssertTests, Grader, Outcome, Problem, RewardConfig, compute_reward
 from rewards._runner import build_payload, new_nonce, parse_report
+from vmpool import ExecRequest, ExecResult, Status, VmpoolError
 
 P = Problem(task_id="t", tests=AssertTests(code=("assert f() == 1", "assert f() != 2")))
 

@@ -9,7 +9,16 @@ from __future__ import annotations
 import pytest
 
 from rewards import (
-    AssertTests, CallCase, CallTests, Grader, Outcome, Problem, RewardConfig, StdioCase, StdioTests, compute_reward,
+    AssertTests,
+    CallCase,
+    CallTests,
+    Grader,
+    Outcome,
+    Problem,
+    RewardConfig,
+    StdioCase,
+    StdioTests,
+    compute_reward,
 )
 
 SQUARE_TESTS = (

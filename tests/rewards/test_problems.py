@@ -12,8 +12,15 @@ from pathlib import Path
 import pytest
 
 from rewards import (
-    AssertTests, CallTests, ProblemFormatError, StdioTests, load_problems, problem_from_dict, problem_to_dict,
-    reference_solutions, restricted_loads,
+    AssertTests,
+    CallTests,
+    ProblemFormatError,
+    StdioTests,
+    load_problems,
+    problem_from_dict,
+    problem_to_dict,
+    reference_solutions,
+    restricted_loads,
 )
 
 
