@@ -6,10 +6,12 @@ Public surface::
         HarnessConfig, PoolSettings, LimitsSettings, RewardSettings, GradingSettings,
         load_config, config_from_dict, describe_config,          # typed YAML config
         Harness, grade,                                          # offline grading
+        RayGrader, RayHarness, grade_ray, grade_ray_data,        # the same on Ray (ray imported lazily)
         GradeSummary, pass_at_k, summarize, format_summary,      # pass@k and reports
         Sample, SampleSet, InputIssue, ResultRow, ResultStore,   # samples in, rows out
         read_samples, read_results,
         run_demo, DemoReport, run_bench, BenchResult,            # demo and benchmark
+        CodeReward, AsyncCodeReward, RewardBatch,                # TRL reward functions
         HarnessError, ConfigError, InputError,                   # exceptions
     )
 
@@ -38,10 +40,14 @@ from ._demo import DemoReport, run_demo
 from ._errors import ConfigError, HarnessError, InputError
 from ._grading import Harness, grade
 from ._io import InputIssue, ResultRow, ResultStore, Sample, SampleSet, read_results, read_samples
+from ._ray import RayGrader, RayHarness, grade_ray, grade_ray_data
 from ._summary import GradeSummary, format_summary, pass_at_k, summarize
+from ._trl import AsyncCodeReward, CodeReward, RewardBatch
 
 __all__ = [
+    "AsyncCodeReward",
     "BenchResult",
+    "CodeReward",
     "ConfigError",
     "DemoReport",
     "GradeSummary",
@@ -53,8 +59,11 @@ __all__ = [
     "InputIssue",
     "LimitsSettings",
     "PoolSettings",
+    "RayGrader",
+    "RayHarness",
     "ResultRow",
     "ResultStore",
+    "RewardBatch",
     "RewardSettings",
     "Sample",
     "SampleSet",
@@ -62,6 +71,8 @@ __all__ = [
     "describe_config",
     "format_summary",
     "grade",
+    "grade_ray",
+    "grade_ray_data",
     "load_config",
     "pass_at_k",
     "read_results",

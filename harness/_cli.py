@@ -1,4 +1,4 @@
-"""Command line: ``python -m harness {grade,demo,bench,config}``.
+"""Command line: ``python -m harness {grade,demo,bench,config,image}``.
 
 Exit codes: 0 success; 1 the demo's verdicts or the bench's checks were not as
 expected; 2 bad usage, config or input (the message names file, line or key);
@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from rewards import FORMATS
 
 from ._config import BACKENDS, HarnessConfig, describe_config, load_config
-from ._errors import HarnessError
+from ._errors import ConfigError, HarnessError
 from ._summary import format_summary
 
 __all__ = ["build_parser", "main"]
@@ -69,6 +69,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     g.add_argument("--no-progress", action="store_true", help="no progress bar")
     g.add_argument("--json", action="store_true", help="print the summary as JSON instead of a table")
+    g.add_argument(
+        "--ray",
+        action="store_true",
+        help="grade on Ray pool actors (--workers = sandboxes per actor); an --out directory "
+        "(ending in /) streams the samples through Ray Data into Parquet files",
+    )
+    g.add_argument(
+        "--address",
+        metavar="ADDR",
+        help="Ray cluster to join with --ray: auto, ray://host:10001 or host:port "
+        "(default: RAY_ADDRESS inside a Ray job, else an embedded local Ray)",
+    )
     _add_pool_options(g)
 
     d = sub.add_parser(
@@ -98,6 +110,11 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--json-out", metavar="PATH", help="also write the numbers as JSON")
     _add_pool_options(b)
 
+    i = sub.add_parser("image", help="the microVM guest image: build it (or find it cached)")
+    i.add_argument("action", choices=("build",), help="build: build the image, print its directory")
+    i.add_argument("--config", metavar="YAML", help="image config file (default: built-in defaults)")
+    i.add_argument("--json", action="store_true", help="print the image paths and cache state as JSON")
+
     c = sub.add_parser("config", help="print every config key with its value and help text")
     c.add_argument("--config", metavar="YAML", help="config file to validate and show (default: built-in defaults)")
     return parser
@@ -110,6 +127,25 @@ def _config(path: str | None) -> HarnessConfig:
 def _cmd_grade(args: argparse.Namespace) -> int:
     from ._grading import grade
 
+    if args.address and not args.ray:
+        raise ConfigError("--address needs --ray", key="address")
+    if args.ray:
+        from ._ray import grade_ray
+
+        summary = grade_ray(
+            args.problems,
+            args.samples,
+            args.out,
+            config=_config(args.config),
+            workers=args.workers,
+            backend=args.backend,
+            progress=not args.no_progress,
+            resume=not args.no_resume,
+            problem_format=args.format,
+            address=args.address,
+        )
+        print(json.dumps(summary.to_dict(), indent=2) if args.json else format_summary(summary))
+        return 0
     summary = grade(
         args.problems,
         args.samples,
@@ -161,6 +197,24 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     return 0 if result.ok else 1
 
 
+def _cmd_image(args: argparse.Namespace) -> int:
+    from vmpool._image import ImageConfig, ImageConfigError, build_image, load_image_config
+
+    try:
+        config = load_image_config(args.config) if args.config else ImageConfig()
+    except ImageConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    paths = build_image(config)
+    state = "cached" if paths.cached else "built"
+    if args.json:
+        print(json.dumps({"dir": str(paths.dir), "vmlinux": str(paths.vmlinux), "initramfs": str(paths.initramfs),
+                          "manifest": str(paths.manifest), "cached": paths.cached}))  # fmt: skip
+    else:
+        print(f"{paths.dir} ({state})")
+    return 0
+
+
 def _cmd_config(args: argparse.Namespace) -> int:
     config = _config(args.config)
     print(f"# {args.config or 'built-in defaults'}: valid")
@@ -183,7 +237,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     level = logging.WARNING if args.verbose == 0 else logging.INFO if args.verbose == 1 else logging.DEBUG
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
-    handlers = {"grade": _cmd_grade, "demo": _cmd_demo, "bench": _cmd_bench, "config": _cmd_config}
+    handlers = {"grade": _cmd_grade, "demo": _cmd_demo, "bench": _cmd_bench, "config": _cmd_config,
+                "image": _cmd_image}
     try:
         return handlers[args.command](args)
     except HarnessError as exc:

@@ -103,14 +103,29 @@ class Channel:
             view = view[n:]
 
 
+PF_KTHREAD = 0x00200000
+
+
+def _is_kernel_thread(pid: int) -> bool:
+    """True for a kernel thread (visible only where this agent runs in the initial pid
+    namespace, i.e. as a microVM guest's pid 1): SIGKILL does not end those."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            fields = fh.read().rsplit(b")", 1)[1].split()
+        return bool(int(fields[6]) & PF_KTHREAD)
+    except (OSError, IndexError, ValueError):
+        return False
+
+
 def _other_pids(keep: int = 0) -> list[int]:
-    """Every process in this pid namespace except init (1), this agent and ``keep``."""
+    """Every process in this pid namespace except init (1), this agent, ``keep`` and kernel threads."""
     me = os.getpid()
+    guest_init = me == 1
     pids = []
     for entry in os.listdir("/proc"):
         if entry.isdigit():
             pid = int(entry)
-            if pid != 1 and pid != me and pid != keep:
+            if pid != 1 and pid != me and pid != keep and not (guest_init and _is_kernel_thread(pid)):
                 pids.append(pid)
     return pids
 
@@ -128,8 +143,11 @@ def _sweep(keep: int = 0) -> bool:
     Processes that called setsid() left the program's group; this catches them. A
     fork bomb can race the sweep, so repeat; RLIMIT_NPROC bounds how many there are.
     Orphans are reparented to pid 1 (bubblewrap's init), which reaps them, so a
-    killed process may linger briefly as a zombie: wait for it to vanish.
+    killed process may linger briefly as a zombie: wait for it to vanish. In a
+    microVM guest the agent itself is pid 1, so it reaps them here (by pid, never
+    ``keep``, which the caller waits for).
     """
+    reaper = os.getpid() == 1
     for attempt in range(400):
         pids = _other_pids(keep)
         if not pids:
@@ -139,6 +157,12 @@ def _sweep(keep: int = 0) -> bool:
                 os.kill(pid, signal.SIGKILL)
             except (ProcessLookupError, PermissionError):
                 pass
+        if reaper:
+            for pid in pids:
+                try:
+                    os.waitpid(pid, os.WNOHANG)
+                except ChildProcessError:  # not (yet) our child: its parent reaps it or dies
+                    pass
         time.sleep(0.0002 if attempt < 20 else 0.005)
     return not _other_pids(keep)
 

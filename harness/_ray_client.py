@@ -1,0 +1,503 @@
+"""Driver side of distributed grading: :class:`RayGrader`, a drop-in for ``rewards.Grader``.
+
+Placement is Ray's: one or more :class:`~harness._ray_actor.GraderActorImpl` actors per
+alive node, each pinned with ``NodeAffinitySchedulingStrategy`` and reserving its CPUs (and
+any custom resources) through Ray's resource scheduler; Ray restarts a crashed actor in place
+(``max_restarts``). The client only decides which live actor gets the next chunk (the one
+with the most free capacity), streams results back with ``ray.wait``, and puts them in
+input order.
+
+Delivery is exactly once per program: a chunk's verdicts are recorded the first time they
+arrive and never again. A chunk whose actor dies (``RayActorError``: ``ActorDiedError``,
+``ActorUnavailableError``; or its result object is lost) is resubmitted to a live actor, at
+most ``max_resubmits`` times, after which its programs get ``SANDBOX_ERROR`` verdicts
+(reward ``None``). Program statuses are never retried here: the pool already retries a
+program that killed its sandbox once and then reports ``SANDBOX_KILLED``.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections import deque
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any, Self
+
+from rewards import Outcome, Problem, RewardConfig, Verdict, compute_reward
+from vmpool import Limits, PoolConfig, SandboxStartError, Status
+
+from ._ray_actor import alive_nodes, default_runtime_env, ensure_ray, grader_actor_class
+
+__all__ = ["RayGrader"]
+
+logger = logging.getLogger(__name__)
+
+_MAX_AUTO_CHUNK = 64
+
+
+@dataclass(eq=False)
+class _Slot:
+    """One grader actor as the client sees it."""
+
+    node_id: str
+    index: int
+    num_cpus: float
+    actor: Any
+    capacity: int = 1
+    state: str = "starting"  # starting | live | down (failed, maybe restarting) | dead
+    inflight: int = 0
+    replacements: int = 0
+    pid: int = 0
+    reason: str = ""
+
+    @property
+    def key(self) -> str:
+        return f"{self.node_id[:8]}#{self.index}"
+
+
+@dataclass
+class _Run:
+    """State of one grade_batch call."""
+
+    items: list[tuple[Problem, Any]]
+    bounds: list[tuple[int, int]]
+    results: list[Verdict | None]
+    attempts: list[int]
+    done: list[bool]
+    pending: deque[int] = field(default_factory=deque)
+    inflight: dict[Any, tuple[int, _Slot, float]] = field(default_factory=dict)
+
+
+class RayGrader:
+    """Grades ``(Problem, completion)`` pairs on pool actors spread over a Ray cluster.
+
+    Same contract as ``rewards.Grader.grade_batch`` (one verdict per item, in input order), so
+    harness code can use either.
+
+    Args:
+        address: ``None``: an embedded local Ray instance sized to the machine (or, inside a
+            Ray job, the job's cluster); ``"auto"``, ``"ray://host:10001"`` or ``"host:port"``:
+            join that cluster. An already initialised Ray is used as is.
+        actors_per_node: actors on each eligible node (ignored when ``cores_per_actor`` is set).
+        cores_per_actor: CPUs each actor reserves; a node then gets ``floor(cpus / cores)``
+            actors. Default: the node's CPUs divided by ``actors_per_node``.
+        pool_size: sandboxes per actor. Default: the actor's CPUs (at least 1).
+        pool_config: other ``vmpool.PoolConfig`` fields (backend, recycling...); its ``size``
+            is replaced by the per-actor size.
+        reward_config: reward shaping for :meth:`rewards`.
+        limits: default per-program limits.
+        resources: custom Ray resources each actor needs (e.g. ``{"grader": 1}``); only nodes
+            offering them get actors.
+        chunk_size: programs per actor call (default: adaptive, at most 64).
+        chunks_in_flight: chunks kept queued per sandbox of an actor (the free-capacity window).
+        max_resubmits: resubmissions of one chunk after actor deaths before its programs are
+            reported as ``SANDBOX_ERROR``.
+        max_restarts: Ray's ``max_restarts`` for each actor (restart in place after a crash).
+        max_replacements: new actors started in place of one that died for good.
+        runtime_env: Ray runtime env of the actors (default: this checkout on ``PYTHONPATH``).
+        init_kwargs: extra ``ray.init`` arguments when this grader connects to Ray.
+        start_timeout_s: how long the actors may take to start.
+        actor_wait_s: how long a batch waits with no live actor before failing its rest.
+
+    Raises:
+        vmpool.SandboxStartError: no actor could start (no eligible node, or every actor's
+            pool failed to start, e.g. bubblewrap missing).
+
+    Example::
+
+        with RayGrader(pool_config=PoolConfig(backend="namespace")) as grader:
+            verdicts = grader.grade_batch([(problem, completion), ...])
+    """
+
+    def __init__(
+        self,
+        address: str | None = None,
+        *,
+        actors_per_node: int = 1,
+        cores_per_actor: float | None = None,
+        pool_size: int | None = None,
+        pool_config: PoolConfig | None = None,
+        reward_config: RewardConfig | None = None,
+        limits: Limits | None = None,
+        resources: Mapping[str, float] | None = None,
+        chunk_size: int | None = None,
+        chunks_in_flight: int = 2,
+        max_resubmits: int = 3,
+        max_restarts: int = 1,
+        max_replacements: int = 3,
+        runtime_env: Mapping[str, Any] | None = None,
+        init_kwargs: Mapping[str, Any] | None = None,
+        start_timeout_s: float = 120.0,
+        actor_wait_s: float = 60.0,
+    ) -> None:
+        if actors_per_node < 1:
+            raise ValueError(f"actors_per_node must be >= 1, got {actors_per_node}")
+        if cores_per_actor is not None and cores_per_actor <= 0:
+            raise ValueError(f"cores_per_actor must be > 0, got {cores_per_actor}")
+        if chunk_size is not None and chunk_size < 1:
+            raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+        if chunks_in_flight < 1 or max_resubmits < 0:
+            raise ValueError("chunks_in_flight must be >= 1 and max_resubmits >= 0")
+        self.address = address
+        self.actors_per_node = actors_per_node
+        self.cores_per_actor = cores_per_actor
+        self.pool_size = pool_size
+        self.pool_config = pool_config or PoolConfig(size=1)
+        self.reward_config = reward_config or RewardConfig()
+        self.default_limits = limits or Limits()
+        self.resources = dict(resources or {})
+        self.chunk_size = chunk_size
+        self.chunks_in_flight = chunks_in_flight
+        self.max_resubmits = max_resubmits
+        self.max_restarts = max_restarts
+        self.max_replacements = max_replacements
+        self.runtime_env = dict(runtime_env) if runtime_env is not None else default_runtime_env()
+        self.start_timeout_s = start_timeout_s
+        self.actor_wait_s = actor_wait_s
+        self.stats: dict[str, int] = {
+            "programs": 0, "chunks": 0, "resubmitted": 0, "failed_programs": 0,
+            "actors_started": 0, "actors_replaced": 0,
+        }
+        self._slots: list[_Slot] = []
+        self._probes: dict[Any, _Slot] = {}
+        self._closed = False
+        self._owns_ray = ensure_ray(address, init_kwargs=init_kwargs)
+        try:
+            self._metrics = _Metrics()
+            self._fill_nodes()
+            self._await_start()
+        except BaseException:
+            self.close()
+            raise
+
+    # ------------------------------------------------------------------ actors
+    def _actors_for(self, node: Mapping[str, Any]) -> tuple[int, float]:
+        cpus = float(node.get("Resources", {}).get("CPU", 0.0))
+        if self.cores_per_actor is not None:
+            return int(cpus // self.cores_per_actor), float(self.cores_per_actor)
+        return (self.actors_per_node, cpus / self.actors_per_node) if cpus > 0 else (0, 0.0)
+
+    def _spawn(self, node_id: str, index: int, num_cpus: float) -> _Slot:
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        size = self.pool_size or max(1, int(num_cpus))
+        pool_config = PoolConfig(**{**_fields(self.pool_config), "size": size})
+        actor = grader_actor_class().options(
+            num_cpus=num_cpus,
+            resources=self.resources or None,
+            scheduling_strategy=NodeAffinitySchedulingStrategy(node_id, soft=False),
+            max_restarts=self.max_restarts,
+            max_task_retries=0,  # resubmission is ours: to a live actor, bounded, exactly-once
+            runtime_env=self.runtime_env or None,
+        ).remote(pool_config, self.reward_config, self.default_limits)
+        slot = _Slot(node_id=node_id, index=index, num_cpus=num_cpus, actor=actor, capacity=size)
+        self._slots.append(slot)
+        self._probes[actor.ready.remote()] = slot
+        self.stats["actors_started"] += 1
+        logger.info("grader actor %s: %s CPUs, %d sandboxes", slot.key, num_cpus, size)
+        return slot
+
+    def _fill_nodes(self) -> int:
+        """Start actors on eligible alive nodes that have fewer than their share. Returns how many."""
+        started = 0
+        for node in alive_nodes(0.0, self.resources):
+            count, cpus = self._actors_for(node)
+            if count < 1 or cpus <= 0:
+                continue
+            node_id = node["NodeID"]
+            taken = {s.index for s in self._slots if s.node_id == node_id and s.state != "dead"}
+            for index in range(count):
+                if index not in taken:
+                    self._spawn(node_id, index, cpus)
+                    started += 1
+        return started
+
+    def _await_start(self) -> None:
+        deadline = time.monotonic() + self.start_timeout_s
+        while any(s.state == "starting" for s in self._slots) and time.monotonic() < deadline:
+            self._poll_probes(timeout=min(1.0, max(0.0, deadline - time.monotonic())))
+        live = [s for s in self._slots if s.state == "live"]
+        if not live:
+            reasons = "; ".join(sorted({s.reason for s in self._slots if s.reason})) or (
+                "no alive node offers " + ", ".join(f"{k}={v}" for k, v in {"CPU": ">0", **self.resources}.items())
+                if not self._slots else "actors did not start in time")
+            raise SandboxStartError(f"no grader actor could start: {reasons}")
+        logger.info("%d grader actors live (%d sandboxes)", len(live), sum(s.capacity for s in live))
+
+    def _poll_probes(self, timeout: float) -> None:
+        import ray
+
+        if not self._probes:
+            return
+        ready, _ = ray.wait(list(self._probes), num_returns=len(self._probes), timeout=timeout)
+        for ref in ready:
+            self._probe_done(ref)
+
+    def _probe_done(self, ref: Any) -> None:
+        import ray
+
+        slot = self._probes.pop(ref)
+        try:
+            info = ray.get(ref)
+        except ray.exceptions.RayError as exc:
+            slot.state, slot.reason = "dead", _short(exc)
+            logger.warning("grader actor %s is gone: %s", slot.key, slot.reason)
+            self._replace(slot)
+            return
+        slot.state, slot.capacity, slot.pid = "live", int(info["capacity"]), int(info["pid"])
+
+    def _replace(self, slot: _Slot) -> None:
+        """Start a new actor in place of a dead one, if its node is alive; also fill new nodes."""
+        if self._closed:
+            return
+        alive = {n["NodeID"] for n in alive_nodes(0.0, self.resources)}
+        if slot.node_id in alive and slot.replacements < self.max_replacements:
+            fresh = self._spawn(slot.node_id, slot.index, slot.num_cpus)
+            fresh.replacements = slot.replacements + 1
+            self.stats["actors_replaced"] += 1
+            self._metrics.inc("replaced")
+        self._fill_nodes()
+
+    def _on_actor_failure(self, slot: _Slot, exc: BaseException) -> None:
+        if slot.state != "live":
+            return
+        slot.state, slot.reason = "down", _short(exc)
+        logger.warning("grader actor %s failed: %s", slot.key, slot.reason)
+        # Ray restarts it in place if it can (max_restarts); the probe tells us when it is back,
+        # or fails and we replace it.
+        self._probes[slot.actor.ready.remote()] = slot
+
+    def actors(self) -> list[dict[str, Any]]:
+        """The actors and their state (``live``, ``starting``, ``down``, ``dead``)."""
+        return [{"key": s.key, "node_id": s.node_id, "state": s.state, "capacity": s.capacity,
+                 "inflight": s.inflight, "pid": s.pid, "actor": s.actor} for s in self._slots]
+
+    @property
+    def capacity(self) -> int:
+        """Sandboxes over all live actors."""
+        return sum(s.capacity for s in self._slots if s.state == "live")
+
+    # ------------------------------------------------------------------ grading
+    def grade(self, problem: Problem, completion: Any) -> Verdict:
+        """Grade one completion (see :meth:`grade_batch`)."""
+        return self.grade_batch([(problem, completion)])[0]
+
+    def rewards(self, items: Iterable[tuple[Problem, Any]]) -> list[float | None]:
+        """Rewards under ``reward_config`` (``None`` = infrastructure failure)."""
+        return [compute_reward(v, self.reward_config) for v in self.grade_batch(items)]
+
+    def grade_batch(self, items: Iterable[tuple[Problem, Any]]) -> list[Verdict]:
+        """Grade many samples over the actors; one verdict per item, in input order.
+
+        Raises:
+            TypeError: an item's problem is not a ``rewards.Problem``.
+            RuntimeError: the grader is closed.
+        """
+        import ray
+
+        if self._closed:
+            raise RuntimeError("RayGrader is closed")
+        items = list(items)
+        for problem, _ in items:
+            if not isinstance(problem, Problem):
+                raise TypeError(f"grade items must be (Problem, completion) pairs, got a {type(problem).__name__}")
+        if not items:
+            return []
+        size = self.chunk_size or self._auto_chunk(len(items))
+        bounds = [(i, min(i + size, len(items))) for i in range(0, len(items), size)]
+        run = _Run(items, bounds, [None] * len(items), [0] * len(bounds), [False] * len(bounds),
+                   deque(range(len(bounds))))
+        no_live_since: float | None = None
+        while run.pending or run.inflight:
+            self._dispatch(run)
+            if run.pending and not any(s.state == "live" for s in self._slots):
+                no_live_since = no_live_since or time.monotonic()
+                if time.monotonic() - no_live_since > self.actor_wait_s:
+                    self._fail_pending(run, "no live grader actor")
+                    continue
+                if not self._probes:
+                    self._fill_nodes()
+            else:
+                no_live_since = None
+            refs = list(run.inflight) + list(self._probes)
+            if not refs:
+                time.sleep(0.2)
+                continue
+            ready, rest = ray.wait(refs, num_returns=1, timeout=1.0)
+            if ready and rest:
+                more, _ = ray.wait(rest, num_returns=len(rest), timeout=0)
+                ready += more
+            for ref in ready:
+                if ref in self._probes:
+                    self._probe_done(ref)
+                else:
+                    self._chunk_done(run, ref)
+        missing = sum(v is None for v in run.results)
+        if missing:  # pragma: no cover - the loop only ends when every chunk is done
+            raise RuntimeError(f"{missing} verdicts missing")
+        return [v for v in run.results if v is not None]
+
+    def _auto_chunk(self, n: int) -> int:
+        capacity = max(1, self.capacity)
+        return max(1, min(_MAX_AUTO_CHUNK, math.ceil(n / (capacity * self.chunks_in_flight * 2))))
+
+    def _dispatch(self, run: _Run) -> None:
+        while run.pending:
+            live = [s for s in self._slots if s.state == "live"]
+            if not live:
+                return
+            limit = {id(s): s.capacity * self.chunks_in_flight for s in live}
+            slot = max(live, key=lambda s: ((limit[id(s)] - s.inflight) / limit[id(s)], s.capacity))
+            if slot.inflight >= limit[id(slot)]:
+                return
+            cid = run.pending.popleft()
+            start, end = run.bounds[cid]
+            ref = slot.actor.grade_chunk.remote(run.items[start:end])
+            slot.inflight += 1
+            run.inflight[ref] = (cid, slot, time.monotonic())
+
+    def _chunk_done(self, run: _Run, ref: Any) -> None:
+        import ray
+
+        cid, slot, started = run.inflight.pop(ref)
+        slot.inflight = max(0, slot.inflight - 1)
+        start, end = run.bounds[cid]
+        try:
+            verdicts = ray.get(ref)
+        except _actor_lost_errors() as exc:
+            self._on_actor_failure(slot, exc)
+            if run.done[cid]:
+                return
+            run.attempts[cid] += 1
+            if run.attempts[cid] > self.max_resubmits:
+                self._fail_chunk(run, cid, f"grader actor died {run.attempts[cid]} times: {_short(exc)}")
+                return
+            self.stats["resubmitted"] += 1
+            self._metrics.inc("resubmitted")
+            logger.info("resubmitting chunk %d (%d programs) after: %s", cid, end - start, _short(exc))
+            run.pending.appendleft(cid)
+            return
+        except ray.exceptions.RayTaskError as exc:
+            raise exc.as_instanceof_cause() from None
+        if run.done[cid]:  # cannot happen (one ref per submission), but never deliver twice
+            return
+        if len(verdicts) != end - start:
+            raise RuntimeError(f"grader actor returned {len(verdicts)} verdicts for {end - start} programs")
+        run.results[start:end] = verdicts
+        run.done[cid] = True
+        self.stats["programs"] += end - start
+        self.stats["chunks"] += 1
+        self._metrics.inc("programs", end - start)
+        self._metrics.observe(time.monotonic() - started)
+
+    def _fail_chunk(self, run: _Run, cid: int, why: str) -> None:
+        start, end = run.bounds[cid]
+        for i in range(start, end):
+            problem = run.items[i][0]
+            run.results[i] = Verdict(None, Outcome.SANDBOX_ERROR, 0, problem.tests.count, why[:500], 0.0,
+                                     Status.SANDBOX_ERROR)
+        run.done[cid] = True
+        self.stats["failed_programs"] += end - start
+        logger.error("chunk %d (%d programs) reported as sandbox_error: %s", cid, end - start, why)
+
+    def _fail_pending(self, run: _Run, why: str) -> None:
+        while run.pending:
+            self._fail_chunk(run, run.pending.popleft(), why)
+
+    # ------------------------------------------------------------------ lifetime
+    def close(self) -> None:
+        """Close every actor's pool, kill the actors, and shut Ray down if this grader started it."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            import ray
+
+            if ray.is_initialized():
+                closing = [s.actor.close.remote() for s in self._slots if s.state in ("live", "starting")]
+                if closing:
+                    ray.wait(closing, num_returns=len(closing), timeout=10.0)
+                for slot in self._slots:
+                    try:
+                        ray.kill(slot.actor, no_restart=True)
+                    except Exception:  # already gone
+                        pass
+        finally:
+            self._slots.clear()
+            self._probes.clear()
+            if self._owns_ray:
+                import ray
+
+                ray.shutdown()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+
+def _actor_lost_errors() -> tuple[type[BaseException], ...]:
+    """Errors meaning "the actor (or its node) went away", not "the program failed".
+
+    ``ActorDiedError`` and ``ActorUnavailableError`` are ``RayActorError`` subclasses; an actor
+    pinned to a node that died reports ``ActorUnschedulableError``; a result lost with its node
+    reports ``ObjectLostError`` (``OwnerDiedError`` is a subclass).
+    """
+    from ray import exceptions as rx
+
+    names = ("RayActorError", "ActorDiedError", "ActorUnavailableError", "ActorUnschedulableError",
+             "ObjectLostError", "OwnerDiedError")
+    return tuple(getattr(rx, name) for name in names if hasattr(rx, name))
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0] if text else ''}"[:300]
+
+
+def _fields(config: PoolConfig) -> dict[str, Any]:
+    import dataclasses
+
+    return {f.name: getattr(config, f.name) for f in dataclasses.fields(config)}
+
+
+class _Metrics:
+    """Ray metrics (exported by Ray's metrics agent where one runs); no-ops if unavailable."""
+
+    def __init__(self) -> None:
+        self._counters: dict[str, Any] = {}
+        self._latency: Any = None
+        try:
+            from ray.util.metrics import Counter, Histogram
+
+            self._counters = {
+                "programs": Counter("harness_programs_graded", description="programs graded through RayGrader"),
+                "resubmitted": Counter("harness_chunks_resubmitted",
+                                       description="chunks resubmitted after a grader actor died"),
+                "replaced": Counter("harness_actors_replaced", description="grader actors started in place of dead ones"),
+            }
+            self._latency = Histogram("harness_chunk_latency_s", description="seconds from submit to result per chunk",
+                                      boundaries=[0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60])
+        except Exception as exc:  # pragma: no cover - metrics are best effort
+            logger.debug("Ray metrics unavailable: %s", exc)
+
+    def inc(self, name: str, value: int = 1) -> None:
+        counter = self._counters.get(name)
+        if counter is not None:
+            try:
+                counter.inc(value)
+            except Exception:  # pragma: no cover
+                pass
+
+    def observe(self, seconds: float) -> None:
+        if self._latency is not None:
+            try:
+                self._latency.observe(seconds)
+            except Exception:  # pragma: no cover
+                pass
