@@ -1,6 +1,8 @@
 """vmpool: warm pools of isolated sandboxes that run untrusted Python programs.
 
-Knows nothing about tests or rewards. The public surface::
+Two backends behind one :class:`Pool`: ``namespace`` (bubblewrap) and ``microvm``
+(QEMU microvm guests cloned copy-on-write from a snapshot). Knows nothing about
+tests or rewards. The public surface::
 
     from vmpool import Pool, PoolConfig, ExecRequest, Limits
     with Pool(PoolConfig(size=2)) as pool:
@@ -18,6 +20,8 @@ from ._errors import (
     SandboxStartError,
     VmpoolError,
 )
+from ._image import ImageConfig, ImagePaths, build_image, load_image_config
+from ._microvm import Checkpoint, MicroVMSandbox, MicroVMTemplate
 from ._namespace import NamespaceSandbox
 from ._pool import BACKENDS, Pool, PoolConfig, Sandbox, resolve_backend
 from ._types import ExecRequest, ExecResult, Limits, Status
@@ -25,9 +29,14 @@ from ._types import ExecRequest, ExecResult, Limits, Status
 __all__ = [
     "BACKENDS",
     "BackendUnavailableError",
+    "Checkpoint",
     "ExecRequest",
     "ExecResult",
+    "ImageConfig",
+    "ImagePaths",
     "Limits",
+    "MicroVMSandbox",
+    "MicroVMTemplate",
     "NamespaceSandbox",
     "Pool",
     "PoolClosedError",
@@ -37,5 +46,7 @@ __all__ = [
     "SandboxStartError",
     "Status",
     "VmpoolError",
+    "build_image",
+    "load_image_config",
     "resolve_backend",
 ]

@@ -23,13 +23,14 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from ._errors import BackendUnavailableError, PoolClosedError, SandboxError, SandboxStartError
+from ._errors import BackendUnavailableError, PoolClosedError, SandboxError, SandboxStartError, VmpoolError
 from ._namespace import NamespaceSandbox
 from ._types import ExecRequest, ExecResult, Status
 
 logger = logging.getLogger(__name__)
 
-BACKENDS = ("namespace", "auto")
+BACKENDS = ("namespace", "microvm", "auto")
+ACCELS = ("auto", "kvm", "tcg")
 
 
 class Sandbox(Protocol):
@@ -51,8 +52,9 @@ class PoolConfig:
     """How a :class:`Pool` is built.
 
     Args:
-        backend: ``namespace`` (bubblewrap) or ``auto`` (the best backend this host
-            can run; today that is ``namespace``, and the choice is logged).
+        backend: ``namespace`` (bubblewrap), ``microvm`` (QEMU microvm clones of a
+            snapshotted guest; KVM where a probe boot works, else TCG) or ``auto``
+            (microvm where KVM really works, else namespace; the choice is logged).
         size: sandboxes kept warm = programs run at once. Default: CPU count.
         max_programs_per_sandbox: recycle a sandbox after this many programs, so
             slow leaks in the interpreter or tmpfs never accumulate.
@@ -61,6 +63,10 @@ class PoolConfig:
         start_timeout_s: how long a sandbox may take to become ready.
         transport_slack_s: how long past a program's wall limit the host waits for
             the sandbox's answer before declaring it dead (transport deadline).
+        image_config: microvm only: YAML file describing the guest image
+            (``configs/image.yaml``); ``None`` uses the default image.
+        accel: microvm only: ``auto`` (KVM if a probe boot works, else TCG), ``kvm``
+            or ``tcg``.
     """
 
     backend: str = field(default="namespace", metadata={"help": "namespace | auto"})
@@ -70,6 +76,8 @@ class PoolConfig:
     tmpfs_mb: int = field(default=64, metadata={"help": "size of each sandbox's /tmp in MiB"})
     start_timeout_s: float = field(default=30.0, metadata={"help": "sandbox start deadline"})
     transport_slack_s: float = field(default=5.0, metadata={"help": "extra seconds past wall_s before a sandbox is declared dead"})
+    image_config: str | None = field(default=None, metadata={"help": "microvm: guest image YAML (None: default image)"})
+    accel: str = field(default="auto", metadata={"help": "microvm: auto | kvm | tcg"})
 
     def __post_init__(self) -> None:
         if self.backend not in BACKENDS:
@@ -80,16 +88,42 @@ class PoolConfig:
             raise ValueError(f"PoolConfig.max_programs_per_sandbox must be >= 1, got {self.max_programs_per_sandbox!r}")
         if self.tmpfs_mb < 4:
             raise ValueError(f"PoolConfig.tmpfs_mb must be >= 4, got {self.tmpfs_mb!r}")
+        if self.accel not in ACCELS:
+            raise ValueError(f"PoolConfig.accel must be one of {', '.join(ACCELS)}, got {self.accel!r}")
         if self.start_timeout_s <= 0 or self.transport_slack_s <= 0:
             raise ValueError("PoolConfig.start_timeout_s and transport_slack_s must be > 0")
 
 
-def resolve_backend(name: str) -> str:
-    """Map ``auto`` to a concrete backend, logging why."""
-    if name == "auto":
-        logger.info("backend auto: using namespace (bubblewrap); the microvm backend is not built into this release")
+def resolve_backend(name: str, image_config: str | None = None) -> str:
+    """Map ``auto`` to a concrete backend, logging why.
+
+    ``auto`` picks microvm only where KVM really works, found by booting the guest
+    image under KVM (never by the existence of /dev/kvm); otherwise namespace.
+    """
+    if name != "auto":
+        return name
+    if not os.path.exists("/dev/kvm"):
+        logger.info("backend auto: namespace (no /dev/kvm on this host)")
         return "namespace"
-    return name
+    from ._image import build_image
+    from ._microvm import choose_accel
+
+    try:
+        accel, reason = choose_accel(build_image(_image_config(image_config)), "auto")
+    except VmpoolError as exc:
+        logger.info("backend auto: namespace (microvm image unavailable: %s)", exc)
+        return "namespace"
+    if accel == "kvm":
+        logger.info("backend auto: microvm (KVM works: %s)", reason)
+        return "microvm"
+    logger.info("backend auto: namespace (%s; microVMs would run under TCG, ~17x slower)", reason)
+    return "namespace"
+
+
+def _image_config(path: str | None):  # -> ImageConfig
+    from ._image import ImageConfig, load_image_config
+
+    return load_image_config(path) if path else ImageConfig()
 
 
 class Pool:
@@ -109,7 +143,7 @@ class Pool:
         elif overrides:
             raise TypeError("pass either a PoolConfig or keyword overrides, not both")
         self.config = config
-        self.backend = resolve_backend(config.backend)
+        self.backend = resolve_backend(config.backend, config.image_config)
         self._factory: Callable[[], Sandbox] = self._make_factory()
         self._idle: queue.Queue[Sandbox | None] = queue.Queue()
         self._live: set[Sandbox] = set()
@@ -135,6 +169,14 @@ class Pool:
             return lambda: NamespaceSandbox(python=cfg.python, tmpfs_mb=cfg.tmpfs_mb,
                                             start_timeout_s=cfg.start_timeout_s,
                                             transport_slack_s=cfg.transport_slack_s)
+        if self.backend == "microvm":
+            from ._microvm import MicroVMSandbox, MicroVMTemplate
+
+            # Built once per pool (and cached on disk): the image, then its snapshot.
+            self.template = MicroVMTemplate.ensure(_image_config(cfg.image_config), accel=cfg.accel)
+            template = self.template
+            return lambda: MicroVMSandbox(template, start_timeout_s=cfg.start_timeout_s,
+                                          transport_slack_s=cfg.transport_slack_s)
         raise BackendUnavailableError(f"unknown backend {self.backend!r}")
 
     def _start_sandbox(self) -> Sandbox:

@@ -8,9 +8,10 @@ from vmpool import ExecRequest, Limits, PoolConfig, Status
 
 def test_public_names_are_pinned():
     assert sorted(vmpool.__all__) == sorted([
-        "BACKENDS", "BackendUnavailableError", "ExecRequest", "ExecResult", "Limits", "NamespaceSandbox",
-        "Pool", "PoolClosedError", "PoolConfig", "Sandbox", "SandboxError", "SandboxStartError", "Status",
-        "VmpoolError", "resolve_backend",
+        "BACKENDS", "BackendUnavailableError", "Checkpoint", "ExecRequest", "ExecResult", "ImageConfig",
+        "ImagePaths", "Limits", "MicroVMSandbox", "MicroVMTemplate", "NamespaceSandbox", "Pool", "PoolClosedError",
+        "PoolConfig", "Sandbox", "SandboxError", "SandboxStartError", "Status", "VmpoolError", "build_image",
+        "load_image_config", "resolve_backend",
     ])
     for name in vmpool.__all__:
         assert hasattr(vmpool, name)
@@ -52,6 +53,7 @@ def test_request_rejects_paths_outside_workdir():
     ({"backend": "docker"}, "backend"),
     ({"size": 0}, "size"),
     ({"max_programs_per_sandbox": 0}, "max_programs_per_sandbox"),
+    ({"accel": "hvf"}, "accel"),
 ])
 def test_pool_config_validation(kwargs, needle):
     with pytest.raises(ValueError, match=needle):
@@ -62,8 +64,16 @@ def test_only_sandbox_error_is_infrastructure():
     assert [s for s in Status if s.is_infrastructure] == [Status.SANDBOX_ERROR]
 
 
-def test_auto_backend_resolves_and_says_why(caplog):
+@pytest.mark.microvm
+def test_auto_backend_decides_by_booting_and_says_why(caplog):
     import logging
+    import os
     with caplog.at_level(logging.INFO, logger="vmpool"):
-        assert vmpool.resolve_backend("auto") == "namespace"
-    assert "namespace" in caplog.text
+        backend = vmpool.resolve_backend("auto")
+    assert "backend auto:" in caplog.text
+    if backend == "microvm":
+        assert "KVM works" in caplog.text
+    else:
+        assert backend == "namespace"
+        # /dev/kvm existing is not enough: here (PVM-backed KVM) the probe boot must fail and say so.
+        assert "no /dev/kvm" in caplog.text or ("KVM" in caplog.text and os.path.exists("/dev/kvm"))

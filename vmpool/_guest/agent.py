@@ -47,9 +47,16 @@ PRELOAD = (
 _CODE_CACHE: dict[str, object] = {}
 _CODE_CACHE_MAX = 16
 
+PROGRAM_UID = 65534  # nobody: what programs run as when the agent itself is root (microVM guest)
 MEMORY_EXIT = 121  # exit code the child uses after an uncaught MemoryError
 WORK_ROOT = "/tmp"
 SCRATCH_DIRS = ("/tmp", "/dev/shm")  # the only writable mounts in the sandbox
+# microVM guests only: a directory that survives from one program to the next when
+# the host asked for a persistent session (an agent's workspace, carried into
+# checkpoints and forks); wiped after every program otherwise, like the others.
+STATE_DIR = "/state"
+STATE_SIZE = "32m"
+_SESSION = {"persist": False}
 HEADER = struct.Struct(">I")
 MAX_FRAME = 256 << 20
 
@@ -167,12 +174,12 @@ def _sweep(keep: int = 0) -> bool:
     return not _other_pids(keep)
 
 
-def _wipe_scratch() -> str:
+def _wipe_scratch(roots: tuple[str, ...] = SCRATCH_DIRS) -> str:
     """Empty every writable place so no program sees files of an earlier one.
 
     Returns an anomaly description if something could not be removed.
     """
-    for root in SCRATCH_DIRS:
+    for root in roots:
         try:
             entries = os.listdir(root)
         except OSError:
@@ -217,6 +224,12 @@ def _child(req: dict, workdir: str, fds: dict[str, int]) -> None:
         for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGPIPE, signal.SIGXFSZ, signal.SIGXCPU):
             signal.signal(sig, signal.SIG_DFL)
         _set_limits(req["limits"])
+        if os.geteuid() == 0:
+            # Only in a microVM guest is the agent root: programs run as nobody, so
+            # they cannot signal the agent, remount, or escape RLIMIT_NPROC.
+            os.setgroups([])
+            os.setgid(PROGRAM_UID)
+            os.setuid(PROGRAM_UID)
         sys.argv = ["main.py", *req.get("argv", [])]
         sys.path[0:0] = [workdir]
         # The zygote's interpreter state must not leak into the program's view.
@@ -277,6 +290,11 @@ def run_one(req: dict, seq: int) -> dict:
     try:
         os.mkdir(workdir, 0o700)
         _write_files(workdir, req.get("files") or {})
+        if os.geteuid() == 0:
+            for root, dirs, names in os.walk(workdir):
+                for name in [*dirs, *names]:
+                    os.chown(os.path.join(root, name), PROGRAM_UID, PROGRAM_UID)
+            os.chown(workdir, PROGRAM_UID, PROGRAM_UID)
     except OSError as exc:
         shutil.rmtree(workdir, ignore_errors=True)
         return {"id": req["id"], "status": "sandbox_error", "error": f"cannot prepare work dir: {exc}",
@@ -399,7 +417,7 @@ def run_one(req: dict, seq: int) -> dict:
                 os.close(fd)
             except OSError:
                 pass
-    anomaly = _wipe_scratch()
+    anomaly = _wipe_scratch(SCRATCH_DIRS if _SESSION["persist"] else SCRATCH_DIRS + (STATE_DIR,))
     if not clean:
         anomaly = "processes survived the kill sweep"
 
@@ -438,6 +456,53 @@ def _classify(exit_code: int | None, sig: int | None, cpu: float, limits: dict, 
     return "runtime_error"
 
 
+def _make_state_dir() -> None:
+    """Guest only: a size-capped tmpfs at STATE_DIR owned by the program uid."""
+    import subprocess
+
+    try:
+        os.makedirs(STATE_DIR, exist_ok=True)
+        subprocess.run(["mount", "-t", "tmpfs", "-o", f"nosuid,nodev,size={STATE_SIZE},mode=0755", "tmpfs",
+                        STATE_DIR], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        os.chown(STATE_DIR, PROGRAM_UID, PROGRAM_UID)
+    except (OSError, subprocess.CalledProcessError) as exc:
+        print(f"vmpool agent: no {STATE_DIR}: {exc}", file=sys.stderr)
+
+
+RNDADDENTROPY = 0x40085203  # _IOW('R', 0x03, int[2])
+RNDRESEEDCRNG = 0x5207  # _IO('R', 0x07)
+
+
+def _resume(req: dict) -> dict:
+    """After a snapshot restore every clone holds the template's clock and RNG state:
+    set the clock from the host and mix fresh host entropy into the kernel RNG (then
+    force a reseed), so no two clones share random numbers. Children reseed Python's
+    ``random`` from the kernel at fork."""
+    import fcntl
+    import random
+
+    done = {}
+    try:
+        time.clock_settime(time.CLOCK_REALTIME, float(req["time"]))
+        done["clock"] = True
+    except (OSError, KeyError, ValueError) as exc:
+        done["clock"] = f"{exc}"
+    try:
+        seed = bytes.fromhex(req["seed"])
+        with open("/dev/urandom", "wb", buffering=0) as fh:
+            try:
+                info = struct.pack("ii", len(seed) * 8, len(seed)) + seed
+                fcntl.ioctl(fh.fileno(), RNDADDENTROPY, info)
+                fcntl.ioctl(fh.fileno(), RNDRESEEDCRNG)
+            except OSError:  # not root (namespace sandbox): plain mixing still helps
+                fh.write(seed)
+        random.seed(seed)
+        done["rng"] = True
+    except (OSError, KeyError, ValueError) as exc:
+        done["rng"] = f"{exc}"
+    return done
+
+
 def main() -> None:
     # Keep the protocol off fds 0/1 so no program ever inherits it.
     rfd = os.dup(0)
@@ -450,13 +515,27 @@ def main() -> None:
     # A dying program must not take the agent with it through a broken pipe or ^C.
     signal.signal(signal.SIGPIPE, signal.SIG_IGN)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if os.getpid() == 1:
+        _make_state_dir()
     loaded = _preload()
     chan.send({"ready": True, "pid": os.getpid(), "python": sys.version.split()[0], "preloaded": len(loaded)})
     seq = 0
     while True:
         req = chan.recv()
         if req is None:
-            return
+            if os.getpid() != 1:
+                return  # the host closed the channel: the sandbox is being torn down
+            # In a microVM guest a virtio port reads EOF while no host is connected,
+            # e.g. between a snapshot restore and the host's connect: wait for it.
+            time.sleep(0.001)
+            continue
+        if req.get("op") == "persist":
+            _SESSION["persist"] = bool(req.get("on"))
+            chan.send({"id": req.get("id"), "persist": _SESSION["persist"]})
+            continue
+        if req.get("op") == "resume":
+            chan.send({"id": req.get("id"), "resumed": _resume(req)})
+            continue
         if req.get("op") == "ping":
             chan.send({"id": req.get("id"), "pong": True})
             continue
