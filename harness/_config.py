@@ -29,7 +29,8 @@ from typing import Any, Literal
 import yaml
 
 from rewards import RewardConfig
-from vmpool import Limits
+from vmpool import BACKENDS as VMPOOL_BACKENDS
+from vmpool import Limits, PoolConfig
 
 from ._errors import ConfigError
 
@@ -46,7 +47,7 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-BACKENDS = ("namespace", "auto")  # what vmpool.Pool accepts in this release
+BACKENDS = VMPOOL_BACKENDS  # what vmpool.Pool accepts: namespace, microvm, auto
 REWARD_KINDS = ("binary", "fraction", "weighted")
 DEFAULT_KS = (1, 5, 10, 100)
 
@@ -71,9 +72,10 @@ def _positive(obj: Any, name: str, minimum: float = 1) -> None:
 class PoolSettings:
     """Sandbox pool settings (mapped onto ``vmpool.PoolConfig``)."""
 
-    backend: Literal["namespace", "auto"] = _help(
-        "sandbox backend: 'namespace' (bubblewrap) or 'auto' (the best backend this "
-        "host supports; the pool logs its choice)",
+    backend: Literal["namespace", "microvm", "auto"] = _help(
+        "sandbox backend: 'namespace' (bubblewrap), 'microvm' (QEMU microvm snapshot clones; "
+        "KVM where it works, else TCG) or 'auto' (microvm where KVM really works, else namespace; "
+        "the pool logs its choice)",
         default="namespace",
     )
     size: int | None = _help(
@@ -85,8 +87,18 @@ class PoolSettings:
         default=None,
     )
 
+    image_config: str | None = _help(
+        "microvm: guest image YAML (e.g. configs/image.yaml); null = the default image",
+        default=None,
+    )
+    accel: Literal["auto", "kvm", "tcg"] = _help(
+        "microvm: 'auto' (KVM if a probe boot works, else TCG), 'kvm' or 'tcg'",
+        default="auto",
+    )
+
     def __post_init__(self) -> None:
         _require(self.backend in BACKENDS, "backend", f"must be one of {', '.join(BACKENDS)}, got {self.backend!r}")
+        _require(self.accel in ("auto", "kvm", "tcg"), "accel", f"must be auto, kvm or tcg, got {self.accel!r}")
         if self.size is not None:
             _positive(self, "size")
         if self.max_programs_per_sandbox is not None:
@@ -95,6 +107,18 @@ class PoolSettings:
     def resolved_size(self) -> int:
         """The pool size to use: ``size``, or the machine's CPU count when unset."""
         return self.size if self.size is not None else max(1, os.cpu_count() or 1)
+
+    def to_pool_config(self, size: int | None = None) -> PoolConfig:
+        """The ``vmpool.PoolConfig`` these settings describe.
+
+        Args:
+            size: pool size override (e.g. per Ray actor); default :meth:`resolved_size`.
+        """
+        kwargs: dict[str, Any] = {"backend": self.backend, "size": size or self.resolved_size(),
+                                  "image_config": self.image_config, "accel": self.accel}
+        if self.max_programs_per_sandbox is not None:
+            kwargs["max_programs_per_sandbox"] = self.max_programs_per_sandbox
+        return PoolConfig(**kwargs)
 
 
 @dataclass(frozen=True)

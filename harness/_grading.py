@@ -19,7 +19,7 @@ from types import TracebackType
 from typing import Any, Protocol, Self
 
 from rewards import Grader, Problem, RewardConfig, Verdict, compute_reward, load_problems
-from vmpool import Pool, PoolConfig
+from vmpool import Pool
 
 from ._config import HarnessConfig
 from ._errors import InputError
@@ -187,12 +187,9 @@ class Harness:
             vmpool.VmpoolError: when the pool cannot start (e.g. bubblewrap missing).
         """
         if self._pool is None:
-            settings = self.config.pool
-            kwargs: dict[str, Any] = {"backend": settings.backend, "size": settings.resolved_size()}
-            if settings.max_programs_per_sandbox is not None:
-                kwargs["max_programs_per_sandbox"] = settings.max_programs_per_sandbox
-            logger.info("starting sandbox pool: %s", kwargs)
-            self._pool = Pool(PoolConfig(**kwargs))
+            pool_config = self.config.pool.to_pool_config()
+            logger.info("starting sandbox pool: %s", pool_config)
+            self._pool = Pool(pool_config)
         return self._pool
 
     @property

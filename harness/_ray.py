@@ -12,7 +12,6 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from rewards import Problem
-from vmpool import PoolConfig
 
 from ._config import HarnessConfig
 from ._grading import Harness
@@ -67,13 +66,10 @@ class RayHarness(Harness):
         """The :class:`RayGrader` (actors started on first use)."""
         if self._ray_grader is None:
             settings = self.config.pool
-            fields: dict[str, Any] = {"backend": settings.backend, "size": 1}
-            if settings.max_programs_per_sandbox is not None:
-                fields["max_programs_per_sandbox"] = settings.max_programs_per_sandbox
             options = {"pool_size": settings.size, **self.ray_options}
             self._ray_grader = RayGrader(
                 self.address,
-                pool_config=PoolConfig(**fields),
+                pool_config=settings.to_pool_config(size=1),
                 reward_config=self.reward_config,
                 limits=self.config.limits.to_limits(),
                 **options,

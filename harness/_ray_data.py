@@ -217,16 +217,13 @@ def grade_ray_data(
         issues.extend(sample_issues)
         issues.sort(key=lambda i: (i.path, i.line))
         if staged:
-            settings = config.pool
-            kwargs: dict[str, Any] = {"backend": settings.backend, "size": settings.size or 2}
-            if settings.max_programs_per_sandbox is not None:
-                kwargs["max_programs_per_sandbox"] = settings.max_programs_per_sandbox
+            pool_config = config.pool.to_pool_config(size=config.pool.size or 2)
             cpus = int(ray.cluster_resources().get("CPU", 1))
             n_actors = concurrency or max(1, cpus - 1)
             ds = ray.data.read_parquet(str(staging))
             graded = ds.map_batches(
                 _GradeBatch,
-                fn_constructor_kwargs={"problems": index, "config": config, "pool_config": PoolConfig(**kwargs)},
+                fn_constructor_kwargs={"problems": index, "config": config, "pool_config": pool_config},
                 batch_size=batch_size or config.grading.batch_size,
                 batch_format="pyarrow",
                 concurrency=n_actors,

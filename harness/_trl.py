@@ -135,11 +135,7 @@ class _CodeRewardBase:
     @classmethod
     def from_config(cls, config: HarnessConfig, **kwargs: Any) -> Any:
         """Build from a :class:`harness.HarnessConfig` (pool, limits and reward sections)."""
-        settings = config.pool
-        pool_kwargs: dict[str, Any] = {"backend": settings.backend, "size": settings.resolved_size()}
-        if settings.max_programs_per_sandbox is not None:
-            pool_kwargs["max_programs_per_sandbox"] = settings.max_programs_per_sandbox
-        return cls(config.reward.to_reward_config(), config.limits.to_limits(), PoolConfig(**pool_kwargs), **kwargs)
+        return cls(config.reward.to_reward_config(), config.limits.to_limits(), config.pool.to_pool_config(), **kwargs)
 
     # ------------------------------------------------------------------ lifecycle
     @property

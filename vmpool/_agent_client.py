@@ -32,6 +32,9 @@ class AgentSandbox:
     """
 
     backend = "abstract"
+    # Statuses after which the sandbox is replaced rather than reused (a cheap clone
+    # for microVMs: a VM whose program hit a limit is never trusted again).
+    retire_on: frozenset[Status] = frozenset()
 
     def __init__(self, transport_slack_s: float) -> None:
         self.transport_slack_s = transport_slack_s
@@ -124,7 +127,10 @@ class AgentSandbox:
             # The program ran, but left the sandbox in a state we will not reuse.
             self.broken = f"anomaly: {reply['anomaly']}"
             logger.info("%s sandbox retired: %s", self.backend, reply["anomaly"])
-        return result_from_reply(reply)
+        result = result_from_reply(reply)
+        if result.status in self.retire_on and not self.broken:
+            self.broken = f"retired after a program ended with {result.status.value}"
+        return result
 
     # ---------------------------------------------------------------- teardown
     def _close_streams(self) -> None:

@@ -44,6 +44,7 @@ from ._errors import SandboxError, SandboxStartError
 from ._image import ImageConfig, ImagePaths, build_image, probe_kvm, qemu_command
 from ._protocol import FrameChannel
 from ._qmp import QMPClient, QMPError
+from ._types import Status
 
 logger = logging.getLogger(__name__)
 
@@ -248,6 +249,36 @@ class MicroVMSandbox(AgentSandbox):
     """
 
     backend = "microvm"
+    retire_on = frozenset({Status.TIMEOUT, Status.MEMORY_LIMIT, Status.OUTPUT_LIMIT})
+
+    def memory_stats(self) -> dict[str, int]:
+        """How much of this clone is its own: QEMU's RSS, and of the template RAM
+        mapping, the KiB still shared with the template file vs copied on write.
+
+        Returns:
+            ``{"rss_kb", "ram_shared_kb", "ram_copied_kb", "ram_copied_pages"}``.
+        """
+        stats = {"rss_kb": 0, "ram_shared_kb": 0, "ram_copied_kb": 0, "ram_copied_pages": 0}
+        if self._proc is None:
+            return stats
+        ram = str(self.template.ram)
+        in_ram = False
+        with open(f"/proc/{self._proc.pid}/smaps") as fh:
+            for line in fh:
+                head = line.split()
+                if not head:
+                    continue
+                if "-" in head[0] and len(head) >= 5:  # a mapping header
+                    in_ram = len(head) >= 6 and head[5] == ram
+                    continue
+                if head[0] == "Rss:":
+                    stats["rss_kb"] += int(head[1])
+                if in_ram and head[0] in ("Shared_Clean:", "Private_Clean:"):
+                    stats["ram_shared_kb"] += int(head[1])
+                if in_ram and head[0] == "Anonymous:":  # private copies of file pages
+                    stats["ram_copied_kb"] += int(head[1])
+        stats["ram_copied_pages"] = stats["ram_copied_kb"] // 4
+        return stats
 
     def __init__(self, template: MicroVMTemplate, checkpoint: Checkpoint | None = None,
                  start_timeout_s: float = 30.0, transport_slack_s: float = 5.0,

@@ -63,7 +63,7 @@ def test_unknown_section(tmp_path: Path) -> None:
     [
         ("pool: {size: two}", "pool.size: expected"),
         ("pool: {size: 1.5}", "pool.size: expected"),
-        ("pool: {backend: docker}", "pool.backend: must be one of namespace, auto, got 'docker'"),
+        ("pool: {backend: docker}", "pool.backend: must be one of namespace, microvm, auto, got 'docker'"),
         ("limits: {wall_s: 0}", "limits.wall_s: must be > 0"),
         ("limits: {wall_s: true}", "limits.wall_s: expected a number"),
         ("limits: {memory_mb: 16}", "limits.memory_mb: must be >= 32, got 16"),

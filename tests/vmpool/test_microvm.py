@@ -161,3 +161,44 @@ def test_grading_sandboxes_do_not_keep_state_between_programs(vm_pool):
     vm_pool.map([ExecRequest(code="open('/state/leak', 'w').write('x')", limits=SLOW)] * 2)
     looks = vm_pool.map([ExecRequest(code="import os; print(os.listdir('/state'))", limits=SLOW)] * 2)
     assert [r.stdout for r in looks] == ["[]\n", "[]\n"]
+
+
+def test_a_vm_that_hit_a_limit_is_replaced_not_reused(template, no_leaks):
+    with Pool(PoolConfig(backend="microvm", size=1, start_timeout_s=60)) as pool:
+        (first,) = list(pool._live)
+        r = pool.run(ExecRequest(code="while True: pass", limits=Limits(wall_s=1.0)))
+        assert r.status is Status.TIMEOUT
+        (second,) = list(pool._live)
+        assert second is not first and not first.alive()
+        assert pool.run(ExecRequest(code="print('fresh')", limits=SLOW)).stdout == "fresh\n"
+
+
+def test_guest_that_stops_answering_is_killed_and_the_program_retried(template, no_leaks):
+    with Pool(PoolConfig(backend="microvm", size=1, start_timeout_s=60, transport_slack_s=1.0)) as pool:
+        (frozen,) = list(pool._live)
+        frozen._qmp.execute("stop")  # the guest freezes: no answer will ever come
+        start = time.monotonic()
+        r = pool.run(ExecRequest(code="print('answered')", limits=Limits(wall_s=2.0)))
+        assert r.status is Status.OK and r.stdout == "answered\n" and r.attempts == 2
+        assert time.monotonic() - start < 20
+        assert not frozen.alive()
+
+
+def test_large_output_crosses_the_virtio_channel_intact(vm_pool):
+    code = "import sys\nfor i in range(20000):\n    sys.stdout.write(f'{i:08d}' + 'x' * 20 + '\\n')\n"
+    r = vm_pool.run(ExecRequest(code=code, limits=Limits(wall_s=30.0, output_bytes=2 << 20)))
+    assert r.status is Status.OK, r.stderr[-300:]
+    lines = r.stdout.splitlines()
+    assert len(lines) == 20000 and lines[12345] == "00012345" + "x" * 20
+
+
+def test_clones_share_template_memory(template):
+    sandbox = MicroVMSandbox(template)
+    try:
+        sandbox.execute(ExecRequest(code="print(1)", limits=SLOW))
+        stats = sandbox.memory_stats()
+        assert stats["ram_shared_kb"] > 0 and stats["rss_kb"] > 0
+        # Only pages the guest wrote since the snapshot are private copies.
+        assert stats["ram_copied_kb"] < template.memory_mb * 1024 // 2, stats
+    finally:
+        sandbox.close()
