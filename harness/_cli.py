@@ -107,6 +107,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="programs timed one at a time for the per-program overhead (default 164; 0 skips)",
     )
     b.add_argument("--skip-naive", action="store_true", help="skip the slow python3 -c baseline")
+    b.add_argument(
+        "--suite",
+        choices=("throughput", "microvm"),
+        default="throughput",
+        help="throughput: sandboxed vs fork vs python3 -c (default); microvm: snapshot clones vs cold boots",
+    )
     b.add_argument("--json-out", metavar="PATH", help="also write the numbers as JSON")
     _add_pool_options(b)
 
@@ -180,6 +186,15 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
+    if args.suite == "microvm":
+        from ._bench_microvm import format_microvm_bench, run_microvm_bench, write_json
+
+        bench = run_microvm_bench(workers=args.workers or 2)
+        print(format_microvm_bench(bench))
+        if args.json_out:
+            write_json(bench, args.json_out)
+        return 0 if bench.verdicts_match else 1
+
     from ._bench import format_bench, run_bench
 
     result = run_bench(

@@ -61,3 +61,16 @@ def test_run_bench_small() -> None:
     assert result.pool_latency_ms is not None
     text = format_bench(result)
     assert "throughput sandboxed/fork" in text and "sandbox overhead" in text
+
+
+@pytest.mark.microvm
+@pytest.mark.slow
+def test_microvm_bench_measures_clones_against_cold_boots():
+    from harness._bench_microvm import format_microvm_bench, run_microvm_bench
+
+    bench = run_microvm_bench(cold_boots=1, clones=3, sustained=2, programs=4, workers=2)
+    assert bench.accel in ("kvm", "tcg") and bench.accel_reason
+    assert bench.clone_speedup > 1 and bench.clones_per_s > 0
+    assert bench.memory_after_restore["rss_kb"] > 0
+    assert bench.verdicts_match
+    assert "clone vs cold boot" in format_microvm_bench(bench)
