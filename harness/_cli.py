@@ -109,9 +109,11 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--skip-naive", action="store_true", help="skip the slow python3 -c baseline")
     b.add_argument(
         "--suite",
-        choices=("throughput", "microvm"),
+        choices=("throughput", "microvm", "ray", "reliability"),
         default="throughput",
-        help="throughput: sandboxed vs fork vs python3 -c (default); microvm: snapshot clones vs cold boots",
+        help="throughput: sandboxed vs fork vs python3 -c (default); microvm: snapshot clones vs cold boots; "
+        "ray: RayGrader vs the local pool (throughput, GRPO reward latency, 1-2-4 simulated nodes); "
+        "reliability: soak (RELIABILITY_SOAK_N programs, default 2000), faults, hostile programs, hacks",
     )
     b.add_argument("--json-out", metavar="PATH", help="also write the numbers as JSON")
     _add_pool_options(b)
@@ -194,6 +196,26 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         if args.json_out:
             write_json(bench, args.json_out)
         return 0 if bench.verdicts_match else 1
+    if args.suite == "reliability":
+        import os
+
+        from ._bench_reliability import format_reliability, run_reliability_bench
+        from ._bench_reliability import write_json as write_reliability_json
+
+        rel = run_reliability_bench(soak_n=int(os.environ.get("RELIABILITY_SOAK_N", "2000")), workers=args.workers or 2)
+        print(format_reliability(rel))
+        if args.json_out:
+            write_reliability_json(rel, args.json_out)
+        return 0 if rel.ok else 1
+    if args.suite == "ray":
+        from ._bench_ray import format_ray_bench, run_ray_bench
+        from ._bench_ray import write_json as write_ray_json
+
+        ray_bench = run_ray_bench(_config(args.config), repeat=args.repeat, workers=args.workers, backend=args.backend)
+        print(format_ray_bench(ray_bench))
+        if args.json_out:
+            write_ray_json(ray_bench, args.json_out)
+        return 0 if ray_bench.ok else 1
 
     from ._bench import format_bench, run_bench
 

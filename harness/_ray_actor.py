@@ -145,7 +145,9 @@ def ensure_ray(address: str | None, *, num_cpus: int | None = None,
         kwargs.setdefault("include_dashboard", False)
         kwargs.setdefault("object_store_memory", object_store_memory)
         logger.info("starting an embedded Ray instance: %s", kwargs)
-        ray.init(**kwargs)
+        # "local": always a fresh instance; a bare ray.init() would attach to any
+        # `ray start` cluster already running on this machine (/tmp/ray/ray_current_cluster).
+        ray.init(address="local", **kwargs)
     else:
         logger.info("joining Ray cluster %s", address or os.environ.get("RAY_ADDRESS"))
         ray.init(address=address, **kwargs)

@@ -74,3 +74,40 @@ def test_microvm_bench_measures_clones_against_cold_boots():
     assert bench.memory_after_restore["rss_kb"] > 0
     assert bench.verdicts_match
     assert "clone vs cold boot" in format_microvm_bench(bench)
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+@pytest.mark.usefixtures("no_leaks")
+def test_ray_bench_small() -> None:
+    pytest.importorskip("ray")
+    from harness._bench_ray import format_ray_bench, run_ray_bench
+
+    bench = run_ray_bench(
+        repeat=1,
+        programs=20,
+        rounds=1,
+        workers=2,
+        grpo_prompts=8,
+        grpo_group=4,
+        latency_reps=2,
+        nodes=(1, 2),
+        scaling_repeat=1,
+    )
+    assert bench.ok, bench.failures
+    assert set(bench.throughput) == {"local", "ray"}
+    assert all(t.n_programs == t.n_ok == 20 and t.programs_per_s > 0 for t in bench.throughput.values())
+    assert bench.ray_overhead_pct is not None and bench.sandboxes == 2 and bench.actors == 1
+    assert set(bench.latency) == {"code_reward", "ray"}
+    assert all(
+        lat.rewards_ok and len(lat.times_s) == 2 and lat.p90_s >= lat.median_s > 0 for lat in bench.latency.values()
+    )
+    assert bench.grpo_prompts * bench.grpo_group == 32 and 0 < bench.grpo_expected_pass < 32
+    assert [(p.nodes, p.sandboxes, p.n_ok) for p in bench.scaling] == [(1, 1, 20), (2, 2, 20)]
+    data = bench.to_dict()
+    assert data["ok"] and data["ray_overhead_pct"] == bench.ray_overhead_pct
+    text = format_ray_bench(bench)
+    assert "Ray overhead" in text and "GRPO reward latency" in text and f"{bench.cores} CPU core(s)" in text
+    import ray
+
+    assert not ray.is_initialized()
