@@ -46,12 +46,15 @@ def head_node() -> Iterator[str]:
     Skipped where the dashboard cannot run: it needs the ``ray[default]`` extras (aiohttp, ...).
     """
     pytest.importorskip("aiohttp", reason="the Ray dashboard/job server needs ray[default] (aiohttp is missing)")
-    port, gcs = _free_port(), _free_port()
+    # Every port Ray would otherwise take at a fixed default (the dashboard agent's 52365,
+    # the client server's 10001) is chosen free: another Ray on the machine must not collide.
+    port, gcs, agent, client = _free_port(), _free_port(), _free_port(), _free_port()
     temp_dir = tempfile.mkdtemp(prefix="rj", dir="/tmp")  # short: Ray's unix socket paths are length-limited
     log = open(os.path.join(temp_dir, "start.log"), "wb")
     proc = subprocess.Popen(
         [str(RAY), "start", "--head", "--block", "--num-cpus", "2", "--include-dashboard=true",
          "--dashboard-host", "127.0.0.1", "--dashboard-port", str(port), "--port", str(gcs),
+         "--dashboard-agent-listen-port", str(agent), "--ray-client-server-port", str(client),
          "--temp-dir", temp_dir, "--object-store-memory", str(200 * 1024 * 1024), "--disable-usage-stats"],
         stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=_env(),
     )
