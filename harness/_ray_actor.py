@@ -147,7 +147,8 @@ def ensure_ray(address: str | None, *, num_cpus: int | None = None,
         logger.info("starting an embedded Ray instance: %s", kwargs)
         # "local": always a fresh instance; a bare ray.init() would attach to any
         # `ray start` cluster already running on this machine (/tmp/ray/ray_current_cluster).
-        ray.init(address="local", **kwargs)
+        kwargs.setdefault("address", "local")
+        ray.init(**kwargs)
     else:
         logger.info("joining Ray cluster %s", address or os.environ.get("RAY_ADDRESS"))
         ray.init(address=address, **kwargs)
