@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 
+from harness._reliability_cases import descendants  # noqa: F401  (re-exported for the tests)
 from vmpool._uids import UID_BASE, UID_COUNT
 
 
@@ -48,24 +49,3 @@ def pool_extra_processes(pool) -> dict[int, list[str]]:
             extra[uid] = [cmd for _, cmd in procs]
     return extra
 
-
-def descendants(root: int) -> set[int]:
-    """Pids of every live (non-zombie) process below ``root``, from /proc parent links."""
-    parents: dict[int, int] = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as fh:
-                # The command name may hold spaces: fields resume after its closing parenthesis.
-                fields = fh.read().rsplit(")", 1)[1].split()
-            if fields[0] != "Z":
-                parents[int(entry)] = int(fields[1])
-        except (OSError, IndexError, ValueError):
-            continue
-    found: set[int] = set()
-    frontier = {root}
-    while frontier:
-        frontier = {pid for pid, ppid in parents.items() if ppid in frontier} - found
-        found |= frontier
-    return found
