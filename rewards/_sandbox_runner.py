@@ -35,6 +35,12 @@ in depth, not a security boundary - the sandbox is the boundary):
   unit, and test code resolves builtins from a private copy (checked for tampering after
   each unit). Each unit runs in a fresh namespace copied from the program's, so a program
   overwriting ``check`` or globals at test time does not reach the test code.
+* Patched stdlib: right before the program runs, the namespaces of the stdlib modules the test
+  code can reach (named in the units, imported or bound by setup code, and the modules those
+  use), the Python classes in the directly named ones and their ``sys.modules`` entries are
+  snapshotted; before every unit whatever differs is put back, and setup-bound names the program
+  rebinds (other than with its own ``def``/``class`` of that name) are restored in the unit's
+  namespace. Records are serialised by the C JSON encoder, not by patchable ``json`` code.
 * Reading the answers: ``sys._getframe``, ``sys._current_frames``, traceback/generator/
   coroutine frames (``tb_frame``, ``gi_frame``, ``f_code``...), ``sys.settrace``/``setprofile``,
   ``gc.get_objects``/``get_referrers``/``get_referents`` and code objects of functions are denied
@@ -47,6 +53,9 @@ obtained some unaudited way (e.g. a test that passes one of its own lambdas to t
 runner only removes ``_thread.start_new_thread``); a signal handler can run program code at
 any bytecode boundary; crafted bytecode via ``marshal`` or an interpreter memory-safety bug can
 read memory. Tests using ``map``/``sum`` over program objects inside C code bypass the guards.
+A stdlib patch made by a program call inside a unit is seen by the rest of that unit; modules
+first imported by the program and state inside C objects (``decimal.getcontext()``) are not
+restored.
 Assert-kind tests necessarily run inside the program's process; stdio and call kinds
 compare outside the sandbox and are the stronger choice where a problem allows.
 """
@@ -178,7 +187,6 @@ def _runner_main(stdlib_dirs=_stdlib_dirs, make_rewriter=make_rewriter, placehol
 
     _write = os.write
     _exit = os._exit
-    _dumps = json.dumps
     _loads = json.loads
 
     # ---------------------------------------------------------------- payload and channel
@@ -205,9 +213,19 @@ def _runner_main(stdlib_dirs=_stdlib_dirs, make_rewriter=make_rewriter, placehol
         channel = os.dup(3)
     os.close(3)
 
-    def emit(record, _fd=channel, _nonce=nonce, _w=_write, _d=_dumps):
+    # Records are serialised by the C encoder alone: json.dumps looks up json._default_encoder
+    # and JSONEncoder.encode at call time, and the program can patch both.
+    import _json
+
+    def no_default(o):
+        raise TypeError("not JSON serialisable")
+
+    encoder = _json.make_encoder(None, no_default, _json.encode_basestring_ascii, None, ": ", ", ",
+                                 False, False, True)
+
+    def emit(record, _fd=channel, _nonce=nonce, _w=_write, _enc=encoder, _join="".join):
         record["n"] = _nonce
-        data = (_d(record) + "\n").encode()
+        data = (_join(_enc(record, 0)) + "\n").encode()
         while data:
             written = _w(_fd, data)
             data = data[written:]
@@ -623,6 +641,134 @@ def _runner_main(stdlib_dirs=_stdlib_dirs, make_rewriter=make_rewriter, placehol
         _d.clear()
         _d.update(_snap)
 
+    # ---------------------------------------------------------------- shared stdlib state
+    # The program and the tests share stdlib modules (and the classes in them). Right before the
+    # program runs, the runner snapshots the namespaces of the stdlib modules the test code can
+    # reach (named in the units or bound by setup code, plus the modules those refer to) and
+    # the Python-level classes in them; before every unit, whatever differs is put back.
+    ModuleType = types.ModuleType
+    IMPORT_NAME = __import__("opcode").opmap["IMPORT_NAME"]
+    EXTENDED_ARG = __import__("opcode").opmap["EXTENDED_ARG"]
+    NO_PREIMPORT = frozenset({"this", "antigravity", "idlelib", "tkinter", "turtle", "turtledemo", "test",
+                              "__hello__", "__phello__", "ensurepip", "venv", "lib2to3", "pydoc", "webbrowser"})
+    # Identity checks use operator.is_ through map (C code only): id() is an audited event,
+    # and every event costs a call of the hook.
+    shared_mods = []      # (module name, module dict, snapshot, keys, values)
+    shared_classes = []   # (class, class dict proxy, snapshot, keys, values)
+    shared_entries = []   # (name, module): sys.modules entries
+    graveyard = []        # displaced values stay alive: no finalizer runs inside a restore
+
+    def code_names(code, names, imports, _imp=IMPORT_NAME, _ext=EXTENDED_ARG, _Code=CodeType, _type=type):
+        """Every co_names entry of code (recursively) into names; IMPORT_NAME targets into imports."""
+        co_names = code.co_names
+        names.update(co_names)
+        b = code.co_code
+        i = b.find(_imp)
+        while i != -1:
+            if not i & 1:
+                arg, j, shift = b[i + 1], i, 8
+                while j >= 2 and b[j - 2] == _ext:
+                    arg |= b[j - 1] << shift
+                    shift += 8
+                    j -= 2
+                if arg < len(co_names):
+                    imports.add(co_names[arg])
+            i = b.find(_imp, i + 1)
+        for c in code.co_consts:
+            if _type(c) is _Code:
+                code_names(c, names, imports)
+
+    def is_stdlib_module(m, _type=type, _str=str, _prefixes=stdlib_prefixes, _M=ModuleType):
+        if _type(m) is not _M or m is builtins or m is sys.modules.get("__main__"):
+            return False
+        f = m.__dict__.get("__file__")
+        return f is None or (_type(f) is _str and f.startswith(_prefixes))
+
+    def protect_shared(names, bound, _loaded=sys.modules, _M=ModuleType, _type=type, _id=id, _flags=type_flags,
+                       _tdict=type_dict, _HEAP=HEAPTYPE, _MASK=PYCLASS_MASK, _TYPE=1 << 31, _list=list,
+                       _dict=dict, _ok=is_stdlib_module):
+        """Snapshot (before the program runs) what restore_shared puts back."""
+        mods = {}
+        for n in names:
+            m = _loaded.get(n)
+            if _ok(m):
+                mods[_id(m)] = m
+        for v in bound:
+            if _ok(v):
+                mods[_id(v)] = v
+        direct = _list(mods.values())
+        for m in direct:  # one level further: the modules those modules use
+            for v in m.__dict__.values():
+                if _type(v) is _M and _id(v) not in mods and _ok(v):
+                    mods[_id(v)] = v
+        for m in mods.values():
+            d = m.__dict__
+            name = d.get("__name__")
+            if _type(name) is str and _loaded.get(name) is m:
+                shared_entries.append((name, m))
+            shared_mods.append((name, d, _dict(d), _list(d), _list(d.values())))
+        seen = set()
+        for m in direct:  # classes defined or imported in the modules test code names
+            for v in m.__dict__.values():
+                if _flags(_type(v)) & _TYPE and _flags(v) & _MASK == _HEAP and _id(v) not in seen:
+                    seen.add(_id(v))
+                    proxy = _tdict(v)
+                    shared_classes.append((v, proxy, _dict(proxy), _list(proxy), _list(proxy.values())))
+
+    def restore_shared(_loaded=sys.modules, _M=ModuleType, _type=type, _len=len, _map=map, _all=all,
+                       _is=operator.is_, _dict=dict, _str=str, _set=type.__setattr__, _del=type.__delattr__,
+                       _grave=graveyard.append):
+        for name, d, snap, keys, values in shared_mods:
+            if _len(d) == _len(keys) and _all(_map(_is, d, keys)) and _all(_map(_is, d.values(), values)):
+                continue
+            old = _dict(d)
+            _grave(old)
+            d.clear()
+            d.update(snap)
+            if _type(name) is _str:  # submodules imported meanwhile stay attributes of their package
+                for k, v in old.items():
+                    if _type(k) is _str and _type(v) is _M and k not in snap and _loaded.get(name + "." + k) is v:
+                        d[k] = v
+        for cls, proxy, snap, keys, values in shared_classes:
+            if _len(proxy) == _len(keys) and _all(_map(_is, proxy, keys)) and _all(_map(_is, proxy.values(), values)):
+                continue
+            _grave(_dict(proxy))
+            for k in [k for k in proxy if k not in snap]:
+                try:
+                    _del(cls, k)
+                except BaseException:
+                    pass
+            for k, v in snap.items():
+                if proxy.get(k) is not v:
+                    try:
+                        _set(cls, k, v)
+                    except BaseException:
+                        pass
+        for name, m in shared_entries:
+            if _loaded.get(name) is not m:
+                _grave(_loaded.get(name))
+                _loaded[name] = m
+
+    func_name = FunctionType.__dict__["__name__"].__get__
+    type_name = type.__dict__["__name__"].__get__
+
+    def setup_restorable(v, _type=type, _M=ModuleType, _scalars=EXACT_SCALARS):
+        """Setup-bound values that test code gets back if the program rebinds their names."""
+        t = _type(v)
+        return t is _M or t in _scalars or classify(v) in ("c", "trusted")
+
+    def defined_by_program(name, v, _type=type, _F=FunctionType):
+        """The program's own def/class of that name (it may be the entry point the tests call)."""
+        try:
+            kind = classify(v)
+            if kind == "ufn" and _type(v) is _F:
+                return func_name(v) == name
+            if kind == "ucls":
+                return type_name(v) == name
+        except BaseException:
+            pass
+        return False
+
     # ---------------------------------------------------------------- run
     mode = payload["mode"]
     results = []
@@ -654,6 +800,18 @@ def _runner_main(stdlib_dirs=_stdlib_dirs, make_rewriter=make_rewriter, placehol
                 except SyntaxError as exc:
                     units.append(describe(exc))
         program_code = compile(payload["program"], "<solution>", "exec", dont_inherit=True)
+        test_names, test_imports = set(), set()
+        code_names(setup_code, test_names, test_imports)
+        for code in units:
+            if type(code) is CodeType:
+                code_names(code, test_names, test_imports)
+        for _name in test_imports:  # loaded now, so that restore_shared knows the originals
+            if type(_name) is str and _name not in _loaded and _name.partition(".")[0] in sys.stdlib_module_names \
+                    and _name.partition(".")[0] not in NO_PREIMPORT:
+                try:
+                    __import__(_name)
+                except Exception:
+                    pass
     except SyntaxError as exc:
         emit({"t": "load", "err": "SyntaxError: " + describe(exc)})
         emit({"t": "done", "mode": mode, "results": [], "load_error": "syntax"})
@@ -664,6 +822,8 @@ def _runner_main(stdlib_dirs=_stdlib_dirs, make_rewriter=make_rewriter, placehol
     state[0] = True  # --------------- from here on untrusted code may run: the hook is armed
     try:
         exec(setup_code, P)
+        setup_bound = [(k, v) for k, v in P.items() if type(k) is str and k != "__builtins__" and setup_restorable(v)]
+        protect_shared(test_names, [v for _k, v in setup_bound])
         exec(program_code, P)
     except BaseException as exc:  # SystemExit and KeyboardInterrupt included: the program did not load
         load_error = describe(exc)
@@ -679,8 +839,12 @@ def _runner_main(stdlib_dirs=_stdlib_dirs, make_rewriter=make_rewriter, placehol
                 err = "test unit does not compile: " + code
             else:
                 restore_builtins()
+                restore_shared()
                 private = dict(builtins_snapshot)
                 ns = dict(P)
+                for k, v in setup_bound:
+                    if k not in ns or (ns[k] is not v and not defined_by_program(k, ns[k])):
+                        ns[k] = v
                 ns["__builtins__"] = private
                 try:
                     exec(code, ns)
