@@ -26,9 +26,11 @@ test: deps
 test-fast: deps
 	$(BIN)/python -m pytest -q -m "not slow"
 
-## the main job: grade the bundled HumanEval solutions (+ known-wrong ones) in sandboxes
+## the main job: grade the bundled HumanEval solutions (+ known-wrong ones) in sandboxes;
+## also builds the microVM guest image when missing (a no-op when cached)
 run: deps
-	$(BIN)/python -m harness demo
+	$(BIN)/python -m harness image build --config configs/image.yaml
+	$(BIN)/python -m harness demo --config configs/default.yaml
 
 ## throughput benchmark: sandboxed vs fork floor vs python3 -c, side by side
 bench: deps
