@@ -137,34 +137,20 @@ def _cmd_grade(args: argparse.Namespace) -> int:
 
     if args.address and not args.ray:
         raise ConfigError("--address needs --ray", key="address")
+    options = {
+        "config": _config(args.config),
+        "workers": args.workers,
+        "backend": args.backend,
+        "progress": not args.no_progress,
+        "resume": not args.no_resume,
+        "problem_format": args.format,
+    }
     if args.ray:
         from ._ray import grade_ray
 
-        summary = grade_ray(
-            args.problems,
-            args.samples,
-            args.out,
-            config=_config(args.config),
-            workers=args.workers,
-            backend=args.backend,
-            progress=not args.no_progress,
-            resume=not args.no_resume,
-            problem_format=args.format,
-            address=args.address,
-        )
-        print(json.dumps(summary.to_dict(), indent=2) if args.json else format_summary(summary))
-        return 0
-    summary = grade(
-        args.problems,
-        args.samples,
-        args.out,
-        config=_config(args.config),
-        workers=args.workers,
-        backend=args.backend,
-        progress=not args.no_progress,
-        resume=not args.no_resume,
-        problem_format=args.format,
-    )
+        summary = grade_ray(args.problems, args.samples, args.out, address=args.address, **options)
+    else:
+        summary = grade(args.problems, args.samples, args.out, **options)
     print(json.dumps(summary.to_dict(), indent=2) if args.json else format_summary(summary))
     return 0
 
