@@ -1,0 +1,40 @@
+"""The public surface of each package is pinned: adding or removing a name is a deliberate change."""
+
+from __future__ import annotations
+
+import pytest
+
+import harness
+import rewards
+
+PUBLIC = {
+    rewards: [
+        "AssertTests", "CallCase", "CallTests", "FORMATS", "Grader", "Outcome", "Problem", "ProblemFormatError",
+        "ProblemSet", "RUNNER_SOURCE", "RestrictedUnpickler", "RewardConfig", "RewardConfigError", "RewardsError",
+        "StdioCase", "StdioTests", "Tests", "Verdict", "compute_reward", "extract_code", "load_problems",
+        "problem_from_dict", "problem_to_dict", "reference_solutions", "restricted_loads", "stdout_matches",
+        "values_equal",
+    ],
+    harness: [
+        "AsyncCodeReward", "BenchResult", "CodeReward", "ConfigError", "DemoReport", "GradeSummary",
+        "GradingSettings", "Harness", "HarnessConfig", "HarnessError", "InputError", "InputIssue", "LimitsSettings",
+        "PoolSettings", "RayGrader", "RayHarness", "ResultRow", "ResultStore", "RewardBatch", "RewardSettings",
+        "Sample", "SampleSet", "config_from_dict", "describe_config", "format_summary", "grade", "grade_ray",
+        "grade_ray_data", "load_config", "pass_at_k", "read_results", "read_samples", "run_bench", "run_demo",
+        "summarize",
+    ],
+}
+
+
+@pytest.mark.parametrize("module", list(PUBLIC), ids=lambda m: m.__name__)
+def test_public_names_are_pinned(module):
+    assert sorted(module.__all__) == sorted(PUBLIC[module])
+    for name in module.__all__:
+        assert getattr(module, name) is not None
+
+
+def test_exception_trees():
+    assert issubclass(rewards.ProblemFormatError, rewards.RewardsError)
+    assert issubclass(rewards.RewardConfigError, rewards.RewardsError)
+    assert issubclass(harness.ConfigError, harness.HarnessError)
+    assert issubclass(harness.InputError, harness.HarnessError)
