@@ -53,7 +53,7 @@ def run_microvm_bench(cold_boots: int = 2, clones: int = 10, sustained: int = 10
                       workers: int = 2) -> MicroVMBench:  # fmt: skip
     """Run every measurement above; see the module docstring."""
     from rewards import Grader, load_problems, reference_solutions
-    from vmpool import ImageConfig, Limits, MicroVMSandbox, MicroVMTemplate, Pool, PoolConfig, build_image
+    from vmpool import ExecRequest, ImageConfig, Limits, MicroVMSandbox, MicroVMTemplate, Pool, PoolConfig, build_image
     from vmpool._image import boot_probe
     from vmpool._microvm import choose_accel
 
@@ -70,8 +70,6 @@ def run_microvm_bench(cold_boots: int = 2, clones: int = 10, sustained: int = 10
         sandbox = MicroVMSandbox(template, start_timeout_s=120)
         bench.clone_s.append(time.monotonic() - start)
         if i == 0:
-            from vmpool import ExecRequest
-
             bench.memory_after_restore = sandbox.memory_stats()
             sandbox.execute(ExecRequest(code="import json, re, collections; print(sum(range(1000)))",
                                         limits=Limits(wall_s=60)))  # fmt: skip

@@ -146,18 +146,25 @@ def samples_from_records(records: Iterable[Mapping[str, Any]], path: str = "<rec
     Returns:
         The :class:`SampleSet`.
     """
+    issues: list[InputIssue] = []
+    samples = _samples(enumerate(records, start=1), path, issues)
+    return SampleSet(samples, issues, path)
+
+
+def _samples(numbered: Iterable[tuple[int, Any]], name: str, issues: list[InputIssue]) -> list[Sample]:
+    """Validate numbered records into samples (``sample_index`` counted per task, in
+    order); a malformed record becomes an issue in ``issues``."""
     counters: dict[str, int] = defaultdict(int)
     samples: list[Sample] = []
-    issues: list[InputIssue] = []
-    for number, record in enumerate(records, start=1):
+    for number, record in numbered:
         parsed = _parse_record(record)
         if isinstance(parsed, str):
-            issues.append(InputIssue(path, number, parsed))
+            issues.append(InputIssue(name, number, parsed))
             continue
         task_id, completion = parsed
         samples.append(Sample(task_id, completion, counters[task_id], number))
         counters[task_id] += 1
-    return SampleSet(samples, issues, path)
+    return samples
 
 
 def read_samples(path: str | os.PathLike[str]) -> SampleSet:
@@ -189,16 +196,7 @@ def read_samples(path: str | os.PathLike[str]) -> SampleSet:
             records.append((number, json.loads(raw)))
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
             issues.append(InputIssue(name, number, f"invalid JSON: {exc}"))
-    counters: dict[str, int] = defaultdict(int)
-    samples: list[Sample] = []
-    for number, record in records:
-        parsed = _parse_record(record)
-        if isinstance(parsed, str):
-            issues.append(InputIssue(name, number, parsed))
-            continue
-        task_id, completion = parsed
-        samples.append(Sample(task_id, completion, counters[task_id], number))
-        counters[task_id] += 1
+    samples = _samples(records, name, issues)
     issues.sort(key=lambda issue: issue.line)
     for issue in issues:
         logger.warning("skipping sample %s", issue)
