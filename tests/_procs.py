@@ -34,18 +34,21 @@ def uid_processes(uid: int) -> list[int]:
 
 
 def pool_extra_processes(pool) -> dict[int, list[str]]:
-    """Processes beyond each live sandbox's own three (outer bwrap, its init, the agent).
+    """Processes beyond each live sandbox's own four (outer bwrap, its init, the agent,
+    the program zygote), all under the sandbox's first uid.
 
-    Anything else under a sandbox uid is a program's leftover: the pool must have
-    killed it by the time a result comes back.
+    Anything else under a sandbox uid (its tester and program uids above all) is a
+    program's leftover: the pool must have killed it by the time a result comes back.
     """
     extra = {}
     with pool._lock:
-        uids = [sb.uid for sb in pool._live if hasattr(sb, "uid")]
-    for uid in uids:
-        procs = [(pid, cmd) for pid, u, cmd in sandbox_processes() if u == uid]
-        rest = [cmd for _, cmd in procs if "bwrap" not in cmd and "agent.py" not in cmd]
-        if rest or len(procs) > 3:
-            extra[uid] = [cmd for _, cmd in procs]
+        leases = [sb.uids for sb in pool._live if hasattr(sb, "uids")]
+    procs_now = sandbox_processes()
+    for uids in leases:
+        own = [cmd for _, u, cmd in procs_now if u == uids[0]]
+        rest = [cmd for _, u, cmd in procs_now if u in uids[1:]]
+        rest += [cmd for cmd in own if "bwrap" not in cmd and "agent.py" not in cmd]
+        if rest or len(own) > 4:
+            extra[uids[0]] = own + rest
     return extra
 

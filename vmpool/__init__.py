@@ -17,6 +17,7 @@ from ._errors import (
     BackendUnavailableError,
     PoolClosedError,
     SandboxError,
+    SandboxSetupError,
     SandboxStartError,
     VmpoolError,
 )
@@ -24,12 +25,14 @@ from ._image import ImageConfig, ImagePaths, build_image, load_image_config
 from ._microvm import Checkpoint, MicroVMSandbox, MicroVMTemplate
 from ._namespace import NamespaceSandbox
 from ._pool import BACKENDS, Pool, PoolConfig, Sandbox, resolve_backend
-from ._types import ExecRequest, ExecResult, Limits, Status
+from ._types import Companion, CompanionResult, ExecRequest, ExecResult, Limits, Status
 
 __all__ = [
     "BACKENDS",
     "BackendUnavailableError",
     "Checkpoint",
+    "Companion",
+    "CompanionResult",
     "ExecRequest",
     "ExecResult",
     "ImageConfig",
@@ -43,6 +46,7 @@ __all__ = [
     "PoolConfig",
     "Sandbox",
     "SandboxError",
+    "SandboxSetupError",
     "SandboxStartError",
     "Status",
     "VmpoolError",

@@ -14,9 +14,9 @@ import threading
 import time
 from typing import Any
 
-from ._errors import SandboxError
+from ._errors import SandboxError, SandboxSetupError
 from ._protocol import FrameChannel
-from ._types import ExecRequest, ExecResult, Status
+from ._types import CompanionResult, ExecRequest, ExecResult, Status
 
 logger = logging.getLogger(__name__)
 
@@ -120,14 +120,34 @@ class AgentSandbox:
             "argv": list(request.argv),
             "cache_code": request.cache_code,
         }
-        deadline = time.monotonic() + request.limits.wall_s + self.transport_slack_s
+        comp = request.companion
+        if comp is not None:
+            message["companion"] = {
+                "code": comp.code, "stdin": comp.stdin, "argv": list(comp.argv), "cache_code": comp.cache_code,
+                "limits": (comp.limits or request.limits).to_wire(),
+            }
+        wall = max(request.limits.wall_s, comp.limits.wall_s if comp is not None and comp.limits else 0.0)
+        deadline = time.monotonic() + wall + self.transport_slack_s
         reply = self._request(message, deadline)
         self.programs_run += 1
-        if reply.get("anomaly"):
-            # The program ran, but left the sandbox in a state we will not reuse.
-            self.broken = f"anomaly: {reply['anomaly']}"
-            logger.info("%s sandbox retired: %s", self.backend, reply["anomaly"])
-        result = result_from_reply(reply)
+        if reply.get("infra"):
+            # Nothing of the program ran: the sandbox itself could not prepare the run.
+            self.broken = f"setup failed: {reply.get('error')}"
+            raise SandboxSetupError(str(reply.get("error") or "the sandbox could not prepare the run"))
+        status = _STATUS_BY_NAME.get(str(reply.get("status")))
+        anomaly = reply.get("anomaly") or ("" if status is not None and status is not Status.SANDBOX_ERROR
+                                           else f"agent answered status {reply.get('status')!r}")
+        if anomaly:
+            # The program ran and left the sandbox in a state we will not reuse (or the
+            # agent failed under it): the program's doing, never an infrastructure result.
+            self.broken = f"anomaly: {anomaly}"
+            logger.info("%s sandbox retired: %s", self.backend, str(anomaly)[-500:])
+            raise SandboxError(f"sandbox left unusable by the program: {str(anomaly)[-500:]}")
+        try:
+            result = result_from_reply(reply)
+        except SandboxError as exc:
+            self.broken = str(exc)
+            raise
         if result.status in self.retire_on and not self.broken:
             self.broken = f"retired after a program ended with {result.status.value}"
         return result
@@ -173,7 +193,23 @@ def encode_file(data: str | bytes) -> dict[str, str]:
 
 
 def result_from_reply(reply: dict[str, Any]) -> ExecResult:
-    status = _STATUS_BY_NAME.get(str(reply.get("status")), Status.SANDBOX_ERROR)
+    """Decode an agent's result message (its status already checked by the caller).
+
+    Raises:
+        SandboxError: a field has the wrong type (a corrupted reply).
+    """
+    status = _STATUS_BY_NAME[str(reply.get("status"))]
+    comp = reply.get("companion")
+    try:
+        companion = None if not isinstance(comp, dict) else CompanionResult(
+            exit_code=comp.get("exit_code"), signal=comp.get("signal"), stdout=str(comp.get("stdout", "")),
+            stderr=str(comp.get("stderr", "")), cpu_s=float(comp.get("cpu_s", 0.0)))
+        return _result(reply, status, companion)
+    except (TypeError, ValueError, KeyError) as exc:
+        raise SandboxError(f"corrupted reply from the agent: {exc}") from exc
+
+
+def _result(reply: dict[str, Any], status: Status, companion: CompanionResult | None) -> ExecResult:
     return ExecResult(
         status=status,
         exit_code=reply.get("exit_code"),
@@ -186,4 +222,6 @@ def result_from_reply(reply: dict[str, Any]) -> ExecResult:
         wall_s=float(reply.get("wall_s", 0.0)),
         cpu_s=float(reply.get("cpu_s", 0.0)),
         error=str(reply.get("error", "")),
+        timeout_by=str(reply.get("timeout_by", "")),
+        companion=companion,
     )

@@ -5,14 +5,16 @@ Exception tree::
 
     VmpoolError
     ├── BackendUnavailableError   the requested backend cannot run on this host
-    ├── SandboxError              a sandbox failed to start, died, or broke its protocol
-    │   └── SandboxStartError     it never became ready
+    ├── SandboxError              a sandbox died, broke its protocol, or was left unusable by a program
+    │   ├── SandboxStartError     it never became ready
+    │   └── SandboxSetupError     it could not prepare a run (before any program code ran)
     └── PoolClosedError           the pool was used after close()
 """
 
 from __future__ import annotations
 
-__all__ = ["VmpoolError", "BackendUnavailableError", "SandboxError", "SandboxStartError", "PoolClosedError"]
+__all__ = ["VmpoolError", "BackendUnavailableError", "SandboxError", "SandboxStartError", "SandboxSetupError",
+           "PoolClosedError"]
 
 
 class VmpoolError(Exception):
@@ -29,6 +31,11 @@ class SandboxError(VmpoolError):
 
 class SandboxStartError(SandboxError):
     """A sandbox did not become ready within its start timeout."""
+
+
+class SandboxSetupError(SandboxError):
+    """A sandbox could not prepare a run (its work dir, say) before the program started:
+    infrastructure, not the program's doing."""
 
 
 class PoolClosedError(VmpoolError):

@@ -5,8 +5,17 @@ uts and cgroup namespaces; no network interface but a down loopback; a read-only
 ``/usr`` from the host and nothing else of the host's filesystem (no ``/etc``,
 ``/root``, ``/home``, no project checkout); a size-capped private tmpfs for work
 dirs; an empty environment; all capabilities dropped; a seccomp filter
-(:mod:`vmpool._seccomp`); a host uid of its own per sandbox (:mod:`vmpool._uids`);
+(:mod:`vmpool._seccomp`); host uids of its own per sandbox (:mod:`vmpool._uids`);
 rlimits per program set by the agent.
+
+Run as root, the sandbox's user namespace maps three uids: 0 (the agent, which keeps
+only the capabilities it needs to drop children to other uids, kill them and clean
+up after them, all confined to this namespace), 65533 (the trusted tester) and 65534
+(programs), each to a host uid of this sandbox's lease. bubblewrap creates the
+namespace and waits (``--userns-block-fd``) while this process writes the maps. Run as
+an ordinary user, the namespace maps one uid and everything in the sandbox shares it
+(the agent says so in its hello, and this module logs it): programs are then still
+isolated from the host and from other sandboxes, not from their own tester.
 
 What is not: the kernel is shared with the host (a kernel exploit escapes, which
 is what the microvm backend is for); CPU time is bounded per program but not
@@ -15,8 +24,11 @@ shared fairly between sandboxes (no cgroup v2 controller on cgroup-v1 hosts).
 
 from __future__ import annotations
 
+import functools
+import json
 import logging
 import os
+import select
 import shutil
 import subprocess
 import tempfile
@@ -32,6 +44,20 @@ from ._uids import UidLease, lease_uid
 logger = logging.getLogger(__name__)
 
 GUEST_AGENT_PATH = "/opt/vmpool/agent.py"
+AGENT_PROTOCOL = 2  # what _guest/agent.py says in its hello
+TESTER_UID = 65533  # the agent's TESTER_UID and PROGRAM_UID, inside the sandbox
+PROGRAM_UID = 65534
+# What the agent (uid 0 of the sandbox's own user namespace) keeps: switching its
+# children to the tester and program uids, killing them, and removing what they left
+# in scratch directories whatever its mode. Capabilities in a user namespace reach
+# only that namespace's uids and objects.
+AGENT_CAPS = ("CAP_SETUID", "CAP_SETGID", "CAP_KILL", "CAP_CHOWN", "CAP_FOWNER", "CAP_DAC_OVERRIDE")
+
+
+@functools.lru_cache(maxsize=1)
+def _warn_shared_uid() -> None:
+    logger.warning("not root: namespace sandboxes map one uid, so programs share it with their tester "
+                   "(isolated from the host and from other sandboxes, not from the process that tests them)")
 
 
 def bwrap_path() -> str:
@@ -69,6 +95,7 @@ class NamespaceSandbox(AgentSandbox):
         self._proc: subprocess.Popen[bytes] | None = None
         self._lease: UidLease | None = lease_uid()
         self._stderr = tempfile.TemporaryFile()
+        self.uid_separation = False
         try:
             self._start(python, tmpfs_mb, start_timeout_s)
         except BaseException:
@@ -77,18 +104,34 @@ class NamespaceSandbox(AgentSandbox):
 
     @property
     def uid(self) -> int:
+        """The first host uid of this sandbox's lease (the agent's)."""
         assert self._lease is not None
         return self._lease.uid
+
+    @property
+    def uids(self) -> tuple[int, ...]:
+        """Every host uid this sandbox's processes may run as."""
+        assert self._lease is not None
+        return self._lease.uids
 
     @property
     def pid(self) -> int | None:
         return self._proc.pid if self._proc else None
 
-    def _command(self, python: str, tmpfs_mb: int, seccomp_fd: int) -> list[str]:
+    def _command(self, python: str, tmpfs_mb: int, seccomp_fd: int, userns: tuple[int, int] | None) -> list[str]:
+        if userns is not None:
+            # The host writes a three-uid map while bwrap waits; nested user namespaces
+            # are refused by the seccomp filter instead of --disable-userns (which bwrap
+            # cannot combine with a map written by its parent).
+            block_fd, info_fd = userns
+            identity = ["--userns-block-fd", str(block_fd), "--info-fd", str(info_fd), "--uid", "0", "--gid", "0",
+                        *[arg for cap in AGENT_CAPS for arg in ("--cap-add", cap)]]
+        else:
+            identity = ["--disable-userns", "--uid", "1000", "--gid", "1000"]
         return [
             bwrap_path(),
-            "--unshare-all", "--unshare-user", "--disable-userns", "--die-with-parent", "--new-session",
-            "--uid", "1000", "--gid", "1000", "--hostname", "sandbox",
+            "--unshare-all", "--unshare-user", *identity, "--die-with-parent", "--new-session",
+            "--hostname", "sandbox",
             "--ro-bind", "/usr", "/usr",
             "--symlink", "usr/lib", "/lib", "--symlink", "usr/lib64", "/lib64",
             "--symlink", "usr/bin", "/bin", "--symlink", "usr/sbin", "/sbin",
@@ -105,26 +148,35 @@ class NamespaceSandbox(AgentSandbox):
         ]
 
     def _start(self, python: str, tmpfs_mb: int, start_timeout_s: float) -> None:
-        bpf = seccomp_bpf()
+        is_root = os.geteuid() == 0
+        bpf = seccomp_bpf(block_userns=is_root)
         rfd, wfd = os.pipe()
         # The filter is small (well under a pipe buffer), so writing it before the
         # reader starts cannot block.
         os.write(wfd, bpf)
         os.close(wfd)
-        is_root = os.geteuid() == 0
+        block_r, block_w = os.pipe() if is_root else (-1, -1)
+        info_r, info_w = os.pipe() if is_root else (-1, -1)
+        child_fds = (rfd, block_r, info_w) if is_root else (rfd,)
         try:
             self._proc = subprocess.Popen(
-                self._command(python, tmpfs_mb, rfd),
+                self._command(python, tmpfs_mb, rfd, (block_r, info_w) if is_root else None),
                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._stderr,
-                pass_fds=(rfd,), env={"PATH": "/usr/bin:/bin"}, close_fds=True,
+                pass_fds=child_fds, env={"PATH": "/usr/bin:/bin"}, close_fds=True,
                 # Root: drop to the leased uid so the sandbox owns nothing on the host.
                 user=self.uid if is_root else None, group=self.uid if is_root else None,
                 extra_groups=[] if is_root else None,
             )
         except OSError as exc:
+            for fd in (block_w, info_r):
+                if fd >= 0:
+                    os.close(fd)
             raise SandboxStartError(f"cannot start bwrap: {exc}") from exc
         finally:
-            os.close(rfd)
+            for fd in child_fds:
+                os.close(fd)
+        if is_root:
+            self._map_uids(info_r, block_w, time.monotonic() + start_timeout_s)
         assert self._proc.stdin is not None and self._proc.stdout is not None
         chan = FrameChannel(self._proc.stdout.fileno(), self._proc.stdin.fileno())
         self._attach(chan, (self._proc.stdin, self._proc.stdout))
@@ -134,7 +186,35 @@ class NamespaceSandbox(AgentSandbox):
             raise SandboxStartError(f"sandbox did not become ready: {exc}; {self._diagnostics()}") from exc
         if not hello.get("ready"):
             raise SandboxStartError(f"unexpected first message from agent: {hello!r}")
-        logger.debug("namespace sandbox ready: uid %d, python %s", self.uid, hello.get("python"))
+        if hello.get("protocol") != AGENT_PROTOCOL:
+            raise SandboxStartError(f"agent speaks protocol {hello.get('protocol')!r}, expected {AGENT_PROTOCOL}")
+        self.uid_separation = bool(hello.get("uid_separation"))
+        if not self.uid_separation:
+            _warn_shared_uid()
+        logger.debug("namespace sandbox ready: uids %s, python %s", self.uids, hello.get("python"))
+
+    def _map_uids(self, info_r: int, block_w: int, deadline: float) -> None:
+        """Write the sandbox's uid/gid maps while bwrap waits for them, then let it go on."""
+        try:
+            data = b""
+            while b"}" not in data:
+                ready, _, _ = select.select([info_r], [], [], max(0.0, deadline - time.monotonic()))
+                chunk = os.read(info_r, 4096) if ready else b""
+                if not chunk:
+                    raise SandboxStartError(f"bwrap did not report its namespace: {self._diagnostics()}")
+                data += chunk
+            child = int(json.loads(data[: data.index(b"}") + 1])["child-pid"])
+            agent, tester, program = self.uids
+            mapping = f"0 {agent} 1\n{TESTER_UID} {tester} 1\n{PROGRAM_UID} {program} 1\n"
+            for name in ("uid_map", "gid_map"):
+                with open(f"/proc/{child}/{name}", "w") as fh:
+                    fh.write(mapping)
+            os.write(block_w, b"1")
+        except (OSError, ValueError, KeyError) as exc:
+            raise SandboxStartError(f"cannot map the sandbox's uids: {exc}") from exc
+        finally:
+            os.close(info_r)
+            os.close(block_w)
 
     def _diagnostics(self) -> str:
         try:

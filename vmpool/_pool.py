@@ -5,9 +5,11 @@ Invariants (each has a test in tests/vmpool):
 * a sandbox that died, missed its transport deadline, reported an anomaly (a
   process survived the sweep, its work dir could not be removed) or ran
   ``max_programs_per_sandbox`` programs is closed and never returned to the idle set;
-* a program whose sandbox died under it is retried once in a fresh sandbox; if it
-  kills that one too, the result is ``SANDBOX_KILLED`` (the program's failure);
-  if no sandbox can be started at all, it is ``SANDBOX_ERROR`` (infrastructure);
+* a program whose sandbox died under it, or was left in a state not reused (an
+  anomaly, a corrupted or unknown reply), is retried once in a fresh sandbox; if that
+  happens again the result is ``SANDBOX_KILLED`` (the program's failure); only when
+  no sandbox can be started, or twice none could prepare the run before the program
+  started, is it ``SANDBOX_ERROR`` (infrastructure): no program can cause that;
 * ``close()`` kills every sandbox, idle or busy, and everything running in them.
 """
 
@@ -23,7 +25,14 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from ._errors import BackendUnavailableError, PoolClosedError, SandboxError, SandboxStartError, VmpoolError
+from ._errors import (
+    BackendUnavailableError,
+    PoolClosedError,
+    SandboxError,
+    SandboxSetupError,
+    SandboxStartError,
+    VmpoolError,
+)
 from ._namespace import NamespaceSandbox
 from ._types import ExecRequest, ExecResult, Status
 
@@ -279,6 +288,10 @@ class Pool:
                     continue
                 with self._lock:
                     self.stats["programs"] += 1
+                if isinstance(exc, SandboxSetupError):
+                    # Twice the run could not even be prepared: nothing of the program ran.
+                    return ExecResult(status=Status.SANDBOX_ERROR, attempts=2,
+                                      error="no sandbox could prepare the run: " + " | ".join(errors)[:1000])
                 return ExecResult(status=Status.SANDBOX_KILLED, attempts=2,
                                   error="the program's sandbox died twice: " + " | ".join(errors)[:1000])
             except BaseException:

@@ -33,11 +33,18 @@ DENIED_SYSCALLS = (
     "adjtimex", "clock_adjtime", "vhangup",
 )
 AF_UNIX = 1
+CLONE_NEWUSER = 0x10000000
 
 
-@functools.lru_cache(maxsize=1)
-def seccomp_bpf() -> bytes:
+@functools.lru_cache(maxsize=2)
+def seccomp_bpf(block_userns: bool = False) -> bytes:
     """Return the compiled filter as raw BPF (what bwrap's --seccomp reads).
+
+    Args:
+        block_userns: also refuse new user namespaces (``clone`` with CLONE_NEWUSER;
+            ``clone3``, whose flags live in memory a filter cannot read, fails with
+            ENOSYS so libc falls back to ``clone``). Needed where bwrap's own
+            ``--disable-userns`` cannot be used (a uid map written by the host).
 
     Raises:
         BackendUnavailableError: libseccomp (pyseccomp) is not usable here.
@@ -54,6 +61,9 @@ def seccomp_bpf() -> bytes:
             logger.debug("seccomp: syscall %s unknown to libseccomp, skipped", name)
     # Sockets: only AF_UNIX (needed by some stdlib internals); no TCP/UDP/raw/netlink.
     filt.add_rule(sc.ERRNO(errno.EAFNOSUPPORT), "socket", sc.Arg(0, sc.NE, AF_UNIX))
+    if block_userns:
+        filt.add_rule(sc.ERRNO(errno.EPERM), "clone", sc.Arg(0, sc.MASKED_EQ, CLONE_NEWUSER, CLONE_NEWUSER))
+        filt.add_rule(sc.ERRNO(errno.ENOSYS), "clone3")
     with tempfile.TemporaryFile() as fh:
         filt.export_bpf(fh)
         fh.seek(0)

@@ -10,7 +10,7 @@ import enum
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-__all__ = ["Status", "Limits", "ExecRequest", "ExecResult"]
+__all__ = ["Status", "Limits", "Companion", "CompanionResult", "ExecRequest", "ExecResult"]
 
 
 class Status(str, enum.Enum):
@@ -21,17 +21,21 @@ class Status(str, enum.Enum):
     RUNTIME_ERROR = "runtime_error"
     """Non-zero exit, uncaught exception, or death by a signal the harness did not send."""
     TIMEOUT = "timeout"
-    """Wall-clock or CPU-time limit reached; the whole process group was killed."""
+    """CPU-time limit or the wall-clock backstop reached (``ExecResult.timeout_by`` says
+    which); the program's whole session was killed."""
     MEMORY_LIMIT = "memory_limit"
     """The address-space limit was hit (MemoryError or a failed allocation)."""
     OUTPUT_LIMIT = "output_limit"
     """stdout, stderr or the report channel exceeded ``Limits.output_bytes``; killed."""
     SANDBOX_KILLED = "sandbox_killed"
-    """The program brought down its sandbox, then did it again in a fresh one: the
-    program's doing, scored as a failure (never as an infrastructure error)."""
+    """The program brought down its sandbox or left it in a state that is not reused
+    (an agent that died or stopped answering, a cleanup that failed, a reply that made
+    no sense), then did it again in a fresh one: the program's doing, scored as a
+    failure (never as an infrastructure error)."""
     SANDBOX_ERROR = "sandbox_error"
-    """Infrastructure failure (sandbox could not start, transport deadline passed).
-    Not the program's fault: rewards turn it into ``None``, never 0.0."""
+    """Infrastructure failure before the program could run: no sandbox could be had
+    (it would not start, twice). Not the program's fault: rewards turn it into
+    ``None``, never 0.0. Nothing a program does can produce it."""
 
     @property
     def is_infrastructure(self) -> bool:
@@ -43,8 +47,11 @@ class Limits:
     """Hard limits applied to one program run.
 
     Args:
-        wall_s: wall-clock deadline in seconds; the process group is killed at it.
-        cpu_s: CPU-time limit in seconds (RLIMIT_CPU); ``None`` means ``ceil(wall_s) + 1``.
+        wall_s: wall-clock deadline in seconds; everything the run started is killed at it.
+        cpu_s: CPU-time limit in seconds of the program (fractions hold: the agent polls
+            it; RLIMIT_CPU is the backstop); ``None`` means ``ceil(wall_s) + 1``. Graders
+            judge the time limit on this and make ``wall_s`` a backstop well above it, so
+            verdicts do not depend on how loaded the host is.
         memory_mb: address-space limit (RLIMIT_AS) in MiB.
         max_processes: processes the program may have at once (RLIMIT_NPROC, per sandbox uid).
         max_open_files: RLIMIT_NOFILE.
@@ -75,10 +82,10 @@ class Limits:
             raise ValueError(f"Limits.max_open_files must be >= 16, got {self.max_open_files}")
 
     @property
-    def effective_cpu_s(self) -> int:
+    def effective_cpu_s(self) -> float:
         if self.cpu_s is not None:
-            return max(1, int(-(-self.cpu_s // 1)))
-        return int(-(-self.wall_s // 1)) + 1
+            return float(self.cpu_s)
+        return float(int(-(-self.wall_s // 1)) + 1)
 
     def to_wire(self) -> dict[str, float | int]:
         return {
@@ -90,6 +97,46 @@ class Limits:
             "output_bytes": self.output_bytes,
             "file_size_bytes": self.file_size_bytes,
         }
+
+
+@dataclass(frozen=True)
+class Companion:
+    """A trusted process that runs beside the program and judges it (a tester).
+
+    It is forked from the agent (not from the program's zygote), runs as a uid of its
+    own that the program cannot signal, ptrace or read, and talks to the program over
+    one socket: its fd 4, the program's fd 3. It reads ``stdin``; what it writes to its
+    own fd 3 comes back as ``ExecResult.report`` (no program can reach that fd). The
+    run ends when the companion exits; the program is then killed.
+
+    Args:
+        code: Python source of the companion (harness-authored, never model-written).
+        stdin: data for it (test code, expected values...): it never enters the program.
+        argv: its ``sys.argv[1:]``.
+        limits: its own limits; ``None`` = the request's.
+        cache_code: compile ``code`` once per sandbox (see :attr:`ExecRequest.cache_code`).
+    """
+
+    code: str
+    stdin: str = ""
+    argv: Sequence[str] = ()
+    limits: Limits | None = None
+    cache_code: bool = True
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.code, str):
+            raise TypeError(f"Companion.code must be str, got {type(self.code).__name__}")
+
+
+@dataclass(frozen=True)
+class CompanionResult:
+    """How the companion ended: exit status, its own output (capped) and CPU time."""
+
+    exit_code: int | None = None
+    signal: int | None = None
+    stdout: str = ""
+    stderr: str = ""
+    cpu_s: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -109,6 +156,8 @@ class ExecRequest:
         cache_code: the code is harness-authored and repeated across many requests
             (a test runner, say): compile it once per sandbox, in the zygote, and reuse
             the code object. Never set it for model-written code.
+        companion: a trusted process run beside the program (see :class:`Companion`);
+            the program then has the socket to it on fd 3 instead of a report pipe.
     """
 
     code: str
@@ -117,6 +166,7 @@ class ExecRequest:
     limits: Limits = field(default_factory=Limits)
     argv: Sequence[str] = ()
     cache_code: bool = False
+    companion: Companion | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.code, str):
@@ -136,12 +186,15 @@ class ExecResult:
         signal: the signal that killed it, if any.
         stdout / stderr: decoded output (UTF-8, invalid bytes replaced), each capped.
         stdout_truncated / stderr_truncated: True when the cap cut the output.
-        report: bytes the program wrote to file descriptor 3 (a private side channel,
-            separate from stdout, used by trusted runners to report test outcomes).
+        report: bytes written to file descriptor 3 of the companion where there is one
+            (its report, out of the program's reach), else of the program.
         wall_s: wall-clock seconds from fork to reap, measured inside the sandbox.
         cpu_s: user + system CPU seconds of the program and its reaped children.
         attempts: sandboxes used (2 when the first one died under the program).
         error: for SANDBOX_ERROR / SANDBOX_KILLED, what went wrong.
+        timeout_by: for TIMEOUT, ``"cpu"`` (the CPU-time limit) or ``"wall"`` (the
+            wall-clock backstop); empty otherwise.
+        companion: how the companion ended, for requests that had one.
     """
 
     status: Status
@@ -156,6 +209,8 @@ class ExecResult:
     cpu_s: float = 0.0
     attempts: int = 1
     error: str = ""
+    timeout_by: str = ""
+    companion: CompanionResult | None = None
 
     @property
     def ok(self) -> bool:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import threading
 import time
 
 import pytest
@@ -48,15 +49,55 @@ def test_sandbox_killed_from_outside_is_replaced(no_leaks):
         assert p.stats["sandboxes_started"] == 2
 
 
-def test_program_that_kills_its_zygote_twice_is_sandbox_killed_not_infrastructure(no_leaks):
-    code = ("import os, signal\n"
-            "ppid = os.getppid()\n"
-            "cmd = open(f'/proc/{ppid}/cmdline', 'rb').read()\n"
-            "assert b'agent.py' in cmd, 'parent is not the sandbox agent: refusing to signal it'\n"
-            "os.kill(ppid, signal.SIGKILL)\n"
-            "import time; time.sleep(5)\n")
+SIGNAL_EVERYONE = (
+    "import os, signal\n"
+    "me = os.getpid()\n"
+    "hit = []\n"
+    "for entry in os.listdir('/proc'):\n"
+    "    if entry.isdigit() and int(entry) != me:\n"
+    "        try:\n"
+    "            os.kill(int(entry), signal.SIGKILL)\n"
+    "            hit.append(entry)\n"
+    "        except PermissionError:\n"
+    "            pass\n"
+    "print('killed', hit)\n"
+)
+
+
+def test_program_cannot_signal_its_agent_zygote_or_init(no_leaks):
+    # The program runs under a uid of its own: every other process of the sandbox
+    # (bwrap's init, the agent, the program zygote) refuses its signals.
+    with Pool(PoolConfig(size=1)) as p:
+        r = p.run(ExecRequest(code=SIGNAL_EVERYONE, limits=FAST))
+        assert r.status is Status.OK and r.stdout == "killed []\n", r
+        after = p.run(ExecRequest(code="print('ok')", limits=FAST))
+        assert after.status is Status.OK and after.stdout == "ok\n"
+        assert p.stats["sandboxes_started"] == 1
+
+
+def _killing_execute(real_execute, kills: dict):
+    """A Sandbox.execute that kills the sandbox from the host while the program runs,
+    as long as ``kills["left"]`` says so: the host-side view of a program that took
+    its sandbox down."""
+    def execute(self, request):
+        if kills["left"] > 0:
+            kills["left"] -= 1
+            threading.Timer(0.3, lambda: os.kill(self.pid, signal.SIGKILL)).start()
+        return real_execute(self, request)
+    return execute
+
+
+def test_sandbox_dying_twice_under_a_program_is_sandbox_killed_not_infrastructure(no_leaks):
+    code = "import time; time.sleep(2)\n"
+    kills = {"left": 2}
     with Pool(PoolConfig(size=2)) as p:
-        r = p.run(ExecRequest(code=code, limits=FAST))
+        cls = type(next(iter(p._live)))
+        real_execute = cls.execute
+        cls.execute = _killing_execute(real_execute, kills)
+        try:
+            r = p.run(ExecRequest(code=code, limits=FAST))
+        finally:
+            cls.execute = real_execute
         assert r.status is Status.SANDBOX_KILLED and r.attempts == 2
         assert not r.status.is_infrastructure
         after = p.run(ExecRequest(code="print('ok')", limits=FAST))
@@ -64,35 +105,16 @@ def test_program_that_kills_its_zygote_twice_is_sandbox_killed_not_infrastructur
         assert p.live_sandboxes() == 2
 
 
-def test_program_killed_only_once_gets_a_successful_retry(tmp_path, no_leaks):
-    # The program kills its agent only if a marker (outside the sandbox) says it has not yet.
-    marker = tmp_path / "first"
-    marker.write_text("")
-    code = ("import os, signal\n"
-            "if open('first').read() == 'kill':\n"
-            "    ppid = os.getppid()\n"
-            "    assert b'agent.py' in open(f'/proc/{ppid}/cmdline', 'rb').read()\n"
-            "    os.kill(ppid, signal.SIGKILL)\n"
-            "    import time; time.sleep(5)\n"
-            "print('survived')\n")
-    calls = {"n": 0}
-
-    class Flaky(ExecRequest):
-        pass
-
+def test_sandbox_dying_once_gets_a_successful_retry(no_leaks):
+    kills = {"left": 1}
     with Pool(PoolConfig(size=1)) as p:
-        real_execute = type(next(iter(p._live))).execute
-
-        def execute(self, request):
-            calls["n"] += 1
-            files = {"first": "kill" if calls["n"] == 1 else "no"}
-            return real_execute(self, ExecRequest(code=request.code, files=files, limits=request.limits))
-
-        type(next(iter(p._live))).execute = execute
+        cls = type(next(iter(p._live)))
+        real_execute = cls.execute
+        cls.execute = _killing_execute(real_execute, kills)
         try:
-            r = p.run(ExecRequest(code=code, limits=FAST))
+            r = p.run(ExecRequest(code="import time; time.sleep(1); print('survived')", limits=FAST))
         finally:
-            type(next(iter(p._live))).execute = real_execute
+            cls.execute = real_execute
         assert r.status is Status.OK and r.stdout == "survived\n" and r.attempts == 2
 
 

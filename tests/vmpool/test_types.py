@@ -8,9 +8,9 @@ from vmpool import ExecRequest, Limits, PoolConfig, Status
 
 def test_public_names_are_pinned():
     assert sorted(vmpool.__all__) == sorted([
-        "BACKENDS", "BackendUnavailableError", "Checkpoint", "ExecRequest", "ExecResult", "ImageConfig",
+        "BACKENDS", "BackendUnavailableError", "Checkpoint", "Companion", "CompanionResult", "ExecRequest", "ExecResult", "ImageConfig",
         "ImagePaths", "Limits", "MicroVMSandbox", "MicroVMTemplate", "NamespaceSandbox", "Pool", "PoolClosedError",
-        "PoolConfig", "Sandbox", "SandboxError", "SandboxStartError", "Status", "VmpoolError", "build_image",
+        "PoolConfig", "Sandbox", "SandboxError", "SandboxSetupError", "SandboxStartError", "Status", "VmpoolError", "build_image",
         "load_image_config", "resolve_backend",
     ])
     for name in vmpool.__all__:
@@ -19,6 +19,7 @@ def test_public_names_are_pinned():
 
 def test_exception_tree():
     assert issubclass(vmpool.SandboxStartError, vmpool.SandboxError)
+    assert issubclass(vmpool.SandboxSetupError, vmpool.SandboxError)
     for exc in (vmpool.SandboxError, vmpool.PoolClosedError, vmpool.BackendUnavailableError):
         assert issubclass(exc, vmpool.VmpoolError)
 
@@ -37,7 +38,7 @@ def test_limits_validation_names_the_field(kwargs, needle):
 
 def test_cpu_limit_defaults_from_wall():
     assert Limits(wall_s=2.5).effective_cpu_s == 4
-    assert Limits(wall_s=2, cpu_s=0.5).effective_cpu_s == 1
+    assert Limits(wall_s=2, cpu_s=0.5).effective_cpu_s == 0.5  # fractional: the agent polls it
 
 
 def test_request_rejects_paths_outside_workdir():

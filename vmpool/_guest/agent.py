@@ -2,52 +2,69 @@
 
 This file is executed by the sandbox's own interpreter (``/usr/bin/python3 -I``), not
 imported by the harness: it must stay standalone (stdlib only, no imports from the
-project) so the same file can run inside a namespace sandbox or a microVM guest.
+project) so the same file can run inside a namespace sandbox or a microVM guest. That
+is also why it is one file of more than the usual module size.
 
 Protocol, on the two file descriptors it is started with (stdin/stdout of the
 sandbox process, moved away from 0/1 at start so programs never inherit them):
 every message is a 4-byte big-endian length followed by that many bytes of UTF-8
-JSON. The agent sends ``{"ready": true, ...}`` once, then answers each request
-``{"id", "code", "stdin", "files", "limits", "argv"}`` with one result
-``{"id", "status", "exit_code", "signal", "stdout", "stderr", ...}``.
+JSON. The agent sends ``{"ready": true, "protocol": 2, ...}`` once, then answers each
+request ``{"id", "code", "stdin", "files", "limits", "argv", "cache_code", "companion"}``
+with one result ``{"id", "status", "exit_code", "signal", "stdout", "stderr", ...}``.
 
-Each program runs in a freshly forked child: own process group, own temp work dir,
-rlimits, stdin/stdout/stderr pipes and a private report pipe on fd 3. The agent
-enforces the wall deadline and output caps, kills the child's process group and
-then every other process left in the sandbox's pid namespace (daemonised
-grandchildren included), and removes the work dir. One program at a time.
+Three kinds of process, three uids (where the agent is root in its namespace):
+
+* the agent (this process): trusted, uid 0 of the sandbox, not dumpable;
+* the program zygote: forked at start, before any request reached the agent, so its
+  memory holds no request's data (no test code, no other program); it forks every
+  program and reports its exit. A program is never a fork of the agent itself;
+* programs run as ``PROGRAM_UID`` in their own session, with rlimits; a request's
+  *companion* (a trusted tester) runs as ``TESTER_UID``, forked from the agent, connected
+  to the program by one socket (the program's fd 3, the companion's fd 4), and writes
+  its report on its own fd 3, which no program can reach. Different uids: a program can
+  neither signal nor ptrace the companion or the agent, nor open their ``/proc`` files.
+
+The agent enforces the CPU limit (polled, so fractional limits hold; RLIMIT_CPU is the
+backstop), the wall-clock backstop and output caps, kills the program's session and then
+every other process left in the sandbox's pid namespace, and empties the scratch mounts
+without recursion (a program's 10,000-deep directory tree is no problem). Anything that
+goes wrong after a program ran is reported as an ``anomaly``: the host retires the sandbox.
 """
 
 from __future__ import annotations
 
 import base64
+import fcntl
 import json
 import os
 import resource
 import selectors
-import shutil
 import signal
+import socket
+import stat
 import struct
 import sys
 import time
 import traceback
 
+PROTOCOL = 2
 # Modules most graded programs import: loaded once here so a program pays a fork,
 # not an import. The list is the zygote's "template" state.
 PRELOAD = (
     "abc array bisect builtins calendar cmath collections collections.abc copy dataclasses datetime "
     "decimal enum fractions functools hashlib heapq io itertools json math numbers operator random re "
     "statistics string struct sys textwrap types typing unicodedata ast traceback tokenize inspect "
-    "sysconfig warnings threading queue time resource signal contextlib"
+    "sysconfig warnings threading queue time resource signal contextlib base64 socket selectors"
 ).split()
 
 # Code objects of requests marked ``cache_code`` (harness-authored code such as a test
-# runner, identical across many requests), compiled once here in the zygote so every
-# child reuses them. Model-written code is never compiled in the zygote.
-_CODE_CACHE: dict[str, object] = {}
+# runner, identical across many requests), compiled once per zygote so every child reuses
+# them. Model-written code is never compiled in a zygote.
+_CODE_CACHE: dict = {}
 _CODE_CACHE_MAX = 16
 
-PROGRAM_UID = 65534  # nobody: what programs run as when the agent itself is root (microVM guest)
+PROGRAM_UID = 65534  # nobody: what programs run as
+TESTER_UID = 65533  # what companions (trusted testers) run as
 MEMORY_EXIT = 121  # exit code the child uses after an uncaught MemoryError
 WORK_ROOT = "/tmp"
 SCRATCH_DIRS = ("/tmp", "/dev/shm")  # the only writable mounts in the sandbox
@@ -59,9 +76,15 @@ STATE_SIZE = "32m"
 _SESSION = {"persist": False}
 HEADER = struct.Struct(">I")
 MAX_FRAME = 256 << 20
+CPU_POLL_S = 0.02
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+PR_SET_DUMPABLE = 4
+PF_KTHREAD = 0x00200000
+# Set at start: True when this agent may switch uids (root in its namespace).
+_PRIV = {"on": False, "zygote": 0}
 
 
-def _preload() -> list[str]:
+def _preload() -> list:
     loaded = []
     for name in PRELOAD:
         try:
@@ -72,6 +95,16 @@ def _preload() -> list[str]:
     return loaded
 
 
+def _not_dumpable() -> bool:
+    """No core dumps, and /proc/<pid>/mem and ptrace closed to anyone without CAP_SYS_PTRACE."""
+    try:
+        import ctypes
+
+        return ctypes.CDLL(None, use_errno=True).prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) == 0
+    except Exception:
+        return False
+
+
 class Channel:
     """Length-prefixed JSON frames over a pair of file descriptors."""
 
@@ -79,7 +112,7 @@ class Channel:
         self.rfd = rfd
         self.wfd = wfd
 
-    def _read_exact(self, n: int) -> bytes | None:
+    def _read_exact(self, n: int):
         chunks = []
         while n:
             chunk = os.read(self.rfd, min(n, 1 << 20))
@@ -89,7 +122,7 @@ class Channel:
             n -= len(chunk)
         return b"".join(chunks)
 
-    def recv(self) -> dict | None:
+    def recv(self):
         head = self._read_exact(HEADER.size)
         if head is None:
             return None
@@ -110,9 +143,7 @@ class Channel:
             view = view[n:]
 
 
-PF_KTHREAD = 0x00200000
-
-
+# ------------------------------------------------------------------ processes and cleanup
 def _is_kernel_thread(pid: int) -> bool:
     """True for a kernel thread (visible only where this agent runs in the initial pid
     namespace, i.e. as a microVM guest's pid 1): SIGKILL does not end those."""
@@ -124,15 +155,17 @@ def _is_kernel_thread(pid: int) -> bool:
         return False
 
 
-def _other_pids(keep: int = 0) -> list[int]:
-    """Every process in this pid namespace except init (1), this agent, ``keep`` and kernel threads."""
+def _other_pids(keep=()) -> list:
+    """Every process in this pid namespace except init (1), this agent, the program
+    zygote, ``keep`` and kernel threads."""
     me = os.getpid()
     guest_init = me == 1
+    spared = {1, me, _PRIV["zygote"], *keep}
     pids = []
     for entry in os.listdir("/proc"):
         if entry.isdigit():
             pid = int(entry)
-            if pid != 1 and pid != me and pid != keep and not (guest_init and _is_kernel_thread(pid)):
+            if pid not in spared and not (guest_init and _is_kernel_thread(pid)):
                 pids.append(pid)
     return pids
 
@@ -144,10 +177,10 @@ def _kill_group(pgid: int) -> None:
         pass
 
 
-def _sweep(keep: int = 0) -> bool:
-    """SIGKILL every process left in the sandbox but init and the agent. True if clean.
+def _sweep(keep=()) -> bool:
+    """SIGKILL every process left in the sandbox but init, the agent and its zygote. True if clean.
 
-    Processes that called setsid() left the program's group; this catches them. A
+    Processes that called setsid() left the program's session; this catches them. A
     fork bomb can race the sweep, so repeat; RLIMIT_NPROC bounds how many there are.
     Orphans are reparented to pid 1 (bubblewrap's init), which reaps them, so a
     killed process may linger briefly as a zombie: wait for it to vanish. In a
@@ -174,88 +207,122 @@ def _sweep(keep: int = 0) -> bool:
     return not _other_pids(keep)
 
 
-def _wipe_scratch(roots: tuple[str, ...] = SCRATCH_DIRS) -> str:
+def _empty_dir(root: str) -> None:
+    """Remove everything under ``root`` without recursion and without long paths.
+
+    Subdirectories are renamed up into ``root`` before they are emptied, so the depth
+    of a tree (a program can build one far deeper than PATH_MAX or the recursion
+    limit) never matters: every operation works on a name relative to an open
+    directory one level down. Raises OSError when something cannot be removed.
+    """
+    flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+    rfd = os.open(root, flags)
+    try:
+        pending = os.listdir(rfd)
+        moved = 0
+        while pending:
+            name = pending.pop()
+            if not stat.S_ISDIR(os.lstat(name, dir_fd=rfd).st_mode):
+                os.unlink(name, dir_fd=rfd)
+                continue
+            dfd = os.open(name, flags, dir_fd=rfd)
+            try:
+                try:
+                    os.fchmod(dfd, 0o700)  # a program's mode-000 directory (the agent may not be root)
+                except OSError:
+                    pass
+                for entry in os.listdir(dfd):
+                    if stat.S_ISDIR(os.lstat(entry, dir_fd=dfd).st_mode):
+                        moved += 1
+                        new = f".wipe-{moved}"
+                        os.rename(entry, new, src_dir_fd=dfd, dst_dir_fd=rfd)
+                        pending.append(new)
+                    else:
+                        os.unlink(entry, dir_fd=dfd)
+            finally:
+                os.close(dfd)
+            os.rmdir(name, dir_fd=rfd)
+    finally:
+        os.close(rfd)
+
+
+def _wipe_scratch(roots=SCRATCH_DIRS) -> str:
     """Empty every writable place so no program sees files of an earlier one.
 
     Returns an anomaly description if something could not be removed.
     """
     for root in roots:
-        try:
-            entries = os.listdir(root)
-        except OSError:
+        if not os.path.isdir(root):
             continue
-        for name in entries:
-            path = os.path.join(root, name)
-            try:
-                if os.path.isdir(path) and not os.path.islink(path):
-                    shutil.rmtree(path)
-                else:
-                    os.unlink(path)
-            except OSError as exc:
-                return f"cannot remove {path}: {exc}"
+        try:
+            _empty_dir(root)
+        except Exception as exc:  # RecursionError, MemoryError... included: never let cleanup raise
+            return f"cannot empty {root}: {exc!r}"
     return ""
 
 
-def _set_limits(limits: dict) -> None:
+# ------------------------------------------------------------------ children
+def _set_limits(limits: dict, nproc_extra: int) -> None:
     mem = int(limits["memory_mb"]) << 20
-    cpu = int(limits["cpu_s"])
+    cpu = int(-(-float(limits["cpu_s"]) // 1)) + 1  # the backstop: the agent polls the precise limit
     resource.setrlimit(resource.RLIMIT_AS, (mem, mem))
     resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 1))
     resource.setrlimit(resource.RLIMIT_FSIZE, (int(limits["file_size_bytes"]),) * 2)
     resource.setrlimit(resource.RLIMIT_NOFILE, (int(limits["max_open_files"]),) * 2)
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-    # NPROC counts every process of this uid in the sandbox's user namespace: the
-    # init process and this agent are two of them.
-    nproc = int(limits["max_processes"]) + 2
+    nproc = int(limits["max_processes"]) + nproc_extra
     resource.setrlimit(resource.RLIMIT_NPROC, (nproc, nproc))
 
 
-def _child(req: dict, workdir: str, fds: dict[str, int]) -> None:
-    """Runs in the forked child; never returns."""
+def _become(uid: int) -> None:
+    if _PRIV["on"]:
+        os.setgroups([])
+        os.setgid(uid)
+        os.setuid(uid)  # from root: every capability is gone after this
+
+
+def _exec_main(code, argv: list, filename: str, workdir: str) -> int:
+    """Run ``code`` as ``__main__``; the exit code of the process."""
+    sys.argv = [filename, *argv]
+    if workdir:
+        sys.path[0:0] = [workdir]
+    sys.modules.pop("__main__", None)  # the zygote's interpreter state must not leak into the program's view
+    module_globals = {"__name__": "__main__", "__file__": os.path.join(workdir or "/", filename),
+                      "__builtins__": __builtins__}
+    try:
+        if not hasattr(code, "co_code"):
+            code = compile(code, filename, "exec")
+        exec(code, module_globals)
+        return 0
+    except SystemExit as exc:
+        if exc.code is None:
+            return 0
+        if isinstance(exc.code, int):
+            return exc.code & 0xFF
+        print(exc.code, file=sys.stderr)
+        return 1
+    except MemoryError:
+        traceback.print_exc()
+        return MEMORY_EXIT
+    except BaseException:
+        traceback.print_exc()
+        return 1
+
+
+def _child_main(fds: list, setup) -> None:
+    """Common body of a forked child: own session, fds 0.. from ``fds``, then ``setup()``
+    returns (code, argv, filename, workdir) to run. Never returns."""
     code = 1
     try:
-        os.setpgid(0, 0)
-        os.dup2(fds["stdin_r"], 0)
-        os.dup2(fds["stdout_w"], 1)
-        os.dup2(fds["stderr_w"], 2)
-        os.dup2(fds["report_w"], 3)
-        os.closerange(4, 1 << 16)
-        os.chdir(workdir)
-        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGPIPE, signal.SIGXFSZ, signal.SIGXCPU):
+        os.setsid()
+        # Move the sources above every target first: a source may sit on a target number.
+        high = [fcntl.fcntl(fd, fcntl.F_DUPFD, 256) for fd in fds]
+        for target, fd in enumerate(high):
+            os.dup2(fd, target)
+        os.closerange(len(fds), 1 << 16)
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGPIPE, signal.SIGXFSZ, signal.SIGXCPU, signal.SIGCHLD):
             signal.signal(sig, signal.SIG_DFL)
-        _set_limits(req["limits"])
-        if os.geteuid() == 0:
-            # Only in a microVM guest is the agent root: programs run as nobody, so
-            # they cannot signal the agent, remount, or escape RLIMIT_NPROC.
-            os.setgroups([])
-            os.setgid(PROGRAM_UID)
-            os.setuid(PROGRAM_UID)
-        sys.argv = ["main.py", *req.get("argv", [])]
-        sys.path[0:0] = [workdir]
-        # The zygote's interpreter state must not leak into the program's view.
-        sys.modules.pop("__main__", None)
-        module_globals = {"__name__": "__main__", "__file__": os.path.join(workdir, "main.py"),
-                          "__builtins__": __builtins__}
-        try:
-            compiled = _CODE_CACHE.get(req["code"]) if req.get("cache_code") else None
-            if compiled is None:
-                compiled = compile(req["code"], "main.py", "exec")
-            exec(compiled, module_globals)
-            code = 0
-        except SystemExit as exc:
-            if exc.code is None:
-                code = 0
-            elif isinstance(exc.code, int):
-                code = exc.code & 0xFF
-            else:
-                print(exc.code, file=sys.stderr)
-                code = 1
-        except MemoryError:
-            traceback.print_exc()
-            code = MEMORY_EXIT
-        except BaseException:
-            traceback.print_exc()
-            code = 1
+        code = _exec_main(*setup())
     except MemoryError:
         code = MEMORY_EXIT
     except BaseException:
@@ -273,6 +340,104 @@ def _child(req: dict, workdir: str, fds: dict[str, int]) -> None:
         os._exit(code)
 
 
+def _cached(code: str):
+    compiled = _CODE_CACHE.get(code)
+    if compiled is None:
+        try:
+            if len(_CODE_CACHE) >= _CODE_CACHE_MAX:
+                _CODE_CACHE.pop(next(iter(_CODE_CACHE)))
+            compiled = _CODE_CACHE[code] = compile(code, "main.py", "exec")
+        except (SyntaxError, ValueError, MemoryError, RecursionError):
+            return code  # the child compiles it again and reports the error as its own
+    return compiled
+
+
+def _program_setup(spec: dict):
+    """In the program child, before it runs: read its code, drop to the program uid."""
+    def setup():
+        workdir = spec["workdir"]
+        os.chdir(workdir)
+        if spec.get("cached") is not None:
+            code = spec["cached"]
+        else:
+            with open(spec["code_file"], "rb") as fh:
+                code = fh.read().decode("utf-8", "surrogateescape")
+            os.unlink(spec["code_file"])
+        # NPROC counts the program uid's processes; with one uid for everything the
+        # init process, the agent and its zygote are three of them.
+        _set_limits(spec["limits"], 0 if _PRIV["on"] else 3)
+        _become(PROGRAM_UID)
+        return code, spec.get("argv") or [], "main.py", workdir
+    return setup
+
+
+def _zygote_main(sock: socket.socket) -> None:
+    """The program zygote: forks programs on the agent's word, reports their exits. Never returns.
+
+    It was forked before the agent read any request, and it never reads a program's code
+    or a companion's data itself (the child reads its code from a file), so a program
+    that reads its own memory finds nothing but the harness's own modules.
+    """
+    sel = selectors.DefaultSelector()
+    sel.register(sock, selectors.EVENT_READ, None)
+    while True:
+        for key, _ in sel.select():
+            if key.data is None:
+                try:
+                    msg, fds, _flags, _addr = socket.recv_fds(sock, 1 << 20, 8)
+                except OSError:
+                    os._exit(0)
+                if not msg:
+                    os._exit(0)  # the agent is gone
+                spec = json.loads(msg)
+                if spec.get("cache_code"):
+                    spec["cached"] = _cached(spec.pop("code"))
+                pid = os.fork()
+                if pid == 0:
+                    sock.close()
+                    _child_main(fds, _program_setup(spec))
+                for fd in fds:
+                    os.close(fd)
+                pidfd = os.pidfd_open(pid)
+                sel.register(pidfd, selectors.EVENT_READ, pid)
+                sock.send(json.dumps({"pid": pid}).encode())
+            else:
+                pid = key.data
+                sel.unregister(key.fd)
+                os.close(key.fd)
+                _, wstatus, usage = os.wait4(pid, 0)
+                sock.send(json.dumps({"exited": pid, "wstatus": wstatus,
+                                      "cpu": usage.ru_utime + usage.ru_stime}).encode())
+
+
+def _start_zygote() -> socket.socket:
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    pid = os.fork()
+    if pid == 0:
+        ours.close()
+        keep = theirs.fileno()
+        os.closerange(3, keep)  # the host channel stays with the agent alone
+        os.closerange(keep + 1, 1 << 16)
+        try:
+            _zygote_main(theirs)
+        finally:
+            os._exit(1)
+    theirs.close()
+    _PRIV["zygote"] = pid
+    return ours
+
+
+# ------------------------------------------------------------------ one run
+def _proc_cpu(pid: int) -> float:
+    """CPU seconds of a live process and its reaped children (0 when it is gone)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            fields = fh.read().rsplit(b")", 1)[1].split()
+        return sum(int(f) for f in fields[11:15]) / CLK_TCK
+    except (OSError, IndexError, ValueError):
+        return 0.0
+
+
 def _write_files(workdir: str, files: dict) -> None:
     for name, spec in files.items():
         path = os.path.join(workdir, name)
@@ -282,168 +447,313 @@ def _write_files(workdir: str, files: dict) -> None:
             fh.write(data)
 
 
-def run_one(req: dict, seq: int) -> dict:
-    limits = req["limits"]
-    cap = int(limits["output_bytes"])
+def _prepare(req: dict, seq: int):
+    """Work dir (owned by the program uid) and code file. Returns (workdir, code_file)."""
     workdir = os.path.join(WORK_ROOT, f"run{seq}")
-    anomaly = ""
-    try:
-        os.mkdir(workdir, 0o700)
-        _write_files(workdir, req.get("files") or {})
-        if os.geteuid() == 0:
-            for root, dirs, names in os.walk(workdir):
-                for name in [*dirs, *names]:
-                    os.chown(os.path.join(root, name), PROGRAM_UID, PROGRAM_UID)
-            os.chown(workdir, PROGRAM_UID, PROGRAM_UID)
-    except OSError as exc:
-        shutil.rmtree(workdir, ignore_errors=True)
-        return {"id": req["id"], "status": "sandbox_error", "error": f"cannot prepare work dir: {exc}",
-                "anomaly": f"work dir: {exc}"}
+    code_file = os.path.join(WORK_ROOT, f"run{seq}.py")
+    os.mkdir(workdir, 0o700)
+    _write_files(workdir, req.get("files") or {})
+    if _PRIV["on"]:
+        for root, dirs, names in os.walk(workdir):
+            for name in [*dirs, *names]:
+                os.chown(os.path.join(root, name), PROGRAM_UID, PROGRAM_UID)
+        os.chown(workdir, PROGRAM_UID, PROGRAM_UID)
+    if not req.get("cache_code"):
+        fd = os.open(code_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(req["code"].encode("utf-8", "surrogateescape"))
+    return workdir, code_file
 
-    if req.get("cache_code") and req["code"] not in _CODE_CACHE:
-        try:
-            if len(_CODE_CACHE) >= _CODE_CACHE_MAX:
-                _CODE_CACHE.pop(next(iter(_CODE_CACHE)))
-            _CODE_CACHE[req["code"]] = compile(req["code"], "main.py", "exec")
-        except (SyntaxError, ValueError, MemoryError, RecursionError):
-            pass  # the child compiles it again and reports the error as the program's
 
-    stdin_r, stdin_w = os.pipe()
-    stdout_r, stdout_w = os.pipe()
-    stderr_r, stderr_w = os.pipe()
-    report_r, report_w = os.pipe()
-    fds = {"stdin_r": stdin_r, "stdout_w": stdout_w, "stderr_w": stderr_w, "report_w": report_w}
-    start = time.monotonic()
+def _start_companion(comp: dict, fds: list) -> int:
+    """Fork the trusted companion (tester) from the agent, as TESTER_UID."""
+    limits = comp["limits"]
+
+    def setup():
+        os.chdir("/")
+        _set_limits(limits, 0 if _PRIV["on"] else 3)
+        _become(TESTER_UID)
+        return _cached(comp["code"]) if comp.get("cache_code") else comp["code"], comp.get("argv") or [], \
+            "companion.py", ""
+
     pid = os.fork()
     if pid == 0:
-        _child(req, workdir, fds)
-    for fd in fds.values():
-        os.close(fd)
+        _child_main(fds, setup)
+    return pid
+
+
+class _Stream:
+    """One pipe read by the agent, with its cap."""
+
+    __slots__ = ("fd", "cap", "buf", "truncated", "open")
+
+    def __init__(self, fd: int, cap: int) -> None:
+        self.fd, self.cap, self.buf, self.truncated, self.open = fd, cap, bytearray(), False, True
+
+    def take(self, chunk: bytes) -> bool:
+        """Append; False when the cap was exceeded."""
+        room = self.cap - len(self.buf)
+        if len(chunk) > room:
+            self.buf += chunk[:max(room, 0)]
+            self.truncated = True
+            return False
+        self.buf += chunk
+        return True
+
+    def drain(self) -> None:
+        try:
+            while len(self.buf) <= self.cap:
+                chunk = os.read(self.fd, 65536)
+                if not chunk or not self.take(chunk):
+                    break
+        except OSError:
+            pass
+
+    def text(self) -> str:
+        return self.buf.decode("utf-8", "replace")
+
+
+class _Feeder:
+    """Data written to a child's stdin without ever blocking the agent."""
+
+    def __init__(self, fd: int, data: bytes) -> None:
+        self.fd, self.data, self.off = fd, data, 0
+
+    def step(self) -> bool:
+        """Write some; True when finished (and the fd is closed)."""
+        try:
+            self.off += os.write(self.fd, self.data[self.off:self.off + 65536])
+        except BlockingIOError:
+            return False
+        except BrokenPipeError:  # the child closed stdin or exited: stop feeding it
+            self.off = len(self.data)
+        if self.off >= len(self.data):
+            os.close(self.fd)
+            self.fd = -1
+            return True
+        return False
+
+
+def run_one(req: dict, seq: int, zsock: socket.socket) -> dict:
+    limits = req["limits"]
+    comp = req.get("companion")
+    cap = int(limits["output_bytes"])
     try:
-        os.setpgid(pid, pid)  # also set here: no race with the child's own setpgid
-    except OSError:
-        pass
+        workdir, code_file = _prepare(req, seq)
+    except OSError as exc:
+        _wipe_scratch()
+        return {"id": req["id"], "status": "sandbox_error", "infra": True, "error": f"cannot prepare work dir: {exc}"}
 
-    stdin_data = req.get("stdin", "").encode()
-    sel = selectors.DefaultSelector()
-    bufs = {stdout_r: bytearray(), stderr_r: bytearray(), report_r: bytearray()}
-    truncated = {stdout_r: False, stderr_r: False, report_r: False}
-    for fd in bufs:
-        os.set_blocking(fd, False)
-        sel.register(fd, selectors.EVENT_READ)
-    os.set_blocking(stdin_w, False)
-    if stdin_data:
-        sel.register(stdin_w, selectors.EVENT_WRITE)
+    mine: list = []  # fds the agent keeps (closed at the end)
+    theirs: list = []  # fds handed to children (closed once they are forked)
+
+    def pipe():
+        r, w = os.pipe()
+        return r, w
+
+    p_in = pipe()
+    p_out = pipe()
+    p_err = pipe()
+    streams = {p_out[0]: _Stream(p_out[0], cap), p_err[0]: _Stream(p_err[0], cap)}
+    feeders = []
+    tpid = 0
+    tpidfd = -1
+    if comp:
+        link_t, link_p = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        t_in, t_out, t_err, t_rep = pipe(), pipe(), pipe(), pipe()
+        for s in (t_out, t_err, t_rep):
+            streams[s[0]] = _Stream(s[0], cap)
+        t_fds = [t_in[0], t_out[1], t_err[1], t_rep[1], link_t.fileno()]
+        tpid = _start_companion(comp, t_fds)
+        tpidfd = os.pidfd_open(tpid)
+        for fd in (t_in[0], t_out[1], t_err[1], t_rep[1]):
+            os.close(fd)
+        link_t.close()
+        feeders.append(_Feeder(t_in[1], (comp.get("stdin") or "").encode()))
+        fd3 = link_p.fileno()
+        report = streams[t_rep[0]]
+        ended_by = {t_out[0], t_err[0], t_rep[0]}  # the run ends when the companion is done
     else:
-        os.close(stdin_w)
-    pidfd = os.pidfd_open(pid)
-    sel.register(pidfd, selectors.EVENT_READ)
+        p_rep = pipe()
+        streams[p_rep[0]] = _Stream(p_rep[0], cap)
+        fd3 = p_rep[1]
+        theirs.append(p_rep[1])
+        report = streams[p_rep[0]]
+        link_p = None
+        ended_by = {p_out[0], p_err[0], p_rep[0]}
+    theirs += [p_in[0], p_out[1], p_err[1]]
+    feeders.append(_Feeder(p_in[1], (req.get("stdin") or "").encode()))
 
+    spec = {"workdir": workdir, "code_file": code_file, "limits": limits, "argv": list(req.get("argv") or []),
+            "cache_code": bool(req.get("cache_code"))}
+    if spec["cache_code"]:
+        spec["code"] = req["code"]
+    start = time.monotonic()
+    socket.send_fds(zsock, [json.dumps(spec).encode()], [p_in[0], p_out[1], p_err[1], fd3])
+    pid = json.loads(zsock.recv(1 << 16))["pid"]
+    for fd in theirs:
+        os.close(fd)
+    if link_p is not None:
+        link_p.close()
+
+    sel = selectors.DefaultSelector()
+    for fd, s in streams.items():
+        os.set_blocking(fd, False)
+        sel.register(fd, selectors.EVENT_READ, s)
+    for f in feeders:
+        os.set_blocking(f.fd, False)
+        if f.data:
+            sel.register(f.fd, selectors.EVENT_WRITE, f)
+        else:
+            os.close(f.fd)
+            f.fd = -1
+    sel.register(zsock, selectors.EVENT_READ, "zygote")
+    if tpidfd >= 0:
+        sel.register(tpidfd, selectors.EVENT_READ, "companion")
+
+    cpu_limit = float(limits["cpu_s"])
     deadline = start + float(limits["wall_s"])
     verdict = None  # set when the agent itself ends the run
-    exited = False
-    stdin_off = 0
-    open_pipes = 3
-    while open_pipes or not exited:
-        if exited and open_pipes:
+    timeout_by = ""
+    program_exit = None  # (wstatus, cpu) once the zygote reported it
+    program_killed = False  # the agent ended the program (normal end of a companion run)
+    tester_status = None
+    next_poll = start + CPU_POLL_S
+    while True:
+        done_streams = all(not streams[fd].open for fd in ended_by)
+        if comp:
+            if tester_status is not None and done_streams:
+                break
+        elif program_exit is not None and done_streams:
+            break
+        if program_exit is not None and not comp and not done_streams:
             # The child is gone but something still holds its pipes (a daemonised
             # grandchild): end it now rather than wait for the deadline.
-            _kill_group(pid)
-            _sweep(keep=pid)  # the child is a zombie until reaped below
-        timeout = deadline - time.monotonic()
-        if timeout <= 0:
-            verdict = "timeout"
+            _sweep(keep=(pid,))
+        if tester_status is not None and comp and not done_streams:
+            _kill_group(tpid)
+        now = time.monotonic()
+        if now >= deadline:
+            verdict, timeout_by = "timeout", "wall"
             break
-        for key, _ in sel.select(timeout):
-            fd = key.fd
-            if fd == pidfd:
-                exited = True
-                sel.unregister(pidfd)
-                continue
-            if fd == stdin_w:
+        if program_exit is None and now >= next_poll:
+            next_poll = now + CPU_POLL_S
+            if _proc_cpu(pid) > cpu_limit:
+                verdict, timeout_by = "timeout", "cpu"
+                _kill_group(pid)
+                program_killed = True
+                if not comp:
+                    break
+        wake = deadline if program_exit is not None else min(deadline, next_poll)
+        for key, _ in sel.select(max(0.0, wake - now)):
+            obj = key.data
+            if obj == "zygote":
+                msg = json.loads(zsock.recv(1 << 16))
+                program_exit = (msg["wstatus"], float(msg["cpu"]))
+                sel.unregister(zsock)
+            elif obj == "companion":
+                _, tstat, tusage = os.wait4(tpid, 0)
+                tester_status = (tstat, tusage.ru_utime + tusage.ru_stime)
+                sel.unregister(tpidfd)
+            elif isinstance(obj, _Feeder):
+                if obj.step():
+                    sel.unregister(key.fd)
+            else:
                 try:
-                    stdin_off += os.write(stdin_w, stdin_data[stdin_off:stdin_off + 65536])
+                    chunk = os.read(obj.fd, 65536)
                 except BlockingIOError:
                     continue
-                except BrokenPipeError:  # the program closed stdin or exited: stop feeding it
-                    stdin_off = len(stdin_data)
-                if stdin_off >= len(stdin_data):
-                    sel.unregister(stdin_w)
-                    os.close(stdin_w)
-                    stdin_w = -1
-                continue
-            try:
-                chunk = os.read(fd, 65536)
-            except BlockingIOError:
-                continue
-            if not chunk:
-                sel.unregister(fd)
-                open_pipes -= 1
-                continue
-            buf = bufs[fd]
-            room = cap - len(buf)
-            if len(chunk) > room:
-                buf += chunk[:max(room, 0)]
-                truncated[fd] = True
-                verdict = "output_limit"
-            else:
-                buf += chunk
-        if verdict:
+                if not chunk:
+                    sel.unregister(obj.fd)
+                    obj.open = False
+                elif not obj.take(chunk):
+                    verdict = "output_limit"
+        if verdict == "output_limit":
             break
 
-    _kill_group(pid)
-    _, wstatus, usage = os.wait4(pid, 0)
+    # ---- teardown: end everything, collect exits, then clean up
+    anomaly = ""
+    if program_exit is None:
+        if comp and verdict is None:
+            program_killed = True  # the companion finished; the program was still serving it
+        _kill_group(pid)
+    if tpid:
+        _kill_group(tpid)
+        if tester_status is None:
+            _, tstat, tusage = os.wait4(tpid, 0)
+            tester_status = (tstat, tusage.ru_utime + tusage.ru_stime)
+        os.close(tpidfd)
+    if program_exit is None:
+        zsock.settimeout(10.0)
+        try:
+            msg = json.loads(zsock.recv(1 << 16))
+            program_exit = (msg["wstatus"], float(msg["cpu"]))
+        except (OSError, ValueError, KeyError) as exc:
+            anomaly = f"program zygote did not report the program's exit: {exc!r}"
+            program_exit = (signal.SIGKILL, 0.0)
+        finally:
+            zsock.settimeout(None)
     clean = _sweep()
     wall = time.monotonic() - start
-    # Drain what is left in the pipes (bounded by the cap) now that writers are dead.
-    for fd in bufs:
-        try:
-            while len(bufs[fd]) <= cap:
-                chunk = os.read(fd, 65536)
-                if not chunk:
-                    break
-                room = cap - len(bufs[fd])
-                if len(chunk) > room:
-                    bufs[fd] += chunk[:max(room, 0)]
-                    truncated[fd] = True
-                    break
-                bufs[fd] += chunk
-        except (BlockingIOError, OSError):
-            pass
+    for s in streams.values():
+        s.drain()
     sel.close()
-    for fd in (stdout_r, stderr_r, report_r, pidfd, stdin_w):
+    for fd in [*streams, *(f.fd for f in feeders)]:
         if fd >= 0:
             try:
                 os.close(fd)
             except OSError:
                 pass
-    anomaly = _wipe_scratch(SCRATCH_DIRS if _SESSION["persist"] else SCRATCH_DIRS + (STATE_DIR,))
+    for path in (code_file,):
+        try:
+            os.unlink(path)
+        except OSError:
+            pass
+    anomaly = anomaly or _wipe_scratch(SCRATCH_DIRS if _SESSION["persist"] else SCRATCH_DIRS + (STATE_DIR,))
     if not clean:
         anomaly = "processes survived the kill sweep"
 
+    wstatus, cpu = program_exit
     exit_code = os.WEXITSTATUS(wstatus) if os.WIFEXITED(wstatus) else None
     sig = os.WTERMSIG(wstatus) if os.WIFSIGNALED(wstatus) else None
-    cpu = (usage.ru_utime + usage.ru_stime) if usage else 0.0
-    stderr_text = bufs[stderr_r].decode("utf-8", "replace")
+    stderr_text = streams[p_err[0]].text()
+    if verdict is None and comp and tester_status is not None and os.WIFSIGNALED(tester_status[0]) \
+            and os.WTERMSIG(tester_status[0]) in (signal.SIGXCPU, signal.SIGKILL) \
+            and tester_status[1] >= float(comp["limits"]["cpu_s"]) - 0.05:
+        verdict, timeout_by = "timeout", "cpu"  # the tests themselves ran out of CPU time
     if verdict is None:
-        verdict = _classify(exit_code, sig, cpu, limits, stderr_text)
-    return {
+        if program_killed:
+            verdict, exit_code, sig = "ok", None, None
+        else:
+            verdict = _classify(exit_code, sig, cpu, limits, stderr_text)
+            if verdict == "timeout":
+                timeout_by = "cpu"
+    result = {
         "id": req["id"],
         "status": verdict,
+        "timeout_by": timeout_by,
         "exit_code": exit_code,
         "signal": sig,
-        "stdout": bufs[stdout_r].decode("utf-8", "replace"),
+        "stdout": streams[p_out[0]].text(),
         "stderr": stderr_text,
-        "stdout_truncated": truncated[stdout_r],
-        "stderr_truncated": truncated[stderr_r],
-        "report": base64.b64encode(bytes(bufs[report_r])).decode(),
+        "stdout_truncated": streams[p_out[0]].truncated,
+        "stderr_truncated": streams[p_err[0]].truncated,
+        "report": base64.b64encode(bytes(report.buf)).decode(),
         "wall_s": wall,
         "cpu_s": cpu,
         "anomaly": anomaly,
     }
+    if comp:
+        tstat, tcpu = tester_status
+        result["companion"] = {
+            "exit_code": os.WEXITSTATUS(tstat) if os.WIFEXITED(tstat) else None,
+            "signal": os.WTERMSIG(tstat) if os.WIFSIGNALED(tstat) else None,
+            "stdout": streams[t_out[0]].text(), "stderr": streams[t_err[0]].text(), "cpu_s": tcpu,
+        }
+    return result
 
 
-def _classify(exit_code: int | None, sig: int | None, cpu: float, limits: dict, stderr: str) -> str:
+def _classify(exit_code, sig, cpu: float, limits: dict, stderr: str) -> str:
     if sig in (signal.SIGXCPU,) or (sig == signal.SIGKILL and cpu >= float(limits["cpu_s"]) - 0.05):
         return "timeout"
     tail = stderr[-2000:]
@@ -456,6 +766,7 @@ def _classify(exit_code: int | None, sig: int | None, cpu: float, limits: dict, 
     return "runtime_error"
 
 
+# ------------------------------------------------------------------ microVM guest only
 def _make_state_dir() -> None:
     """Guest only: a size-capped tmpfs at STATE_DIR owned by the program uid."""
     import subprocess
@@ -478,7 +789,6 @@ def _resume(req: dict) -> dict:
     set the clock from the host and mix fresh host entropy into the kernel RNG (then
     force a reseed), so no two clones share random numbers. Children reseed Python's
     ``random`` from the kernel at fork."""
-    import fcntl
     import random
 
     done = {}
@@ -507,6 +817,8 @@ def main() -> None:
     # Keep the protocol off fds 0/1 so no program ever inherits it.
     rfd = os.dup(0)
     wfd = os.dup(1)
+    os.set_inheritable(rfd, False)
+    os.set_inheritable(wfd, False)
     devnull = os.open(os.devnull, os.O_RDWR)
     os.dup2(devnull, 0)
     os.dup2(devnull, 1)
@@ -515,10 +827,20 @@ def main() -> None:
     # A dying program must not take the agent with it through a broken pipe or ^C.
     signal.signal(signal.SIGPIPE, signal.SIG_IGN)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _PRIV["on"] = os.geteuid() == 0
     if os.getpid() == 1:
         _make_state_dir()
+    if _PRIV["on"]:
+        for root in SCRATCH_DIRS:  # programs (another uid) may create temp files there, like in any /tmp
+            try:
+                os.chmod(root, 0o1777)
+            except OSError:
+                pass
+    dumpable = not _not_dumpable()
     loaded = _preload()
-    chan.send({"ready": True, "pid": os.getpid(), "python": sys.version.split()[0], "preloaded": len(loaded)})
+    zsock = _start_zygote()  # before any request: the zygote's memory holds none
+    chan.send({"ready": True, "protocol": PROTOCOL, "pid": os.getpid(), "python": sys.version.split()[0],
+               "preloaded": len(loaded), "uid_separation": _PRIV["on"], "dumpable": dumpable})
     seq = 0
     while True:
         req = chan.recv()
@@ -541,8 +863,8 @@ def main() -> None:
             continue
         seq += 1
         try:
-            result = run_one(req, seq)
-        except Exception as exc:  # report, never die silently: the host decides what to do
+            result = run_one(req, seq, zsock)
+        except BaseException as exc:  # report, never die silently: the host retires this sandbox
             result = {"id": req.get("id"), "status": "sandbox_error",
                       "error": f"agent failure: {exc!r}", "anomaly": traceback.format_exc()[-2000:]}
         chan.send(result)
