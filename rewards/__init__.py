@@ -35,7 +35,6 @@ from ._problems import (
     problem_from_dict,
     problem_to_dict,
 )
-from ._runner import RUNNER_SOURCE
 from ._shaping import RewardConfig, compute_reward
 
 __all__ = [
@@ -48,7 +47,6 @@ __all__ = [
     "Problem",
     "ProblemFormatError",
     "ProblemSet",
-    "RUNNER_SOURCE",
     "RestrictedUnpickler",
     "RewardConfig",
     "RewardConfigError",

@@ -11,6 +11,7 @@ containers and scalars: any global reference (``os.system``, ``builtins.eval``..
 
 from __future__ import annotations
 
+import ast
 import base64
 import binascii
 import io
@@ -146,8 +147,30 @@ def _mbpp(obj: dict[str, Any], file: str, line: int) -> Problem:
     setup_code = "import math\n" + "".join(i + "\n" for i in imports) + setup
     return Problem(
         task_id=f"MBPP/{tid}", prompt=text, completion_mode="program", setup_code=setup_code,
-        source="mbpp", tests=AssertTests(code=tuple(tests)),
+        source="mbpp", tests=AssertTests(code=tuple(tests)), entry_point=_tested_function(obj.get("code"), tests),
     )
+
+
+def _tested_function(code: Any, tests: list[str]) -> str | None:
+    """The reference's top-level function that the tests call (MBPP names it only there).
+
+    It matters where the function shadows a builtin (MBPP/126 asks for ``sum``): the
+    tester then calls the program's function by that name, and only that one.
+    """
+    if not isinstance(code, str):
+        return None
+    try:
+        defined = [n.name for n in ast.parse(code).body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))]
+    except (SyntaxError, ValueError, RecursionError):
+        return None
+    called: set[str] = set()
+    for test in tests:
+        try:
+            called |= {n.func.id for n in ast.walk(ast.parse(test))
+                       if isinstance(n, ast.Call) and isinstance(n.func, ast.Name)}
+        except (SyntaxError, ValueError, RecursionError):
+            continue
+    return next((name for name in defined if name in called), None)
 
 
 def _code_contests(obj: dict[str, Any], file: str, line: int) -> Problem:

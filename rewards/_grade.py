@@ -2,9 +2,15 @@
 
 A batch is planned on the host (code extraction, ``compile()`` syntax check, one request per
 assert/call sample or per stdio case, identical requests deduplicated), run with ONE
-``pool.map`` call, then evaluated. A pass needs the runner's authenticated ``done`` record
-(assert/call kinds) or every stdio case's output to match with a clean exit. Any
-``SANDBOX_ERROR`` in a sample makes its verdict an infrastructure failure (``passed=None``).
+``pool.map`` call, then evaluated. A pass needs the tester's ``done`` record with every test
+passed (assert/call kinds: the tester is a separate process the program cannot reach, see
+:mod:`rewards._runner`) or every stdio case's output to match with a clean exit. Any
+``SANDBOX_ERROR`` in a sample makes its verdict an infrastructure failure (``passed=None``);
+no program can cause one.
+
+The time limit (a problem's ``time_limit_s``, else the limits' ``cpu_s``, else their
+``wall_s``) is judged on the program's CPU time, so verdicts do not depend on host load;
+the wall clock is only a backstop at ``wall_factor * limit + wall_slack_s``.
 """
 
 from __future__ import annotations
@@ -22,7 +28,7 @@ from vmpool import ExecRequest, ExecResult, Limits, Status, VmpoolError
 from ._compare import stdout_matches, values_equal
 from ._extract import extract_code
 from ._problems import AssertTests, CallTests, Problem, StdioTests
-from ._runner import RUNNER_SOURCE, build_payload, new_nonce, parse_report
+from ._runner import build_request, parse_report
 from ._shaping import RewardConfig, compute_reward
 
 __all__ = ["Outcome", "Verdict", "Grader"]
@@ -87,7 +93,6 @@ class _Plan:
     problem: Problem
     verdict: Verdict | None = None  # decided on the host (no code, syntax error)
     request_ids: list[int] = dataclasses.field(default_factory=list)
-    nonce: str = ""
 
 
 @dataclass
@@ -96,7 +101,6 @@ class _Batch:
 
     requests: list[ExecRequest] = dataclasses.field(default_factory=list)
     index: dict[Any, int] = dataclasses.field(default_factory=dict)
-    nonces: dict[int, str] = dataclasses.field(default_factory=dict)
 
 
 def _cut(text: str) -> str:
@@ -122,15 +126,29 @@ class Grader:
     Args:
         pool: anything with ``map(list[ExecRequest]) -> list[ExecResult]`` (a ``vmpool.Pool``).
         reward_config: how verdicts become rewards (:meth:`rewards`).
-        default_limits: limits of every run; a problem's ``time_limit_s`` / ``memory_mb``
-            override ``wall_s`` / ``memory_mb``.
+        default_limits: limits of every run; the time limit is its ``cpu_s`` (or, when that
+            is ``None``, its ``wall_s``), judged on CPU time; a problem's ``time_limit_s`` /
+            ``memory_mb`` override the time limit / ``memory_mb``.
+        wall_factor / wall_slack_s: the wall-clock backstop of a run is
+            ``wall_factor * time limit + wall_slack_s`` (it ends programs that sleep or
+            block; a loaded host slows programs down, so it sits well above the limit).
+
+    Raises:
+        ValueError: ``wall_factor`` < 1 or ``wall_slack_s`` < 0.
     """
 
     def __init__(self, pool: Any, reward_config: RewardConfig | None = None,
-                 default_limits: Limits | None = None) -> None:
+                 default_limits: Limits | None = None, *, wall_factor: float = 3.0,
+                 wall_slack_s: float = 2.0) -> None:
+        if not wall_factor >= 1.0:
+            raise ValueError(f"wall_factor must be >= 1 (the backstop sits above the time limit), got {wall_factor!r}")
+        if not wall_slack_s >= 0.0:
+            raise ValueError(f"wall_slack_s must be >= 0, got {wall_slack_s!r}")
         self.pool = pool
         self.reward_config = reward_config or RewardConfig()
         self.default_limits = default_limits or Limits()
+        self.wall_factor = wall_factor
+        self.wall_slack_s = wall_slack_s
 
     # ------------------------------------------------------------------ public
     def grade(self, problem: Problem, completion: Any) -> Verdict:
@@ -170,12 +188,12 @@ class Grader:
 
     # ------------------------------------------------------------------ planning
     def _limits(self, problem: Problem) -> Limits:
-        changes: dict[str, Any] = {}
-        if problem.time_limit_s is not None:
-            changes["wall_s"] = problem.time_limit_s
+        base = self.default_limits
+        limit = problem.time_limit_s or base.cpu_s or base.wall_s
+        changes: dict[str, Any] = {"cpu_s": limit, "wall_s": self.wall_factor * limit + self.wall_slack_s}
         if problem.memory_mb is not None:
             changes["memory_mb"] = problem.memory_mb
-        return dataclasses.replace(self.default_limits, **changes) if changes else self.default_limits
+        return dataclasses.replace(base, **changes)
 
     def _plan(self, problem: Problem, completion: Any, batch: _Batch) -> _Plan:
         if not isinstance(problem, Problem):
@@ -209,26 +227,12 @@ class Grader:
                                             lambda c=case: ExecRequest(code=source, stdin=c.stdin, limits=limits)))
             return plan
         if isinstance(tests, AssertTests):
-            key: Any = ("assert", program, problem.setup_code, tests.code, limits)
+            key: Any = ("assert", program, problem.setup_code, tests.code, problem.prompt, problem.entry_point,
+                        limits)
         else:
             key = ("call", program, problem.setup_code, tests.fn_name,
                    tuple(repr((c.args, c.kwargs)) for c in tests.cases), limits)
-        if key in index:
-            plan.request_ids.append(index[key])
-            plan.nonce = batch.nonces[index[key]]
-            return plan
-        plan.nonce = new_nonce()
-        if isinstance(tests, AssertTests):
-            payload = build_payload(nonce=plan.nonce, mode="assert", program=program, setup=problem.setup_code,
-                                    units=tests.code)
-        else:
-            assert isinstance(tests, CallTests)
-            payload = build_payload(nonce=plan.nonce, mode="call", program=program, setup=problem.setup_code,
-                                    fn_name=tests.fn_name, cases=[(c.args, c.kwargs) for c in tests.cases])
-        rid = add(key, lambda: ExecRequest(code=RUNNER_SOURCE, files={"payload.json": payload}, limits=limits,
-                                                     cache_code=True))
-        batch.nonces[rid] = plan.nonce
-        plan.request_ids.append(rid)
+        plan.request_ids.append(add(key, lambda: build_request(problem, program, limits)))
         return plan
 
     # ------------------------------------------------------------------ judging
@@ -244,7 +248,7 @@ class Grader:
         tests = problem.tests
         if isinstance(tests, StdioTests):
             return self._judge_stdio(tests, runs, wall)
-        return self._judge_runner(tests, runs[0], plan.nonce, wall)
+        return self._judge_runner(tests, runs[0], wall)
 
     @staticmethod
     def _judge_stdio(tests: StdioTests, runs: list[ExecResult], wall: float) -> Verdict:
@@ -265,9 +269,9 @@ class Grader:
         outcome = Outcome.FAILED if res.status is Status.OK else _STATUS_OUTCOME.get(res.status, Outcome.RUNTIME_ERROR)
         return Verdict(False, outcome, passed, total, _cut(f"case {i}: {why}"), wall, res.status)
 
-    def _judge_runner(self, tests: AssertTests | CallTests, res: ExecResult, nonce: str, wall: float) -> Verdict:
+    def _judge_runner(self, tests: AssertTests | CallTests, res: ExecResult, wall: float) -> Verdict:
         total = tests.count
-        report = parse_report(res.report, nonce, total)
+        report = parse_report(res.report, total)
         if isinstance(tests, CallTests):
             flags = [report.partial.get(i, False) and i in report.values and
                      values_equal(report.values[i], case.expected, float_tol=tests.float_tol)
@@ -277,18 +281,34 @@ class Grader:
         else:
             flags = report.results if report.done else [report.partial.get(i, False) for i in range(total)]
         passed = sum(1 for f in flags if f)
-        if report.done and res.status is Status.OK:
-            if report.load_error:
-                return Verdict(False, Outcome.RUNTIME_ERROR, 0, total, _cut(report.load_error), wall, res.status)
-            if passed == total:
-                return Verdict(True, Outcome.PASSED, passed, total, "", wall, res.status)
-            first = next(i for i, f in enumerate(flags) if not f)
-            why = report.errors.get(first) or ("wrong return value" if isinstance(tests, CallTests) else "failed")
-            return Verdict(False, Outcome.FAILED, passed, total, _cut(f"test {first}: {why}"), wall, res.status)
-        if res.status is Status.OK:
-            # Exited cleanly without the runner's final record: sys.exit(0) / os._exit(0) and friends.
-            why = report.load_error or "program exited before the tests finished"
+        if res.status is not Status.OK:
+            # The program (or the run) ended by a limit or a crash: that is the outcome.
+            outcome = _STATUS_OUTCOME.get(res.status, Outcome.RUNTIME_ERROR)
+            why = _exec_why(res, report)
+            return Verdict(False, outcome, passed, total, _cut(why), wall, res.status)
+        if not report.done:
+            # No final record: the tester did not finish (it crashed, or the program ended the run).
+            comp = res.companion
+            why = report.load_error or (comp.stderr.strip()[-300:] if comp and comp.stderr.strip() else "") \
+                or "the tests did not finish"
             return Verdict(False, Outcome.RUNTIME_ERROR, passed, total, _cut(why), wall, res.status)
-        outcome = _STATUS_OUTCOME.get(res.status, Outcome.RUNTIME_ERROR)
-        why = report.load_error or res.error or res.stderr.strip()[-300:] or res.status.value
-        return Verdict(False, outcome, passed, total, _cut(why), wall, res.status)
+        if report.load_error:
+            return Verdict(False, Outcome.RUNTIME_ERROR, 0, total, _cut(report.load_error), wall, res.status)
+        if passed == total:
+            return Verdict(True, Outcome.PASSED, passed, total, "", wall, res.status)
+        first = next(i for i, f in enumerate(flags) if not f)
+        kind = report.kind(first)
+        outcome = {"memory": Outcome.MEMORY_LIMIT, "error": Outcome.RUNTIME_ERROR,
+                   "died": Outcome.RUNTIME_ERROR}.get(kind, Outcome.FAILED)
+        why = report.errors.get(first) or ("wrong return value" if isinstance(tests, CallTests) else "failed")
+        return Verdict(False, outcome, passed, total, _cut(f"test {first}: {why}"), wall, res.status)
+
+
+def _exec_why(res: ExecResult, report: Any) -> str:
+    """Why a run that did not end OK ended, for the verdict's error excerpt."""
+    if res.status is Status.TIMEOUT:
+        if res.timeout_by == "wall":
+            return "wall-clock backstop reached (the program slept or blocked)"
+        return "CPU time limit exceeded"
+    tail = res.stderr.strip()[-300:]
+    return report.load_error or res.error or tail or res.status.value

@@ -1,137 +1,175 @@
-"""Host side of the in-sandbox runner: the runner's source, payloads, and report parsing.
+"""Host side of assert- and call-kind test runs: the request, the trusted names, the report.
 
-The runner itself is :mod:`rewards._sandbox_runner` (a standalone stdlib-only script, read
-as text and sent as ``ExecRequest.code``; see its docstring for what it does and does not
-guarantee). This module builds the ``payload.json`` it reads and decodes the JSON-line
-report it writes on the private channel, keeping only records that carry this run's nonce.
+One sample becomes one vmpool request with two processes (see :mod:`rewards._sandbox_side`):
+the program half runs the model's code; the tester half, a vmpool
+:class:`~vmpool.Companion` under another uid, holds the test code, the trusted prompt
+helpers and setup, and calls the program through proxies. This module decides which
+names the tests call on the program, builds the tester's payload (it travels on the
+tester's stdin and never enters the program's process) and decodes the tester's report.
 """
 
 from __future__ import annotations
 
 import ast
-import base64
+import builtins
 import functools
-import importlib.util
 import json
 import logging
-import marshal
-import secrets
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any
 
-from . import _sandbox_runner
+from vmpool import Companion, ExecRequest, Limits
 
-__all__ = ["RUNNER_SOURCE", "RunnerReport", "build_payload", "new_nonce", "parse_report"]
+from . import _sandbox_side
+from ._problems import AssertTests, CallTests, Problem
+
+__all__ = ["SIDE_SOURCE", "RunnerReport", "build_request", "parse_report", "trusted_names"]
 
 logger = logging.getLogger(__name__)
 
-RUNNER_SOURCE: str = resources.files(__package__).joinpath("_sandbox_runner.py").read_text(encoding="utf-8")
-"""Source of the in-sandbox runner, sent as ``ExecRequest.code``."""
+SIDE_SOURCE: str = resources.files(__package__).joinpath("_sandbox_side.py").read_text(encoding="utf-8")
+"""Source of both in-sandbox halves (program and tester), sent as code of each."""
+
+_BUILTINS = frozenset(dir(builtins))
+# The tester's own memory: test code, expected values and decoded program values stay
+# apart from the program's limits; the tester only needs room to build them.
+_TESTER_MIN_MB = 512
 
 
-# Test units are rewritten (comparisons, calls... routed through the runner's guards) and
-# compiled here, once per distinct unit, instead of in every sandbox run: the runner loads the
-# marshalled code when the sandbox interpreter has this interpreter's bytecode format (same
-# magic number) and otherwise rewrites the unit itself. The token only keeps the guard
-# placeholders apart from test code's own string constants; it is not a secret.
-_PRE_TOKEN = secrets.token_hex(8)
-_PRE_PH = _sandbox_runner.placeholder_names(_PRE_TOKEN)
-_PRE_MAGIC = importlib.util.MAGIC_NUMBER.hex()
-_Rewriter = _sandbox_runner.make_rewriter(ast, _PRE_PH)
+def _parse(source: str) -> ast.Module | None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            return ast.parse(source)
+        except (SyntaxError, ValueError, RecursionError, MemoryError):
+            return None
+
+
+def _bound_and_loaded(tree: ast.AST) -> tuple[set[str], set[str]]:
+    """Names bound anywhere in ``tree`` (assignments, defs, imports, parameters) and names read."""
+    bound: set[str] = set()
+    loaded: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Name):
+            (loaded if isinstance(node.ctx, ast.Load) else bound).add(node.id)
+        elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            bound.add(node.name)
+        elif isinstance(node, ast.arg):
+            bound.add(node.arg)
+        elif isinstance(node, (ast.Import, ast.ImportFrom)):
+            for alias in node.names:
+                bound.add((alias.asname or alias.name).partition(".")[0])
+        elif isinstance(node, ast.ExceptHandler) and node.name:
+            bound.add(node.name)
+    return bound, loaded
+
+
+def _top_level_bound(source: str) -> set[str]:
+    tree = _parse(source)
+    return _bound_and_loaded(tree)[0] if tree is not None else set()
+
+
+def prelude_of(problem: Problem) -> str:
+    """The trusted code the tester runs before the tests: a continue-mode prompt (HumanEval
+    helpers such as ``poly`` or ``encode_cyclic``), when it compiles on its own."""
+    if problem.completion_mode != "continue" or not problem.prompt:
+        return ""
+    for candidate in (problem.prompt, problem.prompt.rstrip() + "\n    pass\n"):
+        if _parse(candidate) is not None:
+            return candidate
+    return ""
 
 
 @functools.lru_cache(maxsize=4096)
-def _precompiled_unit(unit: str, index: int) -> str | None:
-    """Base64 of the marshalled, rewritten code of a test unit; None to leave it to the runner."""
-    if _PRE_TOKEN in unit:
-        return None
-    filename = f"<rewards-test-{index}>"
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # "'str' object is not callable" on the placeholders
-            tree = _Rewriter().visit(ast.parse(unit, filename))
-            ast.fix_missing_locations(tree)
-            # optimize=0: asserts must survive even if the host runs with -O.
-            code = compile(tree, filename, "exec", dont_inherit=True, optimize=0)
-        return base64.b64encode(marshal.dumps(code)).decode("ascii")
-    except Exception:  # SyntaxError and the like: the runner compiles it and reports the error
-        return None
+def trusted_names(units: tuple[str, ...], setup: str, prelude: str, entry_point: str | None) -> tuple[str, ...]:
+    """The names tests call on the program (which become proxies in the tester).
+
+    A name read by the test code that the test code, the setup code and the prelude do
+    not bind and that is not a builtin belongs to the program; so does the entry point
+    (HumanEval's ``check(candidate)`` gets it by name, and the prompt only declares it).
+    Everything else the tests use comes from the trusted text, in the tester.
+    """
+    given = _top_level_bound(setup) | _top_level_bound(prelude) | _BUILTINS
+    names: set[str] = set()
+    for unit in units:
+        tree = _parse(unit)
+        if tree is None:
+            continue
+        bound, loaded = _bound_and_loaded(tree)
+        names |= loaded - bound - given
+    if entry_point:
+        names.add(entry_point)
+    return tuple(sorted(names))
 
 
-def new_nonce() -> str:
-    """A fresh secret that authenticates one run's report records."""
-    return secrets.token_hex(16)
-
-
-def build_payload(*, nonce: str, mode: str, program: str, setup: str = "",
-                  units: Sequence[str] = (), fn_name: str | None = None,
-                  cases: Sequence[tuple[Sequence[Any], dict[str, Any]]] = ()) -> str:
-    """The ``payload.json`` text for one runner execution.
-
-    Args:
-        nonce: secret the runner puts in every record (see :func:`new_nonce`).
-        mode: ``"assert"`` or ``"call"``.
-        program: the program under test.
-        setup: trusted code run before the program.
-        units: assert mode: test code units.
-        fn_name: call mode: the function to call.
-        cases: call mode: ``(args, kwargs)`` per case (expected values stay on the host).
+def build_request(problem: Problem, program: str, limits: Limits) -> ExecRequest:
+    """The vmpool request that tests ``program`` against ``problem``'s assert or call tests.
 
     Raises:
-        ValueError: unknown mode, or missing fn_name in call mode.
+        TypeError: the problem's tests are stdio tests (they need no tester).
     """
-    if mode not in ("assert", "call"):
-        raise ValueError(f"mode must be 'assert' or 'call', got {mode!r}")
-    doc: dict[str, Any] = {"nonce": nonce, "mode": mode, "program": program, "setup": setup}
-    if mode == "assert":
-        doc["units"] = list(units)
-        doc["pre"] = {"tok": _PRE_TOKEN, "magic": _PRE_MAGIC,
-                      "units": [_precompiled_unit(unit, i) for i, unit in enumerate(doc["units"])]}
+    tests = problem.tests
+    doc: dict[str, Any] = {"setup": problem.setup_code, "program": program}
+    if isinstance(tests, AssertTests):
+        prelude = prelude_of(problem)
+        doc.update(mode="assert", prelude=prelude, units=list(tests.code),
+                   proxies=list(trusted_names(tests.code, problem.setup_code, prelude, problem.entry_point)))
+    elif isinstance(tests, CallTests):
+        doc.update(mode="call", proxies=[tests.fn_name], fn_name=tests.fn_name,
+                   cases=[[list(c.args), dict(c.kwargs)] for c in tests.cases])
     else:
-        if not fn_name:
-            raise ValueError("call mode needs fn_name")
-        doc["fn_name"] = fn_name
-        doc["cases"] = [json.dumps([list(args), dict(kwargs)]) for args, kwargs in cases]
-    return json.dumps(doc)
+        raise TypeError(f"build_request needs assert or call tests, got {type(tests).__name__}")
+    tester_limits = Limits(wall_s=limits.wall_s, cpu_s=limits.effective_cpu_s,
+                           memory_mb=max(limits.memory_mb, _TESTER_MIN_MB), max_processes=4,
+                           max_open_files=64, output_bytes=max(limits.output_bytes, 4 << 20),
+                           file_size_bytes=1 << 20)
+    companion = Companion(code=SIDE_SOURCE, stdin=json.dumps(doc), argv=("tester",), limits=tester_limits)
+    return ExecRequest(code=SIDE_SOURCE, argv=("program",), limits=limits, cache_code=True, companion=companion)
 
 
 @dataclass
 class RunnerReport:
-    """What the runner reported, from authenticated records only.
+    """What the tester reported.
 
     Attributes:
         done: the final record arrived (without it nothing counts as passed).
         results: per-test pass flags from the ``done`` record (empty when not done).
+        kinds: per-test ``ok`` / ``failed`` / ``error`` / ``memory`` / ``died`` from ``done``.
         partial: per-test flags seen before the run ended (for partial credit on timeouts).
-        values: call mode: index -> returned JSON value.
+        partial_kinds: per-test kinds seen before the run ended.
+        values: call mode: index -> returned value (decoded plain data).
         errors: index -> error text of failed tests.
         load_error: why the program did not load, if it did not.
-        forged: number of lines that did not carry the nonce (written by the program).
     """
 
     done: bool = False
     results: list[bool] = field(default_factory=list)
+    kinds: list[str] = field(default_factory=list)
     partial: dict[int, bool] = field(default_factory=dict)
+    partial_kinds: dict[int, str] = field(default_factory=dict)
     values: dict[int, Any] = field(default_factory=dict)
     errors: dict[int, str] = field(default_factory=dict)
     load_error: str | None = None
-    forged: int = 0
+
+    def kind(self, i: int) -> str:
+        if self.done and i < len(self.kinds):
+            return self.kinds[i]
+        return self.partial_kinds.get(i, "died")
 
 
-def parse_report(data: bytes, nonce: str, expected_units: int) -> RunnerReport:
-    """Decode the runner's report channel, ignoring anything not carrying ``nonce``.
+_KINDS = frozenset({"ok", "failed", "error", "memory", "died"})
+
+
+def parse_report(data: bytes, expected: int) -> RunnerReport:
+    """Decode the tester's report (written on a channel no program can reach).
 
     Args:
         data: the raw bytes of ``ExecResult.report``.
-        nonce: the secret of this run.
-        expected_units: how many tests the payload held; a ``done`` record with another
-            count is treated as absent.
-
-    Returns:
-        The authenticated report.
+        expected: how many tests the problem has; a ``done`` record with another count
+            is treated as absent.
     """
     report = RunnerReport()
     for raw in data.split(b"\n"):
@@ -140,32 +178,37 @@ def parse_report(data: bytes, nonce: str, expected_units: int) -> RunnerReport:
         try:
             rec = json.loads(raw)
         except (json.JSONDecodeError, UnicodeDecodeError):
-            report.forged += 1
+            logger.warning("unreadable tester report line: %r", raw[:200])
             continue
-        if not isinstance(rec, dict) or rec.get("n") != nonce:
-            report.forged += 1
+        if not isinstance(rec, dict):
             continue
         kind = rec.get("t")
         if kind == "load":
             report.load_error = str(rec.get("err"))[:500]
         elif kind in ("unit", "call"):
             i = rec.get("i")
-            if isinstance(i, int):
-                report.partial[i] = rec.get("ok") is True
-                if rec.get("ok") is True and kind == "call":
-                    report.values[i] = rec.get("value")
-                elif rec.get("err"):
-                    report.errors[i] = str(rec["err"])[:500]
+            if not isinstance(i, int) or not 0 <= i < expected:
+                continue
+            report.partial[i] = rec.get("ok") is True
+            report.partial_kinds[i] = rec.get("kind") if rec.get("kind") in _KINDS else "error"
+            if rec.get("ok") is True and kind == "call":
+                try:
+                    report.values[i] = _sandbox_side.decode(rec.get("value"))
+                except _sandbox_side.WireError:
+                    report.partial[i] = False
+                    report.errors[i] = "the returned value could not be decoded"
+            elif rec.get("err"):
+                report.errors[i] = str(rec["err"])[:500]
         elif kind == "done":
-            results = rec.get("results")
-            if isinstance(results, list) and len(results) == expected_units and all(r in (True, False) for r in results):
+            results, kinds = rec.get("results"), rec.get("kinds")
+            if isinstance(results, list) and len(results) == expected and all(r in (True, False) for r in results) \
+                    and isinstance(kinds, list) and len(kinds) == expected:
                 report.done = True
                 report.results = [r is True for r in results]
-                if rec.get("load_error"):
-                    report.load_error = str(rec["load_error"])[:500]
-            elif rec.get("load_error") == "syntax":
-                report.done = True
-                report.results = [False] * expected_units
-    if report.forged:
-        logger.debug("ignored %d report line(s) without this run's nonce", report.forged)
+                report.kinds = [k if k in _KINDS else "error" for k in kinds]
     return report
+
+
+def status_kinds(report: RunnerReport, total: int) -> Sequence[str]:
+    """Per-test kinds, whether or not the run finished."""
+    return [report.kind(i) for i in range(total)]

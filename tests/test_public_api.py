@@ -10,7 +10,7 @@ import rewards
 PUBLIC = {
     rewards: [
         "AssertTests", "CallCase", "CallTests", "FORMATS", "Grader", "Outcome", "Problem", "ProblemFormatError",
-        "ProblemSet", "RUNNER_SOURCE", "RestrictedUnpickler", "RewardConfig", "RewardConfigError", "RewardsError",
+        "ProblemSet", "RestrictedUnpickler", "RewardConfig", "RewardConfigError", "RewardsError",
         "StdioCase", "StdioTests", "Tests", "Verdict", "compute_reward", "extract_code", "load_problems",
         "problem_from_dict", "problem_to_dict", "reference_solutions", "restricted_loads", "stdout_matches",
         "values_equal",

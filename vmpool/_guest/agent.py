@@ -544,7 +544,6 @@ def run_one(req: dict, seq: int, zsock: socket.socket) -> dict:
         _wipe_scratch()
         return {"id": req["id"], "status": "sandbox_error", "infra": True, "error": f"cannot prepare work dir: {exc}"}
 
-    mine: list = []  # fds the agent keeps (closed at the end)
     theirs: list = []  # fds handed to children (closed once they are forked)
 
     def pipe():
