@@ -19,6 +19,7 @@ import json
 import logging
 import os
 import pickle
+import warnings
 import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -159,17 +160,19 @@ def _tested_function(code: Any, tests: list[str]) -> str | None:
     """
     if not isinstance(code, str):
         return None
-    try:
-        defined = [n.name for n in ast.parse(code).body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))]
-    except (SyntaxError, ValueError, RecursionError):
-        return None
-    called: set[str] = set()
-    for test in tests:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # invalid escapes in the dataset's own strings
         try:
-            called |= {n.func.id for n in ast.walk(ast.parse(test))
-                       if isinstance(n, ast.Call) and isinstance(n.func, ast.Name)}
+            defined = [n.name for n in ast.parse(code).body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))]
         except (SyntaxError, ValueError, RecursionError):
-            continue
+            return None
+        called: set[str] = set()
+        for test in tests:
+            try:
+                called |= {n.func.id for n in ast.walk(ast.parse(test))
+                           if isinstance(n, ast.Call) and isinstance(n.func, ast.Name)}
+            except (SyntaxError, ValueError, RecursionError):
+                continue
     return next((name for name in defined if name in called), None)
 
 

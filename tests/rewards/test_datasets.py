@@ -89,4 +89,10 @@ def test_limits_become_outcomes(grader: Grader, data_dir: Path) -> None:
     assert grader.grade(quick, loop).outcome is Outcome.TIMEOUT
     boom = "def similar_elements(a, b):\n    raise ValueError('boom')\n"
     v = grader.grade(p, boom)
-    assert v.outcome is Outcome.FAILED and "boom" in v.error
+    # Statuses inside assert tests stay true: an exception is a runtime error, with the
+    # failing assert's own line; a wrong value is a failure; MemoryError is memory.
+    assert v.outcome is Outcome.RUNTIME_ERROR and "boom" in v.error and "similar_elements((3, 4, 5, 6)" in v.error
+    wrong = grader.grade(p, "def similar_elements(a, b):\n    return (1,)\n")
+    assert wrong.outcome is Outcome.FAILED and "assert set(similar_elements((3, 4, 5, 6)" in wrong.error
+    hog = grader.grade(p, "def similar_elements(a, b):\n    return [0] * (1 << 40)\n")
+    assert hog.outcome is Outcome.MEMORY_LIMIT, hog

@@ -171,7 +171,7 @@ READ_HACKS = {
         "import sys\n"
         "def square(x):\n"
         "    f = sys._getframe(1)\n"
-        "    return f.f_locals.get('expected', x * x)\n"),
+        "    return f.f_locals.get('expected', -1)\n"),
     "traceback frames": (
         "import sys\n"
         "def square(x):\n"
@@ -195,13 +195,18 @@ def test_reading_the_answers_scores_zero(grader: Grader, name: str) -> None:
 
 
 def test_reading_answers_from_frames_is_denied_not_just_wrong(grader: Grader) -> None:
-    # A program that would pass IF it could read the caller's frame: must fail, with the denial visible.
-    hack = ("import sys\n"
+    # Frames are the program's own to walk now: every frame up the stack belongs to the
+    # program's process, and no test code or expected value was ever in it.
+    hack = ("import sys, gc\n"
             "def square(x):\n"
-            "    sys._getframe(1)\n"
-            "    return x * x\n")
+            "    f, seen = sys._getframe(), []\n"
+            "    while f is not None:\n"
+            "        seen += [repr(v) for v in f.f_locals.values()]\n"
+            "        f = f.f_back\n"
+            "    seen += [o for o in gc.get_objects() if isinstance(o, str)]\n"
+            "    return 1 if any('assert square' in s for s in seen) else -1\n")
     verdict = grader.grade(SQUARE, hack)
-    assert verdict.passed is False and "denied" in verdict.error
+    assert verdict.passed is False and verdict.outcome is Outcome.FAILED
 
 
 FORGE_HACKS = {
