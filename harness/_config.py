@@ -125,8 +125,10 @@ class PoolSettings:
 class LimitsSettings:
     """Per-program hard limits (mapped onto ``vmpool.Limits``)."""
 
-    wall_s: float = _help("wall-clock limit per program, seconds", default=10.0)
-    cpu_s: float | None = _help("CPU-time limit per program, seconds; null = ceil(wall_s) + 1", default=None)
+    wall_s: float = _help(
+        "time limit per program, seconds, when cpu_s is null; graders judge it on CPU time and set the "
+        "wall-clock backstop from grading.wall_factor / wall_slack_s", default=10.0)
+    cpu_s: float | None = _help("CPU-time limit per program, seconds; null = wall_s", default=None)
     memory_mb: int = _help("address-space limit per program, MiB (>= 32)", default=512)
     max_processes: int = _help("processes a program may have at once", default=32)
     max_open_files: int = _help("open file descriptors per program (>= 16)", default=64)
@@ -213,10 +215,18 @@ class GradingSettings:
         default=DEFAULT_KS,
     )
     error_chars: int = _help("longest error excerpt kept per result row, characters", default=300)
+    wall_factor: float = _help(
+        "the wall-clock backstop of a run is wall_factor x time limit + wall_slack_s (the time limit itself "
+        "is judged on CPU time, so a loaded host does not turn correct programs into timeouts); >= 1",
+        default=3.0,
+    )
+    wall_slack_s: float = _help("seconds added to the wall-clock backstop; >= 0", default=2.0)
 
     def __post_init__(self) -> None:
         _positive(self, "batch_size")
         _positive(self, "error_chars", 0)
+        _require(self.wall_factor >= 1, "wall_factor", f"must be >= 1, got {self.wall_factor!r}")
+        _require(self.wall_slack_s >= 0, "wall_slack_s", f"must be >= 0, got {self.wall_slack_s!r}")
         _require(len(self.ks) > 0, "ks", "must list at least one k")
         for k in self.ks:
             _require(

@@ -196,8 +196,10 @@ class Harness:
     def grader(self) -> Grader:
         """The ``rewards.Grader`` bound to this harness's pool, limits and reward config."""
         if self._grader is None:
+            grading = self.config.grading
             self._grader = Grader(
-                self.pool, reward_config=self.reward_config, default_limits=self.config.limits.to_limits()
+                self.pool, reward_config=self.reward_config, default_limits=self.config.limits.to_limits(),
+                wall_factor=grading.wall_factor, wall_slack_s=grading.wall_slack_s,
             )
         return self._grader
 

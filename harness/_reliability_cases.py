@@ -76,14 +76,19 @@ def parent_pid(pid: int) -> int:
 
 
 def allowed_process(pid: int) -> bool:
-    """A pool's own process: a bubblewrap (outer or its init), a zygote agent whose parent is
-    a bubblewrap, or a QEMU. A program (a child of the agent) is not."""
+    """A pool's own process: a bubblewrap (outer or its init), an agent whose parent is a
+    bubblewrap, the agent's program zygote or persistent tester (children of that agent), or a
+    QEMU. A program (a child of the program zygote) is not."""
     cmd = _cmdline(pid)
     if not cmd:  # gone meanwhile
         return True
     if "bwrap" in cmd.split(" ", 1)[0] or "qemu-system" in cmd:
         return True
-    return "agent.py" in cmd and "bwrap" in _cmdline(parent_pid(pid)).split(" ", 1)[0]
+
+    def is_agent(p: int) -> bool:
+        return "agent.py" in _cmdline(p) and "bwrap" in _cmdline(parent_pid(p)).split(" ", 1)[0]
+
+    return "agent.py" in cmd and (is_agent(pid) or is_agent(parent_pid(pid)))
 
 
 def stray_processes(root: int | None = None) -> list[tuple[int, str]]:

@@ -74,7 +74,8 @@ def test_cannot_read_a_concurrent_programs_temp_files(pool) -> None:
     assert plant.status is Status.OK and plant.stdout == "planted\n", plant.stderr
     assert look.status is Status.OK, look.stderr
     assert look.stdout.startswith("found [] procs "), look.stdout
-    assert int(look.stdout.split()[-1]) <= 3  # its own pid namespace: init, zygote, itself
+    # its own pid namespace: init, agent, program zygote, the persistent tester (if any), itself
+    assert int(look.stdout.split()[-1]) <= 5
 
 
 def test_cannot_see_an_earlier_programs_secrets_in_the_same_sandbox(pool) -> None:
