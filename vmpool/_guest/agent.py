@@ -373,6 +373,17 @@ def _program_setup(spec: dict):
     return setup
 
 
+def _recv_spec(sock: socket.socket):
+    """One JSON message with its fds from the agent; exits the process once the agent is gone."""
+    try:
+        msg, fds, _flags, _addr = socket.recv_fds(sock, 1 << 20, 8)
+    except OSError:
+        os._exit(0)
+    if not msg:
+        os._exit(0)
+    return json.loads(msg), fds
+
+
 def _zygote_main(sock: socket.socket) -> None:
     """The program zygote: forks programs on the agent's word, reports their exits. Never returns.
 
@@ -385,13 +396,7 @@ def _zygote_main(sock: socket.socket) -> None:
     while True:
         for key, _ in sel.select():
             if key.data is None:
-                try:
-                    msg, fds, _flags, _addr = socket.recv_fds(sock, 1 << 20, 8)
-                except OSError:
-                    os._exit(0)
-                if not msg:
-                    os._exit(0)  # the agent is gone
-                spec = json.loads(msg)
+                spec, fds = _recv_spec(sock)
                 if spec.get("cache_code"):
                     spec["cached"] = _cached(spec.pop("code"))
                 pid = os.fork()
@@ -558,13 +563,7 @@ def _tester_serve(fd: int, comp: dict) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGPIPE, signal.SIGXFSZ):
         signal.signal(sig, signal.SIG_DFL)
     while True:
-        try:
-            msg, fds, _flags, _addr = socket.recv_fds(sock, 1 << 16, 8)
-        except OSError:
-            os._exit(0)
-        if not msg:
-            os._exit(0)  # the agent is gone
-        spec = json.loads(msg)
+        spec, fds = _recv_spec(sock)
         null = os.open(os.devnull, os.O_RDWR)
         for target, received in enumerate(fds):  # received fds are >= 5: 0..4 are always held
             os.dup2(received, target)
