@@ -1,30 +1,40 @@
 """``python -m harness bench``: sandboxed grading throughput against two unsandboxed baselines.
 
 The workload is HumanEval's canonical solutions with their tests, repeated ``repeat``
-times (164 x 10 = 1,640 programs by default). Three ways to run it, each with the same
-number of parallel workers, one after the other so they do not compete for CPUs:
+times (164 x 10 = 1,640 programs by default). Each mode runs it with the same number of
+parallel workers (the sandbox pool's size, ``pool.size`` or the CPU count), one mode after
+the other so they do not compete for CPUs:
 
 * ``sandboxed``: through ``rewards.Grader`` and the warm ``vmpool`` pool (the product).
-* ``fork``: the floor. Each worker is a warm ``/usr/bin/python3`` (common modules
-  preloaded) that forks one child per program; the child execs program + tests, the
-  parent waits. Throughput counts the workers' loops (their interpreter start excluded,
-  as the pool's start is).
-* ``naive``: ``/usr/bin/python3 -c PROGRAM`` per program, from a thread pool.
 * ``pool``: the same whole programs straight through ``vmpool.Pool.map``, no Grader:
   splits the sandboxed cost between the sandbox itself and the rewards layer.
+* ``fork``: the floor - the least work that still runs every program in a fresh process.
+  One warm ``/usr/bin/python3`` per pool slot, with the sandbox zygote's modules
+  preloaded (``vmpool._guest.agent.PRELOAD``) and every program of its share already in
+  memory, forks one child per program; the child compiles and execs the whole program
+  (solution + tests) and exits with its status; the parent only waits. All workers start
+  their loops together on one signal, and the wall time runs from the earliest loop start
+  to the latest loop end (interpreter start and preload excluded, as the pool's start is).
+  Results go back in one message per worker after its loop.
+* ``naive``: ``/usr/bin/python3 -c PROGRAM`` per program, from a thread pool.
 
-Then a latency pass runs the first ``latency_samples`` programs one at a time through the
-sandbox and through a fork worker: the difference of the medians is the sandbox's
-per-program overhead over the fork floor. The baselines use the same interpreter the
-sandboxes run, so the comparison isolates the sandbox.
+The headline is throughput ``sandboxed/fork``. Then a latency pass runs the first
+``latency_samples`` programs one at a time through the sandbox and through one fork
+worker: the difference of the medians is the sandbox's per-program overhead over the fork
+floor. The baselines use the same interpreter the sandboxes run, so the comparison
+isolates the sandbox.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
+import signal
 import statistics
 import subprocess
+import tempfile
+import threading
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -33,6 +43,7 @@ from pathlib import Path
 from typing import Any
 
 from vmpool import ExecRequest, Status
+from vmpool._guest.agent import PRELOAD
 
 from ._config import HarnessConfig
 from ._errors import InputError
@@ -44,23 +55,39 @@ logger = logging.getLogger(__name__)
 SANDBOX_PYTHON = "/usr/bin/python3"
 BASELINE_TIMEOUT_S = 30
 
-# Runs inside a baseline worker: reads a JSON list of programs on stdin, forks a child per
-# program, prints {"loop_s", "times", "codes"} on stdout.
+# One fork-floor worker. argv: [timeout_s]. stdin: one JSON line {"preload", "programs"},
+# later one byte: go. stdout: one byte (ready) once preloaded and holding its programs,
+# then one JSON object {"start", "ends", "statuses"} after the loop (CLOCK_MONOTONIC
+# seconds, comparable across processes; raw wait statuses). Per program the parent does
+# fork, waitpid and one clock read, nothing else; the child compiles and runs the program.
 _FORK_WORKER = r"""
-import json, os, signal, sys, time
-import bisect, collections, functools, hashlib, heapq, itertools, math, random, re, string, typing  # warm, like a zygote
-programs = json.loads(sys.stdin.read())
-timeout = int(sys.argv[1])
+import gc, json, os, signal, sys, time
+job = json.loads(sys.stdin.buffer.readline())
+for name in job["preload"]:  # the zygote's template state
+    try:
+        __import__(name)
+    except Exception:
+        pass
+programs, timeout = job["programs"], int(sys.argv[1])
+del job
 devnull = os.open(os.devnull, os.O_RDWR)
-times, codes = [], []
-start = time.perf_counter()
+fork, waitpid, clock = os.fork, os.waitpid, time.monotonic
+ends, statuses = [], []
+gc.collect()
+gc.freeze()  # children's collections leave the inherited heap (and its pages) alone
+sys.stdout.buffer.write(b"R")
+sys.stdout.buffer.flush()
+if sys.stdin.buffer.read(1) != b"G":
+    sys.exit(2)
+start = clock()
 for src in programs:
-    t0 = time.perf_counter()
-    pid = os.fork()
+    pid = fork()
     if pid == 0:
         code = 1
         try:
-            os.dup2(devnull, 0); os.dup2(devnull, 1); os.dup2(devnull, 2)
+            os.dup2(devnull, 0)
+            os.dup2(devnull, 1)
+            os.dup2(devnull, 2)
             signal.alarm(timeout)
             exec(compile(src, "<program>", "exec"), {"__name__": "__main__"})
             code = 0
@@ -68,12 +95,10 @@ for src in programs:
             code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
         except BaseException:
             code = 1
-        os._exit(code)
-    _, status = os.waitpid(pid, 0)
-    times.append(time.perf_counter() - t0)
-    codes.append(os.waitstatus_to_exitcode(status))
-loop_s = time.perf_counter() - start
-sys.stdout.write(json.dumps({"loop_s": loop_s, "times": times, "codes": codes}))
+        os._exit(code & 0xFF)
+    statuses.append(waitpid(pid, 0)[1])
+    ends.append(clock())
+sys.stdout.write(json.dumps({"start": start, "ends": ends, "statuses": statuses}))
 """
 
 
@@ -82,7 +107,7 @@ class ModeResult:
     """Throughput of one way of running the workload.
 
     Attributes:
-        name: ``sandboxed``, ``fork`` or ``naive``.
+        name: ``sandboxed``, ``pool``, ``fork`` or ``naive``.
         n_programs: programs run.
         n_ok: programs that passed (sandboxed) or exited 0 (baselines).
         wall_s: seconds the timed part took.
@@ -172,44 +197,151 @@ def humaneval_programs(path: str | Path) -> list[tuple[str, str]]:
     return programs
 
 
+class _ForkWorker:
+    """One fork-floor worker process and its share of the programs.
+
+    Args:
+        share: indices of its programs in the workload.
+    """
+
+    def __init__(self, share: list[int]) -> None:
+        self.share = share
+        self.err = tempfile.TemporaryFile()
+        self.proc = subprocess.Popen(
+            [SANDBOX_PYTHON, "-c", _FORK_WORKER, str(BASELINE_TIMEOUT_S)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self.err,
+            start_new_session=True,  # its own process group: a kill takes its children too
+        )
+
+    def send(self, data: bytes, *, last: bool = False) -> bool:
+        """Write ``data`` to the worker's stdin (closing it when ``last``).
+
+        Args:
+            data: bytes to write.
+            last: close stdin afterwards.
+
+        Returns:
+            False when the worker is gone (broken pipe).
+        """
+        stdin = self.proc.stdin
+        assert stdin is not None
+        try:
+            stdin.write(data)
+            stdin.flush()
+            if last:
+                stdin.close()
+            return True
+        except (BrokenPipeError, ValueError):  # ValueError: already closed
+            return False
+
+    def read(self, n: int = -1) -> bytes:
+        """Read ``n`` bytes (all, up to EOF, when -1) of the worker's stdout."""
+        assert self.proc.stdout is not None
+        return self.proc.stdout.read(n)
+
+    def kill(self) -> None:
+        """Kill the worker and the children it has running, if it still runs."""
+        if self.proc.poll() is None:  # not reaped: its pid still names its process group
+            try:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+    def why(self) -> str:
+        """Exit status and the end of the stderr of a worker that failed (killing it first)."""
+        self.kill()
+        self.proc.wait()
+        self.err.seek(0)
+        return f"exit {self.proc.returncode}: {self.err.read().decode(errors='replace')[-500:]}"
+
+    def close(self) -> None:
+        """Kill, reap and close everything of this worker."""
+        self.kill()
+        self.proc.wait()
+        for stream in (self.proc.stdin, self.proc.stdout):
+            if stream is not None:
+                try:
+                    stream.close()
+                except OSError:  # unflushed data to a dead worker
+                    pass
+        self.err.close()
+
+
 def _run_fork_workers(programs: Sequence[str], workers: int) -> tuple[list[float], list[int], float, list[str]]:
-    """Run ``programs`` on ``workers`` fork-per-program workers.
+    """Run ``programs`` on ``workers`` fork-per-program workers (the fork floor).
+
+    Program ``i`` goes to worker ``i % workers``. Every worker starts, preloads and reads
+    its whole share first; then all are told to go at once, and each runs its share with
+    one ``fork`` + ``waitpid`` per program and reports once, at the end.
+
+    Args:
+        programs: whole programs (solution + tests), each run as ``__main__``.
+        workers: parallel workers (at most one per program is started).
 
     Returns:
-        ``(per-program seconds, exit codes, makespan of the worker loops, failures)``;
-        times and codes are in program order.
+        ``(per-program seconds, exit codes, wall seconds, failures)``: times and codes in
+        program order (a program of a failed worker has time 0.0 and code -1); the wall
+        runs from the earliest worker's loop start to the latest worker's loop end (0.0
+        when no worker reported).
     """
-    shares = [list(range(w, len(programs), workers)) for w in range(workers)]
-
-    def one(indices: list[int]) -> dict[str, Any]:
-        payload = json.dumps([programs[i] for i in indices])
-        proc = subprocess.run(
-            [SANDBOX_PYTHON, "-c", _FORK_WORKER, str(BASELINE_TIMEOUT_S)],
-            input=payload,
-            check=False,
-            capture_output=True,
-            text=True,
-            timeout=BASELINE_TIMEOUT_S * (len(indices) + 1),
-        )
-        if proc.returncode != 0:
-            raise RuntimeError(f"fork worker exited {proc.returncode}: {proc.stderr[-500:]}")
-        return json.loads(proc.stdout)
-
+    shares = [share for w in range(max(1, workers)) if (share := list(range(w, len(programs), workers)))]
     times = [0.0] * len(programs)
     codes = [-1] * len(programs)
     failures: list[str] = []
-    makespan = 0.0
-    with ThreadPoolExecutor(max_workers=workers) as ex:
-        for indices, future in zip(shares, [ex.submit(one, s) for s in shares if s]):
+    first_start, last_end = float("inf"), 0.0
+    limit_s = BASELINE_TIMEOUT_S * (max(map(len, shares), default=0) + 1)
+    timed_out = threading.Event()
+    pool: list[_ForkWorker] = []
+
+    def kill_all() -> None:
+        timed_out.set()
+        for worker in pool:
+            worker.kill()
+
+    watchdog = threading.Timer(limit_s, kill_all)
+    watchdog.daemon = True
+    try:
+        pool += [_ForkWorker(share) for share in shares]
+        watchdog.start()
+        for worker in pool:
+            job = {"preload": list(PRELOAD), "programs": [programs[i] for i in worker.share]}
+            worker.send(json.dumps(job).encode() + b"\n")  # a failure shows as no ready byte
+        ready = []
+        for worker in pool:
+            if worker.read(1) == b"R":
+                ready.append(worker)
+            else:
+                what = f"timed out after {limit_s} s" if timed_out.is_set() else "did not start"
+                failures.append(f"fork worker {what}: {worker.why()}")
+        for worker in list(ready):  # go: the loops start now
+            if not worker.send(b"G", last=True):
+                ready.remove(worker)
+                failures.append(f"fork worker did not take the start signal: {worker.why()}")
+        for worker in ready:
+            out = worker.read()
+            worker.proc.wait()
             try:
-                out = future.result()
-            except (RuntimeError, subprocess.TimeoutExpired, json.JSONDecodeError) as exc:
-                failures.append(f"fork worker failed: {exc}")
+                report = json.loads(out)
+                start, ends, statuses = float(report["start"]), report["ends"], report["statuses"]
+                n = len(worker.share)
+                if worker.proc.returncode != 0 or len(ends) != n or len(statuses) != n:
+                    raise ValueError(f"{len(ends)} of {n} results")
+            except (ValueError, KeyError, TypeError) as exc:  # JSONDecodeError is a ValueError
+                what = f"timed out after {limit_s} s" if timed_out.is_set() else f"failed ({exc})"
+                failures.append(f"fork worker {what}: {worker.why()}")
                 continue
-            makespan = max(makespan, out["loop_s"])
-            for i, t, c in zip(indices, out["times"], out["codes"]):
-                times[i], codes[i] = t, c
-    return times, codes, makespan, failures
+            first_start, last_end = min(first_start, start), max(last_end, ends[-1])
+            previous = start
+            for i, end, status in zip(worker.share, ends, statuses):
+                times[i], previous = end - previous, end
+                codes[i] = os.waitstatus_to_exitcode(status)
+    finally:
+        watchdog.cancel()
+        for worker in pool:
+            worker.close()
+    return times, codes, (last_end - first_start if last_end > 0 else 0.0), failures
 
 
 def _run_naive(programs: Sequence[str], workers: int) -> tuple[list[int], float]:
@@ -282,12 +414,10 @@ def run_bench(
         pairs = [(problems[t], f"{solutions[t]}\n# bench copy {r}\n") for r in range(repeat) for t, _ in programs]
         n = len(workload)
 
-        logger.info("fork baseline: %d programs on %d workers", n, n_workers)
-        _, codes, makespan, failures = _run_fork_workers(workload, n_workers)
+        logger.info("fork floor: %d programs on %d workers", n, n_workers)
+        _, codes, wall, failures = _run_fork_workers(workload, n_workers)
         result.failures += failures
-        result.modes["fork"] = ModeResult(
-            "fork", n, sum(c == 0 for c in codes), makespan, n / makespan if makespan else 0.0
-        )
+        result.modes["fork"] = ModeResult("fork", n, sum(c == 0 for c in codes), wall, n / wall if wall else 0.0)
 
         if naive:
             logger.info("naive baseline: %d programs", n)

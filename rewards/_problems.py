@@ -64,8 +64,9 @@ class StdioTests:
 
     Args:
         cases: the cases, each counted as one test.
-        float_tol: when set, tokens that both parse as floats match within this absolute/relative
-            tolerance.
+        float_tol: when set, a token whose expected text is a non-integer number (``2.5``,
+            ``1e-3``) matches a number within this absolute/relative tolerance; an expected
+            integer token (``-12``, ``1000000007``) always needs equal text.
         whitespace: ``"tolerant"`` compares token lists line by line (trailing blank lines
             ignored); ``"exact"`` compares the text byte for byte (after newline normalisation).
     """
@@ -90,7 +91,14 @@ class CallCase:
 
 @dataclass(frozen=True)
 class CallTests:
-    """Call ``fn_name`` (a top-level function, or a method of ``class Solution``) per case."""
+    """Call ``fn_name`` (a top-level function, or a method of ``class Solution``) per case.
+
+    Args:
+        fn_name: the function or ``Solution`` method to call.
+        cases: the calls, each counted as one test.
+        float_tol: when set, an expected ``float`` (at any depth) accepts a number within this
+            absolute/relative tolerance; an expected ``int`` always needs an equal ``int``.
+    """
 
     fn_name: str
     cases: tuple[CallCase, ...]

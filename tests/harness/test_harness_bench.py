@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
@@ -43,6 +44,64 @@ def test_fork_baseline_reports_each_exit_code_in_order(workers: int) -> None:
     assert failures == []
     assert codes == EXPECTED_CODES
     assert all(t > 0 for t in times) and makespan > 0
+
+
+@pytest.mark.usefixtures("no_leaks")
+def test_fork_floor_children_run_whole_programs_in_the_warm_worker() -> None:
+    programs = [
+        "import sys\nassert 'statistics' in sys.modules and 'unicodedata' in sys.modules\n",  # zygote's preload
+        "assert __name__ == '__main__'\n",
+        "def broken(:\n",  # compiled in the child: the worker survives a syntax error
+        "import os, signal\nos.kill(os.getpid(), signal.SIGKILL)\n",
+        "import os\nos._exit(7)\n",
+    ]
+    times, codes, wall, failures = _run_fork_workers(programs, 2)
+    assert failures == [] and codes == [0, 0, 1, -9, 7]
+    assert all(t > 0 for t in times) and 0 < wall
+
+
+@pytest.mark.usefixtures("no_leaks")
+def test_fork_floor_loops_start_together_and_wall_spans_them() -> None:
+    times, codes, wall, failures = _run_fork_workers(["import time\ntime.sleep(0.3)\n"] * 2, 2)
+    assert failures == [] and codes == [0, 0]
+    assert all(t >= 0.3 for t in times)
+    assert 0.3 <= wall < 0.55  # side by side: one loop's length, not the sum
+
+
+@pytest.mark.usefixtures("no_leaks")
+def test_fork_floor_more_workers_than_programs_and_none() -> None:
+    _, codes, _, failures = _run_fork_workers(PROGRAMS[:2], 8)
+    assert failures == [] and codes == EXPECTED_CODES[:2]
+    assert _run_fork_workers([], 3) == ([], [], 0.0, [])
+
+
+@pytest.mark.usefixtures("no_leaks")
+def test_fork_floor_reports_a_worker_that_does_not_start(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("harness._bench.SANDBOX_PYTHON", "/bin/false")
+    times, codes, wall, failures = _run_fork_workers(PROGRAMS, 2)
+    assert len(failures) == 2 and all("fork worker did not start: exit 1" in f for f in failures)
+    assert codes == [-1] * len(PROGRAMS) and times == [0.0] * len(PROGRAMS) and wall == 0.0
+
+
+@pytest.mark.usefixtures("no_leaks")
+def test_fork_floor_alarm_and_watchdog(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setattr("harness._bench.BASELINE_TIMEOUT_S", 1)
+    _, codes, _, failures = _run_fork_workers(["import time\ntime.sleep(5)\n", "pass\n"], 2)
+    assert failures == [] and codes == [-14, 0]  # the child's SIGALRM
+    pid_file = tmp_path / "pid"
+    stuck = (
+        "import os, signal, time\nsignal.signal(signal.SIGALRM, signal.SIG_IGN)\n"
+        f"open({str(pid_file)!r}, 'w').write(str(os.getpid()))\ntime.sleep(30)\n"
+    )
+    start = time.monotonic()
+    _, codes, _, failures = _run_fork_workers([stuck, "pass\n"], 2)
+    assert time.monotonic() - start < 10
+    assert codes == [-1, 0] and len(failures) == 1 and "fork worker timed out after 2 s" in failures[0]
+    child = Path(f"/proc/{pid_file.read_text()}")
+    deadline = time.monotonic() + 5
+    while child.exists() and time.monotonic() < deadline:  # killed with its worker's group, then reaped
+        time.sleep(0.05)
+    assert not child.exists() or (child / "stat").read_text().split(") ")[1][0] in "ZX"
 
 
 def test_naive_baseline_reports_each_exit_code_in_order() -> None:
