@@ -222,6 +222,7 @@ class Link:
 
     def __init__(self, fd):
         self.fd = fd
+        self.buf = bytearray()
 
     def send(self, obj):
         body = json.dumps(obj, separators=(",", ":")).encode("utf-8", "surrogatepass")
@@ -233,17 +234,19 @@ class Link:
             raise ProgramGone(str(exc)) from None
 
     def _exact(self, n):
-        parts = []
-        while n:
+        """``n`` bytes: from what an earlier read brought first, then one read of up to 64 KiB at a time."""
+        buf = self.buf
+        while len(buf) < n:
             try:
-                chunk = os.read(self.fd, min(n, 1 << 20))
+                chunk = os.read(self.fd, max(n - len(buf), 1 << 16))
             except OSError as exc:
                 raise ProgramGone(str(exc)) from None
             if not chunk:
                 raise ProgramGone("the program closed the link")
-            parts.append(chunk)
-            n -= len(chunk)
-        return b"".join(parts)
+            buf += chunk
+        data = bytes(buf[:n])
+        del buf[:n]
+        return data
 
     def recv(self):
         (size,) = HEADER.unpack(self._exact(HEADER.size))
@@ -459,12 +462,29 @@ def _load(link, payload, names):
     return None, "malformed load reply from the program"
 
 
+# The tester process serves one run after another (vmpool keeps it): code objects of the
+# trusted text (setup, prompt, test units) are kept across runs, keyed by their source, so
+# the samples of one problem compile its tests once. Only trusted text is ever compiled here.
+_COMPILED = sys.modules.setdefault("_rewards_tester_cache", types.ModuleType("_rewards_tester_cache")).__dict__
+_COMPILED_MAX = 512
+
+
+def _compile_trusted(source, filename):
+    key = (source, filename)
+    code = _COMPILED.get(key)
+    if code is None:
+        if len(_COMPILED) >= _COMPILED_MAX:
+            _COMPILED.clear()
+        code = _COMPILED[key] = compile(source, filename, "exec", dont_inherit=True)
+    return code
+
+
 def _tester_namespace(payload, kinds, link):
     T = {"__name__": "__tester__", "__builtins__": builtins}
-    exec(compile(payload.get("setup") or "", "<setup>", "exec", dont_inherit=True), T)
+    exec(_compile_trusted(payload.get("setup") or "", "<setup>"), T)
     prelude = payload.get("prelude") or ""
     if prelude:
-        exec(compile(prelude, "<prompt>", "exec", dont_inherit=True), T)
+        exec(_compile_trusted(prelude, "<prompt>"), T)
     for name, kind in kinds.items():
         if name not in payload["proxies"] or type(name) is not str:
             continue
@@ -498,7 +518,7 @@ def tester_main():
             filename = f"<test-{i}>"
             record = {"t": "unit", "i": i, "ok": False}
             try:
-                exec(compile(source, filename, "exec", dont_inherit=True), dict(T))
+                exec(_compile_trusted(source, filename), dict(T))
                 record["ok"], record["kind"] = True, "ok"
             except BaseException as exc:
                 record["kind"], record["err"] = _unit_failure(exc, source, filename)

@@ -1,0 +1,66 @@
+"""What crosses the tester/program boundary, seen from test code: real sandboxes, real Grader."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from rewards import AssertTests, Grader, Outcome, Problem
+
+
+def _problem(*units: str, setup: str = "", entry: str | None = None) -> Problem:
+    return Problem(task_id="b", tests=AssertTests(code=tuple(units)), setup_code=setup, entry_point=entry)
+
+
+@pytest.mark.parametrize("units, program", [
+    # in-place changes of list, dict and set arguments are copied back
+    (("a = [3, 1, 2]\nf(a)\nassert a == [1, 2, 3]",), "def f(x):\n    x.sort()\n"),
+    (("d = {}\nf(d)\nassert d == {'k': 1}",), "def f(x):\n    x['k'] = 1\n"),
+    (("s = {1}\nf(s)\nassert s == {1, 2}",), "def f(x):\n    x.add(2)\n"),
+    # a generator reaches the test as an iterator over its items
+    (("g = f(3)\nassert next(g) == 0 and list(g) == [1, 2]",), "def f(n):\n    yield from range(n)\n"),
+    # builtin exceptions keep their type and message
+    (("try:\n    f(-1)\nexcept ValueError as e:\n    assert 'negative' in str(e)\nelse:\n    assert False",),
+     "def f(n):\n    if n < 0:\n        raise ValueError('negative')\n"),
+    # exact types survive: tuple vs list, int vs float, bytes, big ints, nested containers
+    (("assert f() == ((1, 2.5), [b'x'], {frozenset({1}): {None}}, 10**30)",
+      "assert type(f()[0]) is tuple and type(f()[0][1]) is float"),
+     "def f():\n    return ((1, 2.5), [b'x'], {frozenset({1}): {None}}, 10**30)\n"),
+    # a large value crosses intact
+    (("assert f(100000) == list(range(100000))",), "def f(n):\n    return list(range(n))\n"),
+    # keyword arguments
+    (("assert f(1, b=2) == 3",), "def f(a, b=0):\n    return a + b\n"),
+])
+def test_plain_data_semantics_hold_for_correct_programs(grader: Grader, units: tuple[str, ...], program: str) -> None:
+    verdict = grader.grade(_problem(*units), program)
+    assert verdict.passed is True, verdict
+
+
+def test_program_defined_exceptions_are_not_caught_by_except_exception(grader: Grader) -> None:
+    units = ("try:\n    f()\nexcept Exception:\n    pass\n",)
+    verdict = grader.grade(_problem(*units), "class E(ValueError):\n    pass\ndef f():\n    raise E('x')\n")
+    assert verdict.passed is False and verdict.outcome is Outcome.FAILED and "raised" in verdict.error
+
+
+def test_non_plain_values_fail_the_call_and_say_why(grader: Grader) -> None:
+    verdict = grader.grade(_problem("assert f() == 1"), "class A:\n    pass\ndef f():\n    return A()\n")
+    assert verdict.passed is False and verdict.outcome is Outcome.FAILED
+    assert "A object is not plain data" in verdict.error and "assert f() == 1" in verdict.error
+
+
+def test_timeouts_say_cpu_or_wall(grader: Grader) -> None:
+    quick = dataclasses.replace(_problem("assert f() == 1"), time_limit_s=0.5)
+    spin = grader.grade(quick, "def f():\n    while True:\n        pass\n")
+    assert spin.outcome is Outcome.TIMEOUT and "CPU" in spin.error
+    fast = Grader(grader.pool, default_limits=grader.default_limits, wall_factor=1.0, wall_slack_s=1.0)
+    nap = fast.grade(quick, "import time\ndef f():\n    time.sleep(30)\n")
+    assert nap.outcome is Outcome.TIMEOUT and "wall-clock" in nap.error and nap.wall_s < 10
+
+
+def test_the_tester_uses_setup_names_the_program_cannot_replace(grader: Grader) -> None:
+    units = ("assert isclose(f(), 0.5)",)
+    program = "def isclose(a, b):\n    return True\ndef f():\n    return 0.1\n"
+    verdict = grader.grade(_problem(*units, setup="from math import isclose\n"), program)
+    assert verdict.passed is False
+    assert grader.grade(_problem(*units, setup="from math import isclose\n"), "def f():\n    return 0.5\n").passed
