@@ -16,7 +16,6 @@ import functools
 import json
 import logging
 import warnings
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any
@@ -126,8 +125,10 @@ def build_request(problem: Problem, program: str, limits: Limits) -> ExecRequest
                            memory_mb=max(limits.memory_mb, _TESTER_MIN_MB), max_processes=4,
                            max_open_files=64, output_bytes=max(limits.output_bytes, 4 << 20),
                            file_size_bytes=1 << 20)
-    companion = Companion(code=SIDE_SOURCE, stdin=json.dumps(doc), argv=("tester",), limits=tester_limits)
-    return ExecRequest(code=SIDE_SOURCE, argv=("program",), limits=limits, cache_code=True, companion=companion)
+    companion = Companion(code=SIDE_SOURCE, stdin=json.dumps(doc), argv=("tester",), limits=tester_limits,
+                          entry="tester_entry")
+    return ExecRequest(code=SIDE_SOURCE, argv=("program",), limits=limits, cache_code=True, companion=companion,
+                       entry="program_main")
 
 
 @dataclass
@@ -208,7 +209,3 @@ def parse_report(data: bytes, expected: int) -> RunnerReport:
                 report.kinds = [k if k in _KINDS else "error" for k in kinds]
     return report
 
-
-def status_kinds(report: RunnerReport, total: int) -> Sequence[str]:
-    """Per-test kinds, whether or not the run finished."""
-    return [report.kind(i) for i in range(total)]

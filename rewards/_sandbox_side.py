@@ -462,10 +462,11 @@ def _load(link, payload, names):
     return None, "malformed load reply from the program"
 
 
-# The tester process serves one run after another (vmpool keeps it): code objects of the
-# trusted text (setup, prompt, test units) are kept across runs, keyed by their source, so
-# the samples of one problem compile its tests once. Only trusted text is ever compiled here.
-_COMPILED = sys.modules.setdefault("_rewards_tester_cache", types.ModuleType("_rewards_tester_cache")).__dict__
+# The tester process serves one run after another (vmpool keeps it, and runs this module's
+# top level once: ``entry``): code objects of the trusted text (setup, prompt, test units)
+# are kept across runs, keyed by their source, so the samples of one problem compile its
+# tests once. Only trusted text is ever compiled here.
+_COMPILED = {}
 _COMPILED_MAX = 512
 
 
@@ -546,14 +547,18 @@ def tester_main():
     report.emit({"t": "done", "results": results, "kinds": unit_kinds})
 
 
+def tester_entry():
+    try:
+        tester_main()
+    except BaseException:
+        traceback.print_exc()
+        raise SystemExit(3) from None
+
+
 if __name__ == "__main__":
     role = sys.argv[1] if len(sys.argv) > 1 else ""
     if role == "tester":
-        try:
-            tester_main()
-        except BaseException:
-            traceback.print_exc()
-            raise SystemExit(3) from None
+        tester_entry()
     elif role == "program":
         program_main()
     else:

@@ -119,11 +119,13 @@ class AgentSandbox:
             "limits": request.limits.to_wire(),
             "argv": list(request.argv),
             "cache_code": request.cache_code,
+            "entry": request.entry,
         }
         comp = request.companion
         if comp is not None:
             message["companion"] = {
                 "code": comp.code, "stdin": comp.stdin, "argv": list(comp.argv), "cache_code": comp.cache_code,
+                "entry": comp.entry,
                 "limits": (comp.limits or request.limits).to_wire(),
             }
         wall = max(request.limits.wall_s, comp.limits.wall_s if comp is not None and comp.limits else 0.0)

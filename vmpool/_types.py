@@ -99,6 +99,11 @@ class Limits:
         }
 
 
+def _check_entry(owner: str, entry: str, cache_code: bool) -> None:
+    if entry and not (entry.isidentifier() and cache_code):
+        raise ValueError(f"{owner}.entry must be a function name and needs cache_code=True, got {entry!r}")
+
+
 @dataclass(frozen=True)
 class Companion:
     """A trusted process that runs beside the program and judges it (a tester).
@@ -115,6 +120,7 @@ class Companion:
         argv: its ``sys.argv[1:]``.
         limits: its own limits; ``None`` = the request's.
         cache_code: compile ``code`` once per sandbox (see :attr:`ExecRequest.cache_code`).
+        entry: see :attr:`ExecRequest.entry`.
     """
 
     code: str
@@ -122,10 +128,12 @@ class Companion:
     argv: Sequence[str] = ()
     limits: Limits | None = None
     cache_code: bool = True
+    entry: str = ""
 
     def __post_init__(self) -> None:
         if not isinstance(self.code, str):
             raise TypeError(f"Companion.code must be str, got {type(self.code).__name__}")
+        _check_entry("Companion", self.entry, self.cache_code)
 
 
 @dataclass(frozen=True)
@@ -158,6 +166,10 @@ class ExecRequest:
             the code object. Never set it for model-written code.
         companion: a trusted process run beside the program (see :class:`Companion`);
             the program then has the socket to it on fd 3 instead of a report pipe.
+        entry: with ``cache_code``: the zygote runs the code's top level once, as a module
+            (``__name__`` is not ``"__main__"``), and each run calls its function of this
+            name (``sys.argv`` set as usual) instead of executing the code again. Saves the
+            module's set-up in every forked child; only for harness-authored code.
     """
 
     code: str
@@ -167,6 +179,7 @@ class ExecRequest:
     argv: Sequence[str] = ()
     cache_code: bool = False
     companion: Companion | None = None
+    entry: str = ""
 
     def __post_init__(self) -> None:
         if not isinstance(self.code, str):
@@ -174,6 +187,7 @@ class ExecRequest:
         for name in self.files:
             if not name or name.startswith("/") or ".." in name.split("/"):
                 raise ValueError(f"ExecRequest.files: {name!r} must be a relative path inside the work dir")
+        _check_entry("ExecRequest", self.entry, self.cache_code)
 
 
 @dataclass(frozen=True)

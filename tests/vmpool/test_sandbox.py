@@ -255,3 +255,48 @@ def test_cached_code_runs_with_fresh_state_each_time(pool):
     assert outs == [f"{i} 1\n" for i in range(5)]
     bad = run(pool, "def f(:\n", cache_code=True)
     assert bad.status is Status.RUNTIME_ERROR and "SyntaxError" in bad.stderr
+
+
+WARM_MODULE = (
+    "import sys, time\n"
+    "print('top level ran')\n"
+    "LOADED_AT = time.monotonic()\n"
+    "def main():\n"
+    "    print('entry', sys.argv[1:], __name__)\n"
+)
+
+
+def test_entry_runs_a_warm_modules_function_per_run(pool):
+    # The top level runs once in the zygote (its output goes nowhere); every run only calls main().
+    req = ExecRequest(code=WARM_MODULE, cache_code=True, entry="main", argv=["a"], limits=FAST)
+    first, second = pool.run(req), pool.run(req)
+    for r in (first, second):
+        assert r.status is Status.OK and r.stdout == "entry ['a'] __vmpool_warm__\n", r
+
+
+def test_entry_needs_cache_code_and_a_name():
+    import pytest
+
+    with pytest.raises(ValueError, match="entry"):
+        ExecRequest(code="def main(): pass", entry="main")
+    with pytest.raises(ValueError, match="entry"):
+        ExecRequest(code="def main(): pass", cache_code=True, entry="not a name")
+
+
+def test_companion_talks_to_the_program_and_reports_on_its_own_fd(pool):
+    from vmpool import Companion
+
+    tester = ("import os, sys\n"
+              "data = sys.stdin.read()\n"
+              "os.write(4, data.encode())\n"
+              "reply = os.read(4, 100)\n"
+              "os.write(3, b'report:' + reply + b':' + str(os.getuid()).encode())\n")
+    program = ("import os\n"
+               "msg = os.read(3, 100)\n"
+               "print('program uid', os.getuid(), flush=True)\n"  # before the reply: killed once the tester is done
+               "os.write(3, msg.upper())\n"
+               "import time; time.sleep(30)\n")  # killed when the tester is done
+    r = pool.run(ExecRequest(code=program, limits=FAST, companion=Companion(code=tester, stdin="ping")))
+    assert r.status is Status.OK and r.exit_code is None, r  # ended by the harness, normally
+    assert r.report == b"report:PING:65533" and r.stdout == "program uid 65534\n"
+    assert r.companion is not None and r.companion.exit_code == 0
