@@ -27,7 +27,8 @@ tests call on the program are :class:`Proxy` objects there. So:
 * list, dict and set arguments are copied back after the call, so tests that check an
   in-place change see it;
 * a builtin exception raised by the program is raised in the test as the same builtin
-  type with its message; any other (a program-defined class, ``SystemExit``) is a
+  type with its message; any other (a program-defined class, ``SystemExit``, and
+  ``StopIteration``, which would end a ``map()`` in the test as if it were exhausted) is a
   :class:`ProgramFailure`, which ``except Exception`` in a test does not catch.
 
 Wire format of a value (JSON after tagging): ``null``, ``true``/``false``, numbers and
@@ -340,8 +341,13 @@ def program_main():
 
 
 # ------------------------------------------------------------------ tester side
+# Builtin exceptions a program's call may raise in the test as themselves. Not the ones
+# that steer control flow inside C code: a StopIteration raised through map(), iter(f, x)
+# or next(it, default) would end the test's iteration early, as if it had run to the end.
+_CONTROL_FLOW = (StopIteration, StopAsyncIteration)
 _REBUILT = {name: getattr(builtins, name) for name in dir(builtins)
-            if isinstance(getattr(builtins, name), type) and issubclass(getattr(builtins, name), Exception)}
+            if isinstance(getattr(builtins, name), type) and issubclass(getattr(builtins, name), Exception)
+            and not issubclass(getattr(builtins, name), _CONTROL_FLOW)}
 
 
 def _copy_back(original, enc):

@@ -600,8 +600,11 @@ def _tester_serve(fd: int, comp: dict) -> None:
         code = _warm_entry(comp["code"], comp["entry"]) if comp.get("entry") else _cached(comp["code"])
     else:
         code = comp["code"]
-    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGPIPE, signal.SIGXFSZ):
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGXFSZ):
         signal.signal(sig, signal.SIG_DFL)
+    # A program that exits closes its end of the link: writing to it must be an error the
+    # companion sees (EPIPE), never the death of this long-lived process.
+    signal.signal(signal.SIGPIPE, signal.SIG_IGN)
     while True:
         spec, fds = _recv_spec(sock)
         null = os.open(os.devnull, os.O_RDWR)
@@ -802,6 +805,8 @@ def run_one(req: dict, seq: int, zsock: socket.socket) -> dict:
                 program_exit = (msg["wstatus"], float(msg["cpu"]))
                 sel.unregister(zsock)
             elif obj == "tester-done" or obj == "tester-died":
+                if tester_end is not None:
+                    continue  # both of its events fired in one round: handled already
                 sel.unregister(tester.sock)
                 sel.unregister(tester.pidfd)
                 if obj == "tester-done" and (msg := tester.sock.recv(1 << 16)):
