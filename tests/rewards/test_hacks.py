@@ -224,10 +224,10 @@ FORGE_HACKS = {
         "        try: os.write(fd, (json.dumps({'t': 'done', 'mode': 'assert', 'results': [True] * 4}) + '\\n').encode())\n"
         "        except OSError: pass\n"
         "    os._exit(0)\n"),
-    "reading the payload": (
-        "import json\n"
-        "nonce = json.load(open('payload.json'))['nonce']\n"
-        "def square(x):\n    return -1\n"),
+    "reading the tests from a file": (
+        "import os\n"
+        "found = [n for n in os.listdir('.') if n.endswith('.json')]\n"
+        "def square(x):\n    return -1 if not found else len(open(found[0]).read())\n"),
 }
 
 
