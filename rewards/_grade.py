@@ -293,7 +293,8 @@ class Grader:
                 or "the tests did not finish"
             return Verdict(False, Outcome.RUNTIME_ERROR, passed, total, _cut(why), wall, res.status)
         if report.load_error:
-            return Verdict(False, Outcome.RUNTIME_ERROR, 0, total, _cut(report.load_error), wall, res.status)
+            outcome = Outcome.MEMORY_LIMIT if report.load_error.startswith("MemoryError") else Outcome.RUNTIME_ERROR
+            return Verdict(False, outcome, 0, total, _cut(report.load_error), wall, res.status)
         if passed == total:
             return Verdict(True, Outcome.PASSED, passed, total, "", wall, res.status)
         first = next(i for i, f in enumerate(flags) if not f)

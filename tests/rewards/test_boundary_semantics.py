@@ -64,3 +64,10 @@ def test_the_tester_uses_setup_names_the_program_cannot_replace(grader: Grader) 
     verdict = grader.grade(_problem(*units, setup="from math import isclose\n"), program)
     assert verdict.passed is False
     assert grader.grade(_problem(*units, setup="from math import isclose\n"), "def f():\n    return 0.5\n").passed
+
+
+def test_statuses_at_load_stay_true(grader: Grader) -> None:
+    hog = grader.grade(_problem("assert f() == 1"), "x = [0] * (1 << 40)\ndef f():\n    return 1\n")
+    assert hog.outcome is Outcome.MEMORY_LIMIT and "MemoryError" in hog.error
+    broken = grader.grade(_problem("assert f() == 1"), "import no_such_module\ndef f():\n    return 1\n")
+    assert broken.outcome is Outcome.RUNTIME_ERROR and "no_such_module" in broken.error
