@@ -260,7 +260,9 @@ class Grader:
                 passed += 1
                 continue
             if first_fail is None:
-                why = "wrong answer" if res.status is Status.OK else (res.stderr.strip()[-300:] or res.status.value)
+                why = _wrong_output(res.stdout, case.stdout) if res.status is Status.OK else \
+                    (_exec_why(res, None) if res.status is Status.TIMEOUT else
+                     res.stderr.strip()[-300:] or res.status.value)
                 first_fail = (i, res, why)
         total = len(tests.cases)
         if first_fail is None:
@@ -312,4 +314,19 @@ def _exec_why(res: ExecResult, report: Any) -> str:
             return "wall-clock backstop reached (the program slept or blocked)"
         return "CPU time limit exceeded"
     tail = res.stderr.strip()[-300:]
-    return report.load_error or res.error or tail or res.status.value
+    return (report.load_error if report is not None else None) or res.error or tail or res.status.value
+
+
+_EXCERPT = 80
+
+
+def _wrong_output(actual: str, expected: str) -> str:
+    """The first line where stdout differs from the expected output, both cut short."""
+    got = actual.replace("\r\n", "\n").split("\n")
+    want = expected.replace("\r\n", "\n").split("\n")
+    for n in range(max(len(got), len(want))):
+        g = got[n] if n < len(got) else "<no line>"
+        w = want[n] if n < len(want) else "<no line>"
+        if g.split() != w.split():
+            return f"wrong answer at line {n + 1}: expected {w[:_EXCERPT]!r}, got {g[:_EXCERPT]!r}"
+    return "wrong answer"

@@ -71,3 +71,12 @@ def test_statuses_at_load_stay_true(grader: Grader) -> None:
     assert hog.outcome is Outcome.MEMORY_LIMIT and "MemoryError" in hog.error
     broken = grader.grade(_problem("assert f() == 1"), "import no_such_module\ndef f():\n    return 1\n")
     assert broken.outcome is Outcome.RUNTIME_ERROR and "no_such_module" in broken.error
+
+
+def test_stdio_errors_show_expected_and_actual_excerpts(grader: Grader) -> None:
+    from rewards import StdioCase, StdioTests
+
+    problem = Problem(task_id="s", tests=StdioTests(cases=(StdioCase(stdin="2 3\n", stdout="5\n6\n"),)))
+    verdict = grader.grade(problem, "a, b = map(int, input().split())\nprint(a + b)\nprint(a * b + 1)\n")
+    assert verdict.outcome is Outcome.FAILED
+    assert "line 2" in verdict.error and "expected '6'" in verdict.error and "got '7'" in verdict.error
