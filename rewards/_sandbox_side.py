@@ -155,7 +155,7 @@ def _enc(v, depth, budget, materialize):
                 raise WireError(f"iterator yields more than {MAX_ITEMS} items")
             out.append(_enc(item, depth + 1, budget, materialize))
         return out
-    raise WireError(f"a {_type_name(t)} is not plain data")
+    raise WireError(f"a {_type_name(t)} (not plain data)")
 
 
 def _type_name(t):

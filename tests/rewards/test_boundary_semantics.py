@@ -46,7 +46,7 @@ def test_program_defined_exceptions_are_not_caught_by_except_exception(grader: G
 def test_non_plain_values_fail_the_call_and_say_why(grader: Grader) -> None:
     verdict = grader.grade(_problem("assert f() == 1"), "class A:\n    pass\ndef f():\n    return A()\n")
     assert verdict.passed is False and verdict.outcome is Outcome.FAILED
-    assert "A object is not plain data" in verdict.error and "assert f() == 1" in verdict.error
+    assert "returned a __solution__.A object (not plain data)" in verdict.error and "assert f() == 1" in verdict.error
 
 
 def test_timeouts_say_cpu_or_wall(grader: Grader) -> None:
