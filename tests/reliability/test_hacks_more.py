@@ -21,8 +21,8 @@ def test_hack_scores_zero(grader, case: HackCase) -> None:
 
 
 def test_patched_math_does_not_inflate_partial_credit(grader) -> None:
-    # stdlib modules are shared with the program: the runner puts their namespaces back before
-    # every unit, so patching math.isclose no longer makes those asserts pass one by one.
+    # The tests run in the tester process, with its own math: patching math.isclose in the
+    # program's interpreter cannot make those asserts pass one by one.
     hack = "import math\nmath.isclose = lambda *a, **k: True\ndef root(x):\n    return 0.0\n"
     honest = "def root(x):\n    return 0.0\n"
     v_hack, v_honest = grader.grade_batch([(MBPP, hack), (MBPP, honest)])
