@@ -22,15 +22,19 @@ from typing import Any
 
 from vmpool import Companion, ExecRequest, Limits
 
-from . import _sandbox_side
+from . import _sandbox_wire
 from ._problems import AssertTests, CallTests, Problem
 
 __all__ = ["SIDE_SOURCE", "RunnerReport", "build_request", "parse_report", "trusted_names"]
 
 logger = logging.getLogger(__name__)
 
-SIDE_SOURCE: str = resources.files(__package__).joinpath("_sandbox_side.py").read_text(encoding="utf-8")
-"""Source of both in-sandbox halves (program and tester), sent as code of each."""
+SIDE_SOURCE: str = "\n".join(
+    resources.files(__package__).joinpath(name).read_text(encoding="utf-8")
+    for name in ("_sandbox_wire.py", "_sandbox_side.py")
+)
+"""Source of both in-sandbox halves (program and tester), sent as code of each: the wire
+module's text, then the sides' (which import the wire only when imported on the host)."""
 
 _BUILTINS = frozenset(dir(builtins))
 # The tester's own memory: test code, expected values and decoded program values stay
@@ -194,8 +198,8 @@ def parse_report(data: bytes, expected: int) -> RunnerReport:
             report.partial_kinds[i] = rec.get("kind") if rec.get("kind") in _KINDS else "error"
             if rec.get("ok") is True and kind == "call":
                 try:
-                    report.values[i] = _sandbox_side.decode(rec.get("value"))
-                except _sandbox_side.WireError:
+                    report.values[i] = _sandbox_wire.decode(rec.get("value"))
+                except _sandbox_wire.WireError:
                     report.partial[i] = False
                     report.errors[i] = "the returned value could not be decoded"
             elif rec.get("err"):

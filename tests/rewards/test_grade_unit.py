@@ -11,7 +11,7 @@ import pytest
 
 from rewards import AssertTests, Grader, Outcome, Problem, RewardConfig, compute_reward
 from rewards._runner import build_request, parse_report, trusted_names
-from rewards._sandbox_side import WireError, decode, encode
+from rewards._sandbox_wire import WireError, decode, encode
 from vmpool import ExecRequest, ExecResult, Limits, Status, VmpoolError
 
 P = Problem(task_id="t", tests=AssertTests(code=("assert f() == 1", "assert f() != 2")))
