@@ -68,8 +68,11 @@ def bwrap_path() -> str:
     return path
 
 
-def agent_source_path() -> str:
-    return str(resources.files("vmpool._guest").joinpath("agent.py"))
+def agent_module_binds() -> list[str]:
+    """bwrap arguments that put the agent and its modules (``_guest/*.py``) at /opt/vmpool."""
+    guest = resources.files("vmpool._guest")
+    names = sorted(entry.name for entry in guest.iterdir() if entry.name.endswith(".py") and entry.name != "__init__.py")
+    return [arg for name in names for arg in ("--ro-bind", str(guest.joinpath(name)), f"/opt/vmpool/{name}")]
 
 
 class NamespaceSandbox(AgentSandbox):
@@ -138,7 +141,7 @@ class NamespaceSandbox(AgentSandbox):
             "--proc", "/proc", "--dev", "/dev",
             "--size", str(tmpfs_mb << 20), "--tmpfs", "/tmp",
             "--size", str(8 << 20), "--tmpfs", "/dev/shm",
-            "--ro-bind", agent_source_path(), GUEST_AGENT_PATH,
+            *agent_module_binds(),
             "--remount-ro", "/",  # the root tmpfs bwrap builds: nothing may persist there
             "--chdir", "/tmp",
             "--clearenv", "--setenv", "PATH", "/usr/bin:/bin", "--setenv", "HOME", "/tmp",

@@ -1,0 +1,407 @@
+"""The agent's processes: the program zygote, forked children, limits, kill sweeps and
+scratch cleanup (part of the guest agent, see agent.py; stdlib only, standalone).
+"""
+
+import fcntl
+import json
+import os
+import resource
+import selectors
+import signal
+import socket
+import stat
+import sys
+import time
+import traceback
+
+PROGRAM_UID = 65534  # nobody: what programs run as
+TESTER_UID = 65533  # what companions (trusted testers) run as
+MEMORY_EXIT = 121  # exit code the child uses after an uncaught MemoryError
+WORK_ROOT = "/tmp"
+SCRATCH_DIRS = ("/tmp", "/dev/shm")  # the only writable mounts in the sandbox
+# microVM guests only: a directory that survives from one program to the next when
+# the host asked for a persistent session (an agent's workspace, carried into
+# checkpoints and forks); wiped after every program otherwise, like the others.
+STATE_DIR = "/state"
+CPU_POLL_S = 0.02
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+PF_KTHREAD = 0x00200000
+
+# State shared by the agent's modules (mutated, never rebound).
+# Set at start: True when this agent may switch uids (root in its namespace); the zygote's pid.
+_PRIV = {"on": False, "zygote": 0}
+_SESSION = {"persist": False}
+# Code objects of requests marked ``cache_code`` (harness-authored code such as a test
+# runner, identical across many requests), compiled once per zygote so every child reuses
+# them. Model-written code is never compiled in a zygote.
+_CODE_CACHE: dict = {}
+_CODE_CACHE_MAX = 16
+# Sources of cache_code requests by the digest the host names them with: the host sends a
+# source once per sandbox and then only its digest (see _code_of); likewise agent -> zygote.
+_SOURCES: dict = {}
+# The persistent companion processes (see _vmpool_run._Tester), by code and limits.
+_TESTERS: dict = {}
+
+
+# ------------------------------------------------------------------ processes and cleanup
+def _is_kernel_thread(pid: int) -> bool:
+    """True for a kernel thread (visible only where this agent runs in the initial pid
+    namespace, i.e. as a microVM guest's pid 1): SIGKILL does not end those."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            fields = fh.read().rsplit(b")", 1)[1].split()
+        return bool(int(fields[6]) & PF_KTHREAD)
+    except (OSError, IndexError, ValueError):
+        return False
+
+
+def _other_pids(keep=()) -> list:
+    """Every process in this pid namespace except init (1), this agent, the program
+    zygote, ``keep`` and kernel threads."""
+    me = os.getpid()
+    guest_init = me == 1
+    spared = {1, me, _PRIV["zygote"], *(t.pid for t in _TESTERS.values()), *keep}
+    pids = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            pid = int(entry)
+            if pid not in spared and not (guest_init and _is_kernel_thread(pid)):
+                pids.append(pid)
+    return pids
+
+
+def _kill_group(pgid: int) -> None:
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _sweep(keep=()) -> bool:
+    """SIGKILL every process left in the sandbox but init, the agent and its zygote. True if clean.
+
+    Processes that called setsid() left the program's session; this catches them. A
+    fork bomb can race the sweep, so repeat; RLIMIT_NPROC bounds how many there are.
+    Orphans are reparented to pid 1 (bubblewrap's init), which reaps them, so a
+    killed process may linger briefly as a zombie: wait for it to vanish. In a
+    microVM guest the agent itself is pid 1, so it reaps them here (by pid, never
+    ``keep``, which the caller waits for).
+    """
+    reaper = os.getpid() == 1
+    for attempt in range(400):
+        pids = _other_pids(keep)
+        if not pids:
+            return True
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+        if reaper:
+            for pid in pids:
+                try:
+                    os.waitpid(pid, os.WNOHANG)
+                except ChildProcessError:  # not (yet) our child: its parent reaps it or dies
+                    pass
+        time.sleep(0.0002 if attempt < 20 else 0.005)
+    return not _other_pids(keep)
+
+
+def _empty_dir(root: str) -> None:
+    """Remove everything under ``root`` without recursion and without long paths.
+
+    Subdirectories are renamed up into ``root`` before they are emptied, so the depth
+    of a tree (a program can build one far deeper than PATH_MAX or the recursion
+    limit) never matters: every operation works on a name relative to an open
+    directory one level down. Raises OSError when something cannot be removed.
+    """
+    flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+    rfd = os.open(root, flags)
+    try:
+        pending = os.listdir(rfd)
+        moved = 0
+        while pending:
+            name = pending.pop()
+            if not stat.S_ISDIR(os.lstat(name, dir_fd=rfd).st_mode):
+                os.unlink(name, dir_fd=rfd)
+                continue
+            dfd = os.open(name, flags, dir_fd=rfd)
+            try:
+                try:
+                    os.fchmod(dfd, 0o700)  # a program's mode-000 directory (the agent may not be root)
+                except OSError:
+                    pass
+                for entry in os.listdir(dfd):
+                    if stat.S_ISDIR(os.lstat(entry, dir_fd=dfd).st_mode):
+                        moved += 1
+                        new = f".wipe-{moved}"
+                        os.rename(entry, new, src_dir_fd=dfd, dst_dir_fd=rfd)
+                        pending.append(new)
+                    else:
+                        os.unlink(entry, dir_fd=dfd)
+            finally:
+                os.close(dfd)
+            os.rmdir(name, dir_fd=rfd)
+    finally:
+        os.close(rfd)
+
+
+def _wipe_scratch(roots=SCRATCH_DIRS) -> str:
+    """Empty every writable place so no program sees files of an earlier one.
+
+    Returns an anomaly description if something could not be removed.
+    """
+    for root in roots:
+        if not os.path.isdir(root):
+            continue
+        try:
+            _empty_dir(root)
+        except Exception as exc:  # RecursionError, MemoryError... included: never let cleanup raise
+            return f"cannot empty {root}: {exc!r}"
+    return ""
+
+
+# ------------------------------------------------------------------ children
+def _set_limits(limits: dict, nproc_extra: int, cpu: bool = True) -> None:
+    mem = int(limits["memory_mb"]) << 20
+    resource.setrlimit(resource.RLIMIT_AS, (mem, mem))
+    if cpu:
+        seconds = int(-(-float(limits["cpu_s"]) // 1)) + 1  # the backstop: the agent polls the precise limit
+        resource.setrlimit(resource.RLIMIT_CPU, (seconds, seconds + 1))
+    resource.setrlimit(resource.RLIMIT_FSIZE, (int(limits["file_size_bytes"]),) * 2)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (int(limits["max_open_files"]),) * 2)
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    nproc = int(limits["max_processes"]) + nproc_extra
+    resource.setrlimit(resource.RLIMIT_NPROC, (nproc, nproc))
+
+
+def _become(uid: int) -> None:
+    if _PRIV["on"]:
+        os.setgroups([])
+        os.setgid(uid)
+        os.setuid(uid)  # from root: every capability is gone after this
+
+
+def _exec_main(code, argv: list, filename: str, workdir: str) -> int:
+    """Run ``code`` as ``__main__`` (or call it, for a warm module's entry); the exit code."""
+    sys.argv = [filename, *argv]
+    if workdir:
+        sys.path[0:0] = [workdir]
+    sys.modules.pop("__main__", None)  # the zygote's interpreter state must not leak into the program's view
+    module_globals = {"__name__": "__main__", "__file__": os.path.join(workdir or "/", filename),
+                      "__builtins__": __builtins__}
+    try:
+        if callable(code):
+            code()
+            return 0
+        if not hasattr(code, "co_code"):
+            code = compile(code, filename, "exec")
+        exec(code, module_globals)
+        return 0
+    except SystemExit as exc:
+        if exc.code is None:
+            return 0
+        if isinstance(exc.code, int):
+            return exc.code & 0xFF
+        print(exc.code, file=sys.stderr)
+        return 1
+    except MemoryError:
+        traceback.print_exc()
+        return MEMORY_EXIT
+    except BaseException:
+        traceback.print_exc()
+        return 1
+
+
+def _child_main(fds: list, setup) -> None:
+    """Common body of a forked child: own session, fds 0.. from ``fds``, then ``setup()``
+    returns (code, argv, filename, workdir) to run. Never returns."""
+    code = 1
+    try:
+        os.setsid()
+        # Move the sources above every target first: a source may sit on a target number.
+        high = [fcntl.fcntl(fd, fcntl.F_DUPFD, 256) for fd in fds]
+        for target, fd in enumerate(high):
+            os.dup2(fd, target)
+        os.closerange(len(fds), 1 << 16)
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGPIPE, signal.SIGXFSZ, signal.SIGXCPU, signal.SIGCHLD):
+            signal.signal(sig, signal.SIG_DFL)
+        code = _exec_main(*setup())
+    except MemoryError:
+        code = MEMORY_EXIT
+    except BaseException:
+        try:
+            traceback.print_exc()
+        except BaseException:
+            pass
+        code = 1
+    finally:
+        try:
+            sys.stdout.flush()
+            sys.stderr.flush()
+        except BaseException:
+            pass
+        os._exit(code)
+
+
+def _cached(code: str):
+    compiled = _CODE_CACHE.get(code)
+    if compiled is None:
+        try:
+            if len(_CODE_CACHE) >= _CODE_CACHE_MAX:
+                _CODE_CACHE.pop(next(iter(_CODE_CACHE)))
+            compiled = _CODE_CACHE[code] = compile(code, "main.py", "exec")
+        except (SyntaxError, ValueError, MemoryError, RecursionError):
+            return code  # the child compiles it again and reports the error as its own
+    return compiled
+
+
+# Modules of requests with an ``entry`` (harness-authored, cached): their top level is run
+# once per zygote, here, and each run only calls the entry function, so a run does not pay
+# for defining the module's classes and functions again in a freshly forked child.
+_WARM: dict = {}
+
+
+def _warm_entry(code: str, entry: str):
+    """The ``entry`` function of the module ``code``, executed once; or the code when it
+    cannot be (the run then fails as its own)."""
+    ns = _WARM.get(code)
+    if ns is None:
+        compiled = _cached(code)
+        if not hasattr(compiled, "co_code"):
+            return compiled
+        ns = {"__name__": "__vmpool_warm__", "__builtins__": __builtins__}
+        try:
+            exec(compiled, ns)
+        except Exception:
+            return compiled
+        finally:
+            # Whatever it printed must not sit in a buffer that every forked child inherits.
+            for stream in (sys.stdout, sys.stderr):
+                try:
+                    stream.flush()
+                except Exception:
+                    pass
+        if len(_WARM) >= _CODE_CACHE_MAX:
+            _WARM.pop(next(iter(_WARM)))
+        _WARM[code] = ns
+    fn = ns.get(entry)
+    return fn if callable(fn) else _cached(code)
+
+
+def _program_setup(spec: dict):
+    """In the program child, before it runs: read its code, drop to the program uid."""
+    def setup():
+        workdir = spec["workdir"]
+        os.chdir(workdir)
+        if spec.get("cached") is not None:
+            code = spec["cached"]
+        else:
+            with open(spec["code_file"], "rb") as fh:
+                code = fh.read().decode("utf-8", "surrogateescape")
+            os.unlink(spec["code_file"])
+        # NPROC counts the program uid's processes; with one uid for everything the
+        # init process, the agent and its zygote are three of them.
+        _set_limits(spec["limits"], 0 if _PRIV["on"] else 3)
+        _become(PROGRAM_UID)
+        return code, spec.get("argv") or [], "main.py", workdir
+    return setup
+
+
+def _code_of(spec: dict) -> str:
+    """The code of a request (or companion, or zygote spec): given, remembered under its
+    ``code_ref``, or looked up by it. Raises KeyError for a digest never sent."""
+    ref = spec.get("code_ref")
+    if ref is None:
+        return spec["code"]
+    if "code" in spec:
+        if len(_SOURCES) >= _CODE_CACHE_MAX:
+            _SOURCES.pop(next(iter(_SOURCES)))
+        _SOURCES[ref] = spec["code"]
+        return spec["code"]
+    return _SOURCES[ref]
+
+
+def _recv_spec(sock: socket.socket):
+    """One JSON message with its fds from the agent; exits the process once the agent is gone."""
+    try:
+        msg, fds, _flags, _addr = socket.recv_fds(sock, 1 << 20, 8)
+    except OSError:
+        os._exit(0)
+    if not msg:
+        os._exit(0)
+    return json.loads(msg), fds
+
+
+def _zygote_main(sock: socket.socket) -> None:
+    """The program zygote: forks programs on the agent's word, reports their exits. Never returns.
+
+    It was forked before the agent read any request, and it never reads a program's code
+    or a companion's data itself (the child reads its code from a file), so a program
+    that reads its own memory finds nothing but the harness's own modules.
+    """
+    sel = selectors.DefaultSelector()
+    sel.register(sock, selectors.EVENT_READ, None)
+    while True:
+        for key, _ in sel.select():
+            if key.data is None:
+                spec, fds = _recv_spec(sock)
+                if spec.get("cache_code"):
+                    code = _code_of(spec)
+                    spec["cached"] = _warm_entry(code, spec["entry"]) if spec.get("entry") else _cached(code)
+                pid = os.fork()
+                if pid == 0:
+                    sock.close()
+                    _child_main(fds, _program_setup(spec))
+                for fd in fds:
+                    os.close(fd)
+                pidfd = os.pidfd_open(pid)
+                sel.register(pidfd, selectors.EVENT_READ, pid)
+                sock.send(json.dumps({"pid": pid}).encode())
+            else:
+                pid = key.data
+                sel.unregister(key.fd)
+                os.close(key.fd)
+                _, wstatus, usage = os.wait4(pid, 0)
+                sock.send(json.dumps({"exited": pid, "wstatus": wstatus,
+                                      "cpu": usage.ru_utime + usage.ru_stime}).encode())
+
+
+def _start_zygote() -> socket.socket:
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    pid = os.fork()
+    if pid == 0:
+        ours.close()
+        keep = theirs.fileno()
+        os.closerange(3, keep)  # the host channel stays with the agent alone
+        os.closerange(keep + 1, 1 << 16)
+        try:
+            _zygote_main(theirs)
+        finally:
+            os._exit(1)
+    theirs.close()
+    _PRIV["zygote"] = pid
+    return ours
+
+
+def _proc_cpu(pid: int) -> float:
+    """CPU seconds of a live process and its reaped children (0 when it is gone).
+
+    /proc/<pid>/stat counts in clock ticks (10 ms); its reaped children's time is only
+    there, so it is the sum of that and the nanosecond-exact runtime of the process itself
+    (/proc/<pid>/schedstat) where the kernel has it.
+    """
+    try:
+        with open(f"/proc/{pid}/schedstat", "rb") as fh:
+            own = int(fh.read().split()[0]) / 1e9
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            fields = fh.read().rsplit(b")", 1)[1].split()
+        return own + (int(fields[13]) + int(fields[14])) / CLK_TCK
+    except (OSError, IndexError, ValueError):
+        pass
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            fields = fh.read().rsplit(b")", 1)[1].split()
+        return sum(int(f) for f in fields[11:15]) / CLK_TCK
+    except (OSError, IndexError, ValueError):
+        return 0.0

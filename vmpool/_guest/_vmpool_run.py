@@ -1,0 +1,468 @@
+"""One run of the guest agent: work dir, the persistent tester, the event loop that
+enforces limits, teardown and the result (part of the guest agent, see agent.py).
+"""
+
+import base64
+import fcntl
+import json
+import os
+import selectors
+import signal
+import socket
+import sys
+import time
+
+from _vmpool_procs import (
+    _PRIV,
+    _SESSION,
+    _TESTERS,
+    CPU_POLL_S,
+    MEMORY_EXIT,
+    PROGRAM_UID,
+    SCRATCH_DIRS,
+    STATE_DIR,
+    TESTER_UID,
+    WORK_ROOT,
+    _become,
+    _cached,
+    _exec_main,
+    _kill_group,
+    _proc_cpu,
+    _recv_spec,
+    _set_limits,
+    _sweep,
+    _warm_entry,
+    _wipe_scratch,
+)
+
+
+def _write_files(workdir: str, files: dict) -> None:
+    for name, spec in files.items():
+        path = os.path.join(workdir, name)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        data = base64.b64decode(spec["b64"]) if "b64" in spec else spec["text"].encode()
+        with open(path, "wb") as fh:
+            fh.write(data)
+
+
+def _prepare(req: dict, seq: int):
+    """Work dir (owned by the program uid) and code file. Returns (workdir, code_file)."""
+    workdir = os.path.join(WORK_ROOT, f"run{seq}")
+    code_file = os.path.join(WORK_ROOT, f"run{seq}.py")
+    os.mkdir(workdir, 0o700)
+    _write_files(workdir, req.get("files") or {})
+    if _PRIV["on"]:
+        for root, dirs, names in os.walk(workdir):
+            for name in [*dirs, *names]:
+                os.chown(os.path.join(root, name), PROGRAM_UID, PROGRAM_UID)
+        os.chown(workdir, PROGRAM_UID, PROGRAM_UID)
+    if not req.get("cache_code"):
+        fd = os.open(code_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(req["code"].encode("utf-8", "surrogateescape"))
+    return workdir, code_file
+
+
+class _Tester:
+    """A companion (trusted tester) process that serves one run after another.
+
+    Forked from the agent once per companion code and limits, as TESTER_UID, and kept:
+    a fork and an exit per run would double what a test costs (the program's own fork
+    is the floor). Trusted code only ever runs in it; the program reaches it through
+    nothing but the run's socket, and only plain data it decodes. Per run it receives
+    five fds (stdin, stdout, stderr, report, link to the program) over its control
+    socket, puts them on 0..4, runs the companion code as ``__main__`` in fresh globals,
+    puts /dev/null back on 0..4 (closing the run's pipes) and says it is done. The
+    agent kills it (and starts a new one next time) if a run overruns its limits.
+    """
+
+    def __init__(self, comp: dict, key: tuple) -> None:
+        self.key = key
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        pid = os.fork()
+        if pid == 0:
+            ours.close()
+            try:
+                os.setsid()
+                fd = fcntl.fcntl(theirs.fileno(), fcntl.F_DUPFD, 64)
+                null = os.open(os.devnull, os.O_RDWR)
+                for target in range(5):
+                    os.dup2(null, target)
+                os.closerange(5, fd)
+                os.closerange(fd + 1, 1 << 16)
+                _set_limits(comp["limits"], 0 if _PRIV["on"] else 4, cpu=False)  # CPU: polled per run
+                _become(TESTER_UID)
+                _tester_serve(fd, comp)
+            finally:
+                os._exit(1)
+        theirs.close()
+        self.pid = pid
+        self.sock = ours
+        self.pidfd = os.pidfd_open(pid)
+        self.dead = False
+
+    def cpu(self) -> float:
+        return _proc_cpu(self.pid)
+
+    def kill(self) -> None:
+        """End it (mid-run, or when it died): the next run starts a fresh one."""
+        if not self.dead:
+            self.dead = True
+            _kill_group(self.pid)
+            try:
+                os.waitpid(self.pid, 0)
+            except ChildProcessError:
+                pass
+        for closer in (self.sock.close, lambda: os.close(self.pidfd)):
+            try:
+                closer()
+            except OSError:
+                pass
+        _TESTERS.pop(self.key, None)
+
+
+_ZYGOTE_KNOWS: set = set()  # digests of sources the program zygote was sent
+
+# The limits a companion process takes at its start; CPU and wall time are watched per run,
+# so runs with other time limits share the process.
+_SPAWN_LIMITS = ("memory_mb", "max_processes", "max_open_files", "file_size_bytes")
+
+
+def _tester_for(comp: dict):
+    limits = comp["limits"]
+    key = (comp["code"], tuple(limits[name] for name in _SPAWN_LIMITS), bool(comp.get("cache_code")),
+           comp.get("entry"))
+    tester = _TESTERS.get(key)
+    if tester is None:
+        for old in list(_TESTERS.values()):  # one at a time: a new kind replaces the old
+            old.kill()
+        tester = _TESTERS[key] = _Tester(comp, key)
+    return tester
+
+
+def _tester_serve(fd: int, comp: dict) -> None:
+    """The companion process's loop (see :class:`_Tester`). Never returns."""
+    sock = socket.socket(fileno=fd)
+    if comp.get("cache_code"):
+        code = _warm_entry(comp["code"], comp["entry"]) if comp.get("entry") else _cached(comp["code"])
+    else:
+        code = comp["code"]
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGXFSZ):
+        signal.signal(sig, signal.SIG_DFL)
+    # A program that exits closes its end of the link: writing to it must be an error the
+    # companion sees (EPIPE), never the death of this long-lived process.
+    signal.signal(signal.SIGPIPE, signal.SIG_IGN)
+    while True:
+        spec, fds = _recv_spec(sock)
+        null = os.open(os.devnull, os.O_RDWR)
+        for target, received in enumerate(fds):  # received fds are >= 5: 0..4 are always held
+            os.dup2(received, target)
+            os.close(received)
+        sys.stdin = open(0, encoding="utf-8", errors="surrogateescape", closefd=False)
+        rc = _exec_main(code, spec.get("argv") or [], "companion.py", "")
+        try:
+            sys.stdout.flush()
+            sys.stderr.flush()
+        except BaseException:
+            pass
+        for target in range(5):
+            os.dup2(null, target)
+        os.close(null)
+        sock.send(json.dumps({"exit_code": rc}).encode())
+
+
+class _Stream:
+    """One pipe read by the agent, with its cap."""
+
+    __slots__ = ("fd", "cap", "buf", "truncated", "open")
+
+    def __init__(self, fd: int, cap: int) -> None:
+        self.fd, self.cap, self.buf, self.truncated, self.open = fd, cap, bytearray(), False, True
+
+    def take(self, chunk: bytes) -> bool:
+        """Append; False when the cap was exceeded."""
+        room = self.cap - len(self.buf)
+        if len(chunk) > room:
+            self.buf += chunk[:max(room, 0)]
+            self.truncated = True
+            return False
+        self.buf += chunk
+        return True
+
+    def drain(self) -> None:
+        try:
+            while len(self.buf) <= self.cap:
+                chunk = os.read(self.fd, 65536)
+                if not chunk or not self.take(chunk):
+                    break
+        except OSError:
+            pass
+
+    def text(self) -> str:
+        return self.buf.decode("utf-8", "replace")
+
+
+class _Feeder:
+    """Data written to a child's stdin without ever blocking the agent."""
+
+    def __init__(self, fd: int, data: bytes) -> None:
+        self.fd, self.data, self.off = fd, data, 0
+
+    def step(self) -> bool:
+        """Write some; True when finished (and the fd is closed)."""
+        try:
+            self.off += os.write(self.fd, self.data[self.off:self.off + 65536])
+        except BlockingIOError:
+            return False
+        except BrokenPipeError:  # the child closed stdin or exited: stop feeding it
+            self.off = len(self.data)
+        if self.off >= len(self.data):
+            os.close(self.fd)
+            self.fd = -1
+            return True
+        return False
+
+
+def _exit_info(wstatus: int) -> dict:
+    return {"exit_code": os.WEXITSTATUS(wstatus) if os.WIFEXITED(wstatus) else None,
+            "signal": os.WTERMSIG(wstatus) if os.WIFSIGNALED(wstatus) else None}
+
+
+def run_one(req: dict, seq: int, zsock: socket.socket) -> dict:
+    limits = req["limits"]
+    comp = req.get("companion")
+    cap = int(limits["output_bytes"])
+    try:
+        workdir, code_file = _prepare(req, seq)
+    except OSError as exc:
+        _wipe_scratch()
+        return {"id": req["id"], "status": "sandbox_error", "infra": True, "error": f"cannot prepare work dir: {exc}"}
+
+    p_in, p_out, p_err = os.pipe(), os.pipe(), os.pipe()
+    streams = {p_out[0]: _Stream(p_out[0], cap), p_err[0]: _Stream(p_err[0], cap)}
+    feeders = [_Feeder(p_in[1], (req.get("stdin") or "").encode())]
+    theirs = [p_in[0], p_out[1], p_err[1]]  # fds handed to children, closed here once sent
+    tester = None
+    if comp:
+        tester = _tester_for(comp)
+        comp_cap = int(comp["limits"]["output_bytes"])
+        link_t, link_p = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        t_in, t_out, t_err, t_rep = os.pipe(), os.pipe(), os.pipe(), os.pipe()
+        for r, _w in (t_out, t_err, t_rep):
+            streams[r] = _Stream(r, comp_cap)
+        feeder = _Feeder(t_in[1], (comp.get("stdin") or "").encode())
+        feeders.append(feeder)
+        tester_cpu0 = tester.cpu()
+        socket.send_fds(tester.sock, [json.dumps({"argv": list(comp.get("argv") or [])}).encode()],
+                        [t_in[0], t_out[1], t_err[1], t_rep[1], link_t.fileno()])
+        # Most payloads fit in the pipe: hand it over now, so the tester starts while the
+        # program is being forked.
+        os.set_blocking(feeder.fd, False)
+        if feeder.data and feeder.step():
+            feeders.remove(feeder)
+        for fd in (t_in[0], t_out[1], t_err[1], t_rep[1]):
+            os.close(fd)
+        link_t.close()
+        fd3 = link_p.fileno()
+        report = streams[t_rep[0]]
+        ended_by = {t_out[0], t_err[0], t_rep[0]}  # the run ends when the companion is done
+    else:
+        p_rep = os.pipe()
+        streams[p_rep[0]] = _Stream(p_rep[0], cap)
+        fd3 = p_rep[1]
+        theirs.append(p_rep[1])
+        report = streams[p_rep[0]]
+        link_p = None
+        ended_by = {p_out[0], p_err[0], p_rep[0]}
+
+    spec = {"workdir": workdir, "code_file": code_file, "limits": limits, "argv": list(req.get("argv") or []),
+            "cache_code": bool(req.get("cache_code")), "entry": req.get("entry") or ""}
+    if spec["cache_code"]:
+        # The zygote is told a source once; after that its digest is enough.
+        spec["code_ref"] = req["code_ref"]
+        if req["code_ref"] not in _ZYGOTE_KNOWS:
+            _ZYGOTE_KNOWS.add(req["code_ref"])
+            spec["code"] = req["code"]
+    start = time.monotonic()
+    socket.send_fds(zsock, [json.dumps(spec).encode()], [p_in[0], p_out[1], p_err[1], fd3])
+    pid = json.loads(zsock.recv(1 << 16))["pid"]
+    for fd in theirs:
+        os.close(fd)
+    if link_p is not None:
+        link_p.close()
+
+    sel = selectors.DefaultSelector()
+    for fd, stream in streams.items():
+        os.set_blocking(fd, False)
+        sel.register(fd, selectors.EVENT_READ, stream)
+    for feeder in feeders:
+        os.set_blocking(feeder.fd, False)
+        if feeder.data:
+            sel.register(feeder.fd, selectors.EVENT_WRITE, feeder)
+        else:
+            os.close(feeder.fd)
+            feeder.fd = -1
+    sel.register(zsock, selectors.EVENT_READ, "zygote")
+    if tester is not None:
+        sel.register(tester.sock, selectors.EVENT_READ, "tester-done")
+        sel.register(tester.pidfd, selectors.EVENT_READ, "tester-died")
+
+    cpu_limit = float(limits["cpu_s"])
+    tester_cpu_limit = float(comp["limits"]["cpu_s"]) if comp else 0.0
+    deadline = start + float(limits["wall_s"])
+    verdict = None  # set when the agent itself ends the run
+    timeout_by = ""
+    program_exit = None  # (wstatus, cpu) once the zygote reported it
+    program_killed = False  # the agent ended the program (normal end of a companion run)
+    tester_end = None  # {"exit_code", "signal", "cpu_s"} once the companion's run ended
+    linger_until = 0.0  # grace for the companion's pipes to show EOF after it said done
+    next_poll = start + CPU_POLL_S
+    while True:
+        done_streams = all(not streams[fd].open for fd in ended_by)
+        now = time.monotonic()
+        if comp:
+            if tester_end is not None:
+                if done_streams:
+                    break
+                if not linger_until:
+                    linger_until = now + 0.2
+                elif now >= linger_until:
+                    _sweep(keep=(pid,))  # something the tests started still holds their pipes
+        elif program_exit is not None:
+            if done_streams:
+                break
+            # The child is gone but something still holds its pipes (a daemonised
+            # grandchild): end it now rather than wait for the deadline.
+            _sweep(keep=(pid,))
+        if now >= deadline:
+            verdict, timeout_by = "timeout", "wall"
+            break
+        if now >= next_poll:
+            next_poll = now + CPU_POLL_S
+            if program_exit is None and _proc_cpu(pid) > cpu_limit:
+                verdict, timeout_by = "timeout", "cpu"
+                _kill_group(pid)
+                program_killed = True
+                if not comp:
+                    break
+            if tester is not None and tester_end is None and tester.cpu() - tester_cpu0 > tester_cpu_limit:
+                verdict, timeout_by = "timeout", "cpu"  # the tests themselves ran out of CPU time
+                break
+        wake = min(deadline, next_poll, linger_until or deadline)
+        for key, _ in sel.select(max(0.0, wake - now)):
+            obj = key.data
+            if obj == "zygote":
+                msg = json.loads(zsock.recv(1 << 16))
+                program_exit = (msg["wstatus"], float(msg["cpu"]))
+                sel.unregister(zsock)
+            elif obj == "tester-done" or obj == "tester-died":
+                if tester_end is not None:
+                    continue  # both of its events fired in one round: handled already
+                sel.unregister(tester.sock)
+                sel.unregister(tester.pidfd)
+                if obj == "tester-done" and (msg := tester.sock.recv(1 << 16)):
+                    tester_end = {"exit_code": json.loads(msg)["exit_code"], "signal": None}
+                else:  # the companion process died during the run: a fresh one next time
+                    _, tstat = os.waitpid(tester.pid, 0)
+                    tester.dead = True
+                    tester_end = _exit_info(tstat)
+                    tester.kill()
+                tester_end["cpu_s"] = max(0.0, tester.cpu() - tester_cpu0) if not tester.dead else 0.0
+            elif isinstance(obj, _Feeder):
+                if obj.step():
+                    sel.unregister(key.fd)
+            else:
+                try:
+                    chunk = os.read(obj.fd, 65536)
+                except BlockingIOError:
+                    continue
+                if not chunk:
+                    sel.unregister(obj.fd)
+                    obj.open = False
+                elif not obj.take(chunk):
+                    verdict = "output_limit"
+        if verdict == "output_limit":
+            break
+
+    # ---- teardown: end everything, collect exits, then clean up
+    anomaly = ""
+    if program_exit is None:
+        if comp and verdict is None:
+            program_killed = True  # the companion finished; the program was still serving it
+        _kill_group(pid)
+    if tester is not None and tester_end is None:
+        # Cut off mid-run (a limit, the backstop): this companion process is not reused.
+        cpu_used = max(0.0, tester.cpu() - tester_cpu0)
+        tester.kill()
+        tester_end = {"exit_code": None, "signal": signal.SIGKILL, "cpu_s": cpu_used}
+    if program_exit is None:
+        zsock.settimeout(10.0)
+        try:
+            msg = json.loads(zsock.recv(1 << 16))
+            program_exit = (msg["wstatus"], float(msg["cpu"]))
+        except (OSError, ValueError, KeyError) as exc:
+            anomaly = f"program zygote did not report the program's exit: {exc!r}"
+            program_exit = (signal.SIGKILL, 0.0)
+        finally:
+            zsock.settimeout(None)
+    clean = _sweep()
+    wall = time.monotonic() - start
+    for stream in streams.values():
+        stream.drain()
+    sel.close()
+    for fd in [*streams, *(f.fd for f in feeders)]:
+        if fd >= 0:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+    try:
+        os.unlink(code_file)
+    except OSError:
+        pass
+    anomaly = anomaly or _wipe_scratch(SCRATCH_DIRS if _SESSION["persist"] else SCRATCH_DIRS + (STATE_DIR,))
+    if not clean:
+        anomaly = "processes survived the kill sweep"
+
+    wstatus, cpu = program_exit
+    exited = _exit_info(wstatus)
+    exit_code, sig = exited["exit_code"], exited["signal"]
+    stderr_text = streams[p_err[0]].text()
+    if verdict is None:
+        if program_killed:
+            verdict, exit_code, sig = "ok", None, None
+        else:
+            verdict = _classify(exit_code, sig, cpu, limits, stderr_text)
+            if verdict == "timeout":
+                timeout_by = "cpu"
+    result = {
+        "id": req["id"],
+        "status": verdict,
+        "timeout_by": timeout_by,
+        "exit_code": exit_code,
+        "signal": sig,
+        "stdout": streams[p_out[0]].text(),
+        "stderr": stderr_text,
+        "stdout_truncated": streams[p_out[0]].truncated,
+        "stderr_truncated": streams[p_err[0]].truncated,
+        "report": base64.b64encode(bytes(report.buf)).decode(),
+        "wall_s": wall,
+        "cpu_s": cpu,
+        "anomaly": anomaly,
+    }
+    if comp:
+        result["companion"] = {**tester_end, "stdout": streams[t_out[0]].text(), "stderr": streams[t_err[0]].text()}
+    return result
+
+
+def _classify(exit_code, sig, cpu: float, limits: dict, stderr: str) -> str:
+    if sig in (signal.SIGXCPU,) or (sig == signal.SIGKILL and cpu >= float(limits["cpu_s"]) - 0.05):
+        return "timeout"
+    tail = stderr[-2000:]
+    if exit_code == MEMORY_EXIT or (exit_code != 0 and ("MemoryError" in tail or "Cannot allocate memory" in tail)):
+        return "memory_limit"
+    if sig is not None and "out of memory" in tail.lower():
+        return "memory_limit"
+    if exit_code == 0:
+        return "ok"
+    return "runtime_error"
