@@ -28,7 +28,7 @@ from vmpool import ExecRequest, ExecResult, Limits, Status, VmpoolError
 from ._compare import stdout_matches, values_equal
 from ._extract import extract_code
 from ._problems import AssertTests, CallTests, Problem, StdioTests
-from ._runner import build_request, parse_report
+from ._runner import RunnerReport, build_request, parse_report
 from ._shaping import RewardConfig, compute_reward
 
 __all__ = ["Outcome", "Verdict", "Grader"]
@@ -260,9 +260,7 @@ class Grader:
                 passed += 1
                 continue
             if first_fail is None:
-                why = _wrong_output(res.stdout, case.stdout) if res.status is Status.OK else \
-                    (_exec_why(res, None) if res.status is Status.TIMEOUT else
-                     res.stderr.strip()[-300:] or res.status.value)
+                why = _wrong_output(res.stdout, case.stdout) if res.status is Status.OK else _exec_why(res, None)
                 first_fail = (i, res, why)
         total = len(tests.cases)
         if first_fail is None:
@@ -307,7 +305,7 @@ class Grader:
         return Verdict(False, outcome, passed, total, _cut(f"test {first}: {why}"), wall, res.status)
 
 
-def _exec_why(res: ExecResult, report: Any) -> str:
+def _exec_why(res: ExecResult, report: RunnerReport | None) -> str:
     """Why a run that did not end OK ended, for the verdict's error excerpt."""
     if res.status is Status.TIMEOUT:
         if res.timeout_by == "wall":

@@ -9,6 +9,8 @@ replies, deadlines, the busy/close race and result decoding live here, once.
 from __future__ import annotations
 
 import base64
+import functools
+import hashlib
 import logging
 import threading
 import time
@@ -46,6 +48,7 @@ class AgentSandbox:
         self._chan: FrameChannel | None = None
         self._streams: tuple[Any, ...] = ()
         self._next_id = 0
+        self._sources_sent: set[str] = set()  # digests of cached code this agent holds
 
     # ---------------------------------------------------------------- subclass hooks
     def _process_alive(self) -> bool:
@@ -111,9 +114,19 @@ class AgentSandbox:
                 if self._closed:  # closed while we were running: the channel is ours to close
                     self._close_streams()
 
+    def _code_field(self, code: str, cached: bool) -> dict[str, str]:
+        """Harness-authored (cached) code travels once per sandbox, then by its digest."""
+        if not cached:
+            return {"code": code}
+        ref = _digest(code)
+        if ref in self._sources_sent:
+            return {"code_ref": ref}
+        self._sources_sent.add(ref)
+        return {"code": code, "code_ref": ref}
+
     def _execute(self, request: ExecRequest) -> ExecResult:
         message: dict[str, Any] = {
-            "code": request.code,
+            **self._code_field(request.code, request.cache_code),
             "stdin": request.stdin,
             "files": {name: encode_file(data) for name, data in request.files.items()},
             "limits": request.limits.to_wire(),
@@ -124,7 +137,7 @@ class AgentSandbox:
         comp = request.companion
         if comp is not None:
             message["companion"] = {
-                "code": comp.code, "stdin": comp.stdin, "argv": list(comp.argv), "cache_code": comp.cache_code,
+                **self._code_field(comp.code, comp.cache_code), "stdin": comp.stdin, "argv": list(comp.argv), "cache_code": comp.cache_code,
                 "entry": comp.entry,
                 "limits": (comp.limits or request.limits).to_wire(),
             }
@@ -186,6 +199,11 @@ class AgentSandbox:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+@functools.lru_cache(maxsize=64)
+def _digest(code: str) -> str:
+    return hashlib.sha256(code.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 def encode_file(data: str | bytes) -> dict[str, str]:
