@@ -2,7 +2,8 @@
 (:class:`RayHarness`, :func:`grade_ray`), and the streaming Ray Data path (:func:`grade_ray_data`).
 
 ``ray`` is imported only when one of these is used. Code split:
-``_ray_actor`` (the actor, Ray start-up), ``_ray_client`` (RayGrader), ``_ray_data`` (Ray Data).
+``_ray_actor`` (the actor, Ray start-up), ``_ray_client`` (RayGrader; its chunk scheduling in ``_ray_chunks``, slots and metrics in
+``_ray_support``), ``_ray_data`` (Ray Data).
 """
 
 from __future__ import annotations

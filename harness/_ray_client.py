@@ -18,60 +18,25 @@ program that killed its sandbox once and then reports ``SANDBOX_KILLED``.
 from __future__ import annotations
 
 import logging
-import math
 import time
 from collections import deque
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Self
 
-from rewards import Outcome, Problem, RewardConfig, Verdict, compute_reward
-from vmpool import Limits, PoolConfig, SandboxStartError, Status
+from rewards import Problem, RewardConfig, Verdict, compute_reward
+from vmpool import Limits, PoolConfig, SandboxStartError
 
 from ._ray_actor import alive_nodes, default_runtime_env, ensure_ray, grader_actor_class
+from ._ray_chunks import _ChunkScheduler, _Run
+from ._ray_support import _fields, _Metrics, _short, _Slot
 
 __all__ = ["RayGrader"]
 
 logger = logging.getLogger(__name__)
 
-_MAX_AUTO_CHUNK = 64
 
-
-@dataclass(eq=False)
-class _Slot:
-    """One grader actor as the client sees it."""
-
-    node_id: str
-    index: int
-    num_cpus: float
-    actor: Any
-    capacity: int = 1
-    state: str = "starting"  # starting | live | down (failed, maybe restarting) | dead
-    inflight: int = 0
-    replacements: int = 0
-    pid: int = 0
-    reason: str = ""
-
-    @property
-    def key(self) -> str:
-        return f"{self.node_id[:8]}#{self.index}"
-
-
-@dataclass
-class _Run:
-    """State of one grade_batch call."""
-
-    items: list[tuple[Problem, Any]]
-    bounds: list[tuple[int, int]]
-    results: list[Verdict | None]
-    attempts: list[int]
-    done: list[bool]
-    pending: deque[int] = field(default_factory=deque)
-    inflight: dict[Any, tuple[int, _Slot, float]] = field(default_factory=dict)
-
-
-class RayGrader:
+class RayGrader(_ChunkScheduler):
     """Grades ``(Problem, completion)`` pairs on pool actors spread over a Ray cluster.
 
     Same contract as ``rewards.Grader.grade_batch`` (one verdict per item, in input order), so
@@ -340,73 +305,6 @@ class RayGrader:
             raise RuntimeError(f"{missing} verdicts missing")
         return [v for v in run.results if v is not None]
 
-    def _auto_chunk(self, n: int) -> int:
-        capacity = max(1, self.capacity)
-        return max(1, min(_MAX_AUTO_CHUNK, math.ceil(n / (capacity * self.chunks_in_flight * 2))))
-
-    def _dispatch(self, run: _Run) -> None:
-        while run.pending:
-            live = [s for s in self._slots if s.state == "live"]
-            if not live:
-                return
-            limit = {id(s): s.capacity * self.chunks_in_flight for s in live}
-            slot = max(live, key=lambda s: ((limit[id(s)] - s.inflight) / limit[id(s)], s.capacity))
-            if slot.inflight >= limit[id(slot)]:
-                return
-            cid = run.pending.popleft()
-            start, end = run.bounds[cid]
-            ref = slot.actor.grade_chunk.remote(run.items[start:end])
-            slot.inflight += 1
-            run.inflight[ref] = (cid, slot, time.monotonic())
-
-    def _chunk_done(self, run: _Run, ref: Any) -> None:
-        import ray
-
-        cid, slot, started = run.inflight.pop(ref)
-        slot.inflight = max(0, slot.inflight - 1)
-        start, end = run.bounds[cid]
-        try:
-            verdicts = ray.get(ref)
-        except _actor_lost_errors() as exc:
-            self._on_actor_failure(slot, exc)
-            if run.done[cid]:
-                return
-            run.attempts[cid] += 1
-            if run.attempts[cid] > self.max_resubmits:
-                self._fail_chunk(run, cid, f"grader actor died {run.attempts[cid]} times: {_short(exc)}")
-                return
-            self.stats["resubmitted"] += 1
-            self._metrics.inc("resubmitted")
-            logger.info("resubmitting chunk %d (%d programs) after: %s", cid, end - start, _short(exc))
-            run.pending.appendleft(cid)
-            return
-        except ray.exceptions.RayTaskError as exc:
-            raise exc.as_instanceof_cause() from None
-        if run.done[cid]:  # cannot happen (one ref per submission), but never deliver twice
-            return
-        if len(verdicts) != end - start:
-            raise RuntimeError(f"grader actor returned {len(verdicts)} verdicts for {end - start} programs")
-        run.results[start:end] = verdicts
-        run.done[cid] = True
-        self.stats["programs"] += end - start
-        self.stats["chunks"] += 1
-        self._metrics.inc("programs", end - start)
-        self._metrics.observe(time.monotonic() - started)
-
-    def _fail_chunk(self, run: _Run, cid: int, why: str) -> None:
-        start, end = run.bounds[cid]
-        for i in range(start, end):
-            problem = run.items[i][0]
-            run.results[i] = Verdict(None, Outcome.SANDBOX_ERROR, 0, problem.tests.count, why[:500], 0.0,
-                                     Status.SANDBOX_ERROR)
-        run.done[cid] = True
-        self.stats["failed_programs"] += end - start
-        logger.error("chunk %d (%d programs) reported as sandbox_error: %s", cid, end - start, why)
-
-    def _fail_pending(self, run: _Run, why: str) -> None:
-        while run.pending:
-            self._fail_chunk(run, run.pending.popleft(), why)
-
     # ------------------------------------------------------------------ lifetime
     def close(self) -> None:
         """Close every actor's pool, kill the actors, and shut Ray down if this grader started it."""
@@ -441,63 +339,3 @@ class RayGrader:
     ) -> None:
         self.close()
 
-
-def _actor_lost_errors() -> tuple[type[BaseException], ...]:
-    """Errors meaning "the actor (or its node) went away", not "the program failed".
-
-    ``ActorDiedError`` and ``ActorUnavailableError`` are ``RayActorError`` subclasses; an actor
-    pinned to a node that died reports ``ActorUnschedulableError``; a result lost with its node
-    reports ``ObjectLostError`` (``OwnerDiedError`` is a subclass).
-    """
-    from ray import exceptions as rx
-
-    names = ("RayActorError", "ActorDiedError", "ActorUnavailableError", "ActorUnschedulableError",
-             "ObjectLostError", "OwnerDiedError")
-    return tuple(getattr(rx, name) for name in names if hasattr(rx, name))
-
-
-def _short(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0] if text else ''}"[:300]
-
-
-def _fields(config: PoolConfig) -> dict[str, Any]:
-    import dataclasses
-
-    return {f.name: getattr(config, f.name) for f in dataclasses.fields(config)}
-
-
-class _Metrics:
-    """Ray metrics (exported by Ray's metrics agent where one runs); no-ops if unavailable."""
-
-    def __init__(self) -> None:
-        self._counters: dict[str, Any] = {}
-        self._latency: Any = None
-        try:
-            from ray.util.metrics import Counter, Histogram
-
-            self._counters = {
-                "programs": Counter("harness_programs_graded", description="programs graded through RayGrader"),
-                "resubmitted": Counter("harness_chunks_resubmitted",
-                                       description="chunks resubmitted after a grader actor died"),
-                "replaced": Counter("harness_actors_replaced", description="grader actors started in place of dead ones"),
-            }
-            self._latency = Histogram("harness_chunk_latency_s", description="seconds from submit to result per chunk",
-                                      boundaries=[0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60])
-        except Exception as exc:  # pragma: no cover - metrics are best effort
-            logger.debug("Ray metrics unavailable: %s", exc)
-
-    def inc(self, name: str, value: int = 1) -> None:
-        counter = self._counters.get(name)
-        if counter is not None:
-            try:
-                counter.inc(value)
-            except Exception:  # pragma: no cover
-                pass
-
-    def observe(self, seconds: float) -> None:
-        if self._latency is not None:
-            try:
-                self._latency.observe(seconds)
-            except Exception:  # pragma: no cover
-                pass

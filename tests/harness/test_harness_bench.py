@@ -77,7 +77,7 @@ def test_fork_floor_more_workers_than_programs_and_none() -> None:
 
 @pytest.mark.usefixtures("no_leaks")
 def test_fork_floor_reports_a_worker_that_does_not_start(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("harness._bench.SANDBOX_PYTHON", "/bin/false")
+    monkeypatch.setattr("harness._bench_baselines.SANDBOX_PYTHON", "/bin/false")
     times, codes, wall, failures = _run_fork_workers(PROGRAMS, 2)
     assert len(failures) == 2 and all("fork worker did not start: exit 1" in f for f in failures)
     assert codes == [-1] * len(PROGRAMS) and times == [0.0] * len(PROGRAMS) and wall == 0.0
@@ -85,7 +85,7 @@ def test_fork_floor_reports_a_worker_that_does_not_start(monkeypatch: pytest.Mon
 
 @pytest.mark.usefixtures("no_leaks")
 def test_fork_floor_alarm_and_watchdog(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.setattr("harness._bench.BASELINE_TIMEOUT_S", 1)
+    monkeypatch.setattr("harness._bench_baselines.BASELINE_TIMEOUT_S", 1)
     _, codes, _, failures = _run_fork_workers(["import time\ntime.sleep(5)\n", "pass\n"], 2)
     assert failures == [] and codes == [-14, 0]  # the child's SIGALRM
     pid_file = tmp_path / "pid"
