@@ -6,7 +6,7 @@ import fcntl
 import json
 import os
 import resource
-import selectors
+import select
 import signal
 import socket
 import stat
@@ -339,12 +339,18 @@ def _zygote_main(sock: socket.socket) -> None:
     It was forked before the agent read any request, and it never reads a program's code
     or a companion's data itself (the child reads its code from a file), so a program
     that reads its own memory finds nothing but the harness's own modules.
+
+    Every fork write-protects the whole heap again, so each page this loop writes to
+    afterwards costs a fault (and a copy while the child lives): the loop is kept small
+    (one poll object, replies as short byte strings) for that reason.
     """
-    sel = selectors.DefaultSelector()
-    sel.register(sock, selectors.EVENT_READ, None)
+    poller = select.poll()
+    sfd = sock.fileno()
+    poller.register(sfd, select.POLLIN)
+    children = {}  # pidfd -> pid
     while True:
-        for key, _ in sel.select():
-            if key.data is None:
+        for fd, _ in poller.poll():
+            if fd == sfd:
                 spec, fds = _recv_spec(sock)
                 if spec.get("cache_code"):
                     code = _code_of(spec)
@@ -353,18 +359,18 @@ def _zygote_main(sock: socket.socket) -> None:
                 if pid == 0:
                     sock.close()
                     _child_main(fds, _program_setup(spec))
-                for fd in fds:
-                    os.close(fd)
+                for child_fd in fds:
+                    os.close(child_fd)
                 pidfd = os.pidfd_open(pid)
-                sel.register(pidfd, selectors.EVENT_READ, pid)
-                sock.send(json.dumps({"pid": pid}).encode())
+                children[pidfd] = pid
+                poller.register(pidfd, select.POLLIN)
+                sock.send(b"P %d" % pid)
             else:
-                pid = key.data
-                sel.unregister(key.fd)
-                os.close(key.fd)
+                pid = children.pop(fd)
+                poller.unregister(fd)
+                os.close(fd)
                 _, wstatus, usage = os.wait4(pid, 0)
-                sock.send(json.dumps({"exited": pid, "wstatus": wstatus,
-                                      "cpu": usage.ru_utime + usage.ru_stime}).encode())
+                sock.send(b"X %d %d %r" % (pid, wstatus, usage.ru_utime + usage.ru_stime))
 
 
 def _start_zygote() -> socket.socket:

@@ -6,7 +6,7 @@ import base64
 import fcntl
 import json
 import os
-import selectors
+import select
 import signal
 import socket
 import sys
@@ -50,11 +50,13 @@ def _prepare(req: dict, seq: int):
     workdir = os.path.join(WORK_ROOT, f"run{seq}")
     code_file = os.path.join(WORK_ROOT, f"run{seq}.py")
     os.mkdir(workdir, 0o700)
-    _write_files(workdir, req.get("files") or {})
-    if _PRIV["on"]:
+    files = req.get("files") or {}
+    _write_files(workdir, files)
+    if _PRIV["on"] and files:
         for root, dirs, names in os.walk(workdir):
             for name in [*dirs, *names]:
                 os.chown(os.path.join(root, name), PROGRAM_UID, PROGRAM_UID)
+    if _PRIV["on"]:
         os.chown(workdir, PROGRAM_UID, PROGRAM_UID)
     if not req.get("cache_code"):
         fd = os.open(code_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
@@ -100,6 +102,9 @@ class _Tester:
         self.sock = ours
         self.pidfd = os.pidfd_open(pid)
         self.dead = False
+        # Its CPU seconds at the end of its last run, as it reported them itself (it is
+        # trusted code): saves reading /proc twice per run. None until it has reported.
+        self.cpu_mark = None
 
     def cpu(self) -> float:
         return _proc_cpu(self.pid)
@@ -168,7 +173,34 @@ def _tester_serve(fd: int, comp: dict) -> None:
         for target in range(5):
             os.dup2(null, target)
         os.close(null)
-        sock.send(json.dumps({"exit_code": rc}).encode())
+        times = os.times()
+        sock.send(json.dumps({"exit_code": rc,
+                              "cpu": time.process_time() + times.children_user + times.children_system}).encode())
+
+
+class _Watch:
+    """The fds one run waits on, each with what it stands for (a poll object: the run
+    loop's cost is per program, so no selector objects or epoll fd per run)."""
+
+    __slots__ = ("poll", "objs")
+
+    def __init__(self) -> None:
+        self.poll = select.poll()
+        self.objs: dict = {}
+
+    def add(self, fd: int, obj, write: bool = False) -> None:
+        self.poll.register(fd, select.POLLOUT if write else select.POLLIN)
+        self.objs[fd] = obj
+
+    def drop(self, fd: int) -> None:
+        if self.objs.pop(fd, None) is not None:
+            self.poll.unregister(fd)
+
+    def wait(self, timeout: float) -> list:
+        """(fd, obj) of the ready fds still watched, waiting at most ``timeout`` seconds."""
+        events = self.poll.poll(-(-timeout * 1000 // 1))
+        objs = self.objs
+        return [(fd, objs[fd]) for fd, _ in events if fd in objs]
 
 
 class _Stream:
@@ -223,6 +255,23 @@ class _Feeder:
         return False
 
 
+def _zygote_pid(msg: bytes) -> int:
+    """The pid in the zygote's ``P <pid>`` reply. Raises ValueError for anything else."""
+    tag, _, pid = msg.partition(b" ")
+    if tag != b"P":
+        raise ValueError(f"unexpected zygote reply {msg[:64]!r}")
+    return int(pid)
+
+
+def _zygote_exit(msg: bytes, pid: int) -> tuple:
+    """(wstatus, cpu seconds) from the zygote's ``X <pid> <wstatus> <cpu>`` report of
+    ``pid``. Raises ValueError for anything else (one program runs at a time)."""
+    parts = msg.split(b" ")
+    if len(parts) != 4 or parts[0] != b"X" or int(parts[1]) != pid:
+        raise ValueError(f"unexpected zygote report {msg[:64]!r}")
+    return int(parts[2]), float(parts[3])
+
+
 def _exit_info(wstatus: int) -> dict:
     return {"exit_code": os.WEXITSTATUS(wstatus) if os.WIFEXITED(wstatus) else None,
             "signal": os.WTERMSIG(wstatus) if os.WIFSIGNALED(wstatus) else None}
@@ -252,7 +301,7 @@ def run_one(req: dict, seq: int, zsock: socket.socket) -> dict:
             streams[r] = _Stream(r, comp_cap)
         feeder = _Feeder(t_in[1], (comp.get("stdin") or "").encode())
         feeders.append(feeder)
-        tester_cpu0 = tester.cpu()
+        tester_cpu0 = tester.cpu() if tester.cpu_mark is None else tester.cpu_mark
         socket.send_fds(tester.sock, [json.dumps({"argv": list(comp.get("argv") or [])}).encode()],
                         [t_in[0], t_out[1], t_err[1], t_rep[1], link_t.fileno()])
         # Most payloads fit in the pipe: hand it over now, so the tester starts while the
@@ -285,27 +334,27 @@ def run_one(req: dict, seq: int, zsock: socket.socket) -> dict:
             spec["code"] = req["code"]
     start = time.monotonic()
     socket.send_fds(zsock, [json.dumps(spec).encode()], [p_in[0], p_out[1], p_err[1], fd3])
-    pid = json.loads(zsock.recv(1 << 16))["pid"]
+    pid = _zygote_pid(zsock.recv(64))
     for fd in theirs:
         os.close(fd)
     if link_p is not None:
         link_p.close()
 
-    sel = selectors.DefaultSelector()
+    sel = _Watch()
     for fd, stream in streams.items():
         os.set_blocking(fd, False)
-        sel.register(fd, selectors.EVENT_READ, stream)
+        sel.add(fd, stream)
     for feeder in feeders:
         os.set_blocking(feeder.fd, False)
         if feeder.data:
-            sel.register(feeder.fd, selectors.EVENT_WRITE, feeder)
+            sel.add(feeder.fd, feeder, write=True)
         else:
             os.close(feeder.fd)
             feeder.fd = -1
-    sel.register(zsock, selectors.EVENT_READ, "zygote")
+    sel.add(zsock.fileno(), "zygote")
     if tester is not None:
-        sel.register(tester.sock, selectors.EVENT_READ, "tester-done")
-        sel.register(tester.pidfd, selectors.EVENT_READ, "tester-died")
+        sel.add(tester.sock.fileno(), "tester-done")
+        sel.add(tester.pidfd, "tester-died")
 
     cpu_limit = float(limits["cpu_s"])
     tester_cpu_limit = float(comp["limits"]["cpu_s"]) if comp else 0.0
@@ -349,35 +398,38 @@ def run_one(req: dict, seq: int, zsock: socket.socket) -> dict:
                 verdict, timeout_by = "timeout", "cpu"  # the tests themselves ran out of CPU time
                 break
         wake = min(deadline, next_poll, linger_until or deadline)
-        for key, _ in sel.select(max(0.0, wake - now)):
-            obj = key.data
+        for fd, obj in sel.wait(max(0.0, wake - now)):
             if obj == "zygote":
-                msg = json.loads(zsock.recv(1 << 16))
-                program_exit = (msg["wstatus"], float(msg["cpu"]))
-                sel.unregister(zsock)
+                program_exit = _zygote_exit(zsock.recv(64), pid)
+                sel.drop(zsock.fileno())
             elif obj == "tester-done" or obj == "tester-died":
                 if tester_end is not None:
                     continue  # both of its events fired in one round: handled already
-                sel.unregister(tester.sock)
-                sel.unregister(tester.pidfd)
+                sel.drop(tester.sock.fileno())
+                sel.drop(tester.pidfd)
                 if obj == "tester-done" and (msg := tester.sock.recv(1 << 16)):
-                    tester_end = {"exit_code": json.loads(msg)["exit_code"], "signal": None}
+                    said = json.loads(msg)
+                    tester_end = {"exit_code": said["exit_code"], "signal": None}
+                    tester.cpu_mark = float(said["cpu"])
                 else:  # the companion process died during the run: a fresh one next time
                     _, tstat = os.waitpid(tester.pid, 0)
                     tester.dead = True
                     tester_end = _exit_info(tstat)
                     tester.kill()
-                tester_end["cpu_s"] = max(0.0, tester.cpu() - tester_cpu0) if not tester.dead else 0.0
+                if tester.dead:
+                    tester_end["cpu_s"] = 0.0
+                else:
+                    tester_end["cpu_s"] = max(0.0, tester.cpu_mark - tester_cpu0)
             elif isinstance(obj, _Feeder):
                 if obj.step():
-                    sel.unregister(key.fd)
+                    sel.drop(fd)
             else:
                 try:
                     chunk = os.read(obj.fd, 65536)
                 except BlockingIOError:
                     continue
                 if not chunk:
-                    sel.unregister(obj.fd)
+                    sel.drop(obj.fd)
                     obj.open = False
                 elif not obj.take(chunk):
                     verdict = "output_limit"
@@ -398,8 +450,7 @@ def run_one(req: dict, seq: int, zsock: socket.socket) -> dict:
     if program_exit is None:
         zsock.settimeout(10.0)
         try:
-            msg = json.loads(zsock.recv(1 << 16))
-            program_exit = (msg["wstatus"], float(msg["cpu"]))
+            program_exit = _zygote_exit(zsock.recv(64), pid)
         except (OSError, ValueError, KeyError) as exc:
             anomaly = f"program zygote did not report the program's exit: {exc!r}"
             program_exit = (signal.SIGKILL, 0.0)
@@ -409,17 +460,17 @@ def run_one(req: dict, seq: int, zsock: socket.socket) -> dict:
     wall = time.monotonic() - start
     for stream in streams.values():
         stream.drain()
-    sel.close()
     for fd in [*streams, *(f.fd for f in feeders)]:
         if fd >= 0:
             try:
                 os.close(fd)
             except OSError:
                 pass
-    try:
-        os.unlink(code_file)
-    except OSError:
-        pass
+    if not req.get("cache_code"):
+        try:
+            os.unlink(code_file)
+        except OSError:
+            pass
     anomaly = anomaly or _wipe_scratch(SCRATCH_DIRS if _SESSION["persist"] else SCRATCH_DIRS + (STATE_DIR,))
     if not clean:
         anomaly = "processes survived the kill sweep"
