@@ -9,7 +9,8 @@ the other so they do not compete for CPUs:
 * ``pool``: the same whole programs straight through ``vmpool.Pool.map``, no Grader:
   splits the sandboxed cost between the sandbox itself and the rewards layer.
 * ``fork``: the floor - the least work that still runs every program in a fresh process.
-  One warm ``/usr/bin/python3`` per pool slot, with the sandbox zygote's modules
+  One warm ``/usr/bin/python3`` per pool slot (each pinned to a core of its own, as the
+  pool pins its sandboxes, when there are cores enough), with the sandbox zygote's modules
   preloaded (``vmpool._guest.agent.PRELOAD``) and every program of its share already in
   memory, forks one child per program; the child compiles and execs the whole program
   (solution + tests) and exits with its status; the parent only waits. All workers start

@@ -28,6 +28,8 @@ BASELINE_TIMEOUT_S = 30
 _FORK_WORKER = r"""
 import gc, json, os, signal, sys, time
 job = json.loads(sys.stdin.buffer.readline())
+if job.get("cpu") is not None:  # one worker per core, like the pool's pinned sandboxes
+    os.sched_setaffinity(0, {job["cpu"]})
 for name in job["preload"]:  # the zygote's template state
     try:
         __import__(name)
@@ -175,8 +177,11 @@ def _run_fork_workers(programs: Sequence[str], workers: int) -> tuple[list[float
     try:
         pool += [_ForkWorker(share) for share in shares]
         watchdog.start()
-        for worker in pool:
-            job = {"preload": list(PRELOAD), "programs": [programs[i] for i in worker.share]}
+        cpus = sorted(os.sched_getaffinity(0))
+        pin = len(pool) <= len(cpus)  # one worker per core when there are cores enough
+        for n, worker in enumerate(pool):
+            job = {"preload": list(PRELOAD), "programs": [programs[i] for i in worker.share],
+                   "cpu": cpus[n] if pin else None}
             worker.send(json.dumps(job).encode() + b"\n")  # a failure shows as no ready byte
         ready = []
         for worker in pool:

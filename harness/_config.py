@@ -95,8 +95,14 @@ class PoolSettings:
         "microvm: 'auto' (KVM if a probe boot works, else TCG), 'kvm' or 'tcg'",
         default="auto",
     )
+    pin_cpus: bool = _help(
+        "namespace: pin each sandbox to one CPU, spread over the host by a machine-wide lease "
+        "(faster hand-overs between a program and its tester); false where other heavy work shares the CPUs",
+        default=True,
+    )
 
     def __post_init__(self) -> None:
+        _require(isinstance(self.pin_cpus, bool), "pin_cpus", f"must be true or false, got {self.pin_cpus!r}")
         _require(self.backend in BACKENDS, "backend", f"must be one of {', '.join(BACKENDS)}, got {self.backend!r}")
         _require(self.accel in ("auto", "kvm", "tcg"), "accel", f"must be auto, kvm or tcg, got {self.accel!r}")
         if self.size is not None:
@@ -115,7 +121,8 @@ class PoolSettings:
             size: pool size override (e.g. per Ray actor); default :meth:`resolved_size`.
         """
         kwargs: dict[str, Any] = {"backend": self.backend, "size": size or self.resolved_size(),
-                                  "image_config": self.image_config, "accel": self.accel}
+                                  "image_config": self.image_config, "accel": self.accel,
+                                  "pin_cpus": self.pin_cpus}
         if self.max_programs_per_sandbox is not None:
             kwargs["max_programs_per_sandbox"] = self.max_programs_per_sandbox
         return PoolConfig(**kwargs)

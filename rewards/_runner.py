@@ -80,7 +80,14 @@ def prelude_of(problem: Problem) -> str:
     helpers such as ``poly`` or ``encode_cyclic``), when it compiles on its own."""
     if problem.completion_mode != "continue" or not problem.prompt:
         return ""
-    for candidate in (problem.prompt, problem.prompt.rstrip() + "\n    pass\n"):
+    return _prelude(problem.prompt)
+
+
+@functools.lru_cache(maxsize=4096)
+def _prelude(prompt: str) -> str:
+    # Cached: every sample of a problem has the same prompt, and parsing it is the
+    # costliest step of planning a request.
+    for candidate in (prompt, prompt.rstrip() + "\n    pass\n"):
         if _parse(candidate) is not None:
             return candidate
     return ""

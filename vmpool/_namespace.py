@@ -39,6 +39,7 @@ from ._agent_client import AgentSandbox
 from ._errors import BackendUnavailableError, SandboxError, SandboxStartError
 from ._protocol import FrameChannel
 from ._seccomp import seccomp_bpf
+from ._cpus import CpuLease, lease_cpu
 from ._uids import UidLease, lease_uid
 
 logger = logging.getLogger(__name__)
@@ -84,6 +85,7 @@ class NamespaceSandbox(AgentSandbox):
         start_timeout_s: how long to wait for the agent's ready message.
         transport_slack_s: extra time over a program's wall limit before the host
             declares the sandbox unresponsive and kills it.
+        pin_cpu: run the sandbox on one CPU, leased machine-wide (:mod:`vmpool._cpus`).
 
     Raises:
         BackendUnavailableError: bwrap or seccomp support is missing.
@@ -93,10 +95,15 @@ class NamespaceSandbox(AgentSandbox):
     backend = "namespace"
 
     def __init__(self, python: str = "/usr/bin/python3", tmpfs_mb: int = 64,
-                 start_timeout_s: float = 30.0, transport_slack_s: float = 5.0) -> None:
+                 start_timeout_s: float = 30.0, transport_slack_s: float = 5.0, pin_cpu: bool = False) -> None:
         super().__init__(transport_slack_s)
         self._proc: subprocess.Popen[bytes] | None = None
+        self._cpu: CpuLease | None = None
         self._lease: UidLease | None = lease_uid()
+        if pin_cpu:
+            self._cpu = lease_cpu()
+            if self._cpu is None:
+                logger.info("namespace sandbox runs unpinned: no CPU lease to be had")
         self._stderr = tempfile.TemporaryFile()
         self.uid_separation = False
         try:
@@ -116,6 +123,11 @@ class NamespaceSandbox(AgentSandbox):
         """Every host uid this sandbox's processes may run as."""
         assert self._lease is not None
         return self._lease.uids
+
+    @property
+    def cpu(self) -> int | None:
+        """The CPU this sandbox is pinned to (None: unpinned)."""
+        return self._cpu.cpu if self._cpu else None
 
     @property
     def pid(self) -> int | None:
@@ -148,6 +160,7 @@ class NamespaceSandbox(AgentSandbox):
             "--setenv", "LANG", "C.UTF-8", "--setenv", "PYTHONDONTWRITEBYTECODE", "1",
             "--seccomp", str(seccomp_fd),
             "--", python, "-I", "-B", GUEST_AGENT_PATH,
+            *(["--cpu", str(self._cpu.cpu)] if self._cpu else []),
         ]
 
     def _start(self, python: str, tmpfs_mb: int, start_timeout_s: float) -> None:
@@ -248,4 +261,7 @@ class NamespaceSandbox(AgentSandbox):
             # Backstop: anything that still runs under this sandbox's uid dies here.
             self._lease.release()
             self._lease = None
+        if self._cpu is not None:
+            self._cpu.release()
+            self._cpu = None
         self._stderr.close()

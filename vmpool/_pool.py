@@ -76,6 +76,11 @@ class PoolConfig:
             (``configs/image.yaml``); ``None`` uses the default image.
         accel: microvm only: ``auto`` (KVM if a probe boot works, else TCG), ``kvm``
             or ``tcg``.
+        pin_cpus: namespace only: pin each sandbox (its agent, tester and programs) to
+            one CPU of this process's affinity set, spread over the host's CPUs by a
+            machine-wide lease, so a program's chain of processes hands over on one CPU
+            (``harness bench`` measures the gain). Turn it off where other heavy work
+            shares these CPUs and the scheduler should be free to move sandboxes.
     """
 
     backend: str = field(default="namespace", metadata={"help": "namespace | auto"})
@@ -87,6 +92,7 @@ class PoolConfig:
     transport_slack_s: float = field(default=5.0, metadata={"help": "extra seconds past wall_s before a sandbox is declared dead"})
     image_config: str | None = field(default=None, metadata={"help": "microvm: guest image YAML (None: default image)"})
     accel: str = field(default="auto", metadata={"help": "microvm: auto | kvm | tcg"})
+    pin_cpus: bool = field(default=True, metadata={"help": "namespace: pin each sandbox to one CPU (leased host-wide)"})
 
     def __post_init__(self) -> None:
         if self.backend not in BACKENDS:
@@ -99,6 +105,8 @@ class PoolConfig:
             raise ValueError(f"PoolConfig.tmpfs_mb must be >= 4, got {self.tmpfs_mb!r}")
         if self.accel not in ACCELS:
             raise ValueError(f"PoolConfig.accel must be one of {', '.join(ACCELS)}, got {self.accel!r}")
+        if not isinstance(self.pin_cpus, bool):
+            raise ValueError(f"PoolConfig.pin_cpus must be true or false, got {self.pin_cpus!r}")
         if self.start_timeout_s <= 0 or self.transport_slack_s <= 0:
             raise ValueError("PoolConfig.start_timeout_s and transport_slack_s must be > 0")
 
@@ -177,7 +185,7 @@ class Pool:
         if self.backend == "namespace":
             return lambda: NamespaceSandbox(python=cfg.python, tmpfs_mb=cfg.tmpfs_mb,
                                             start_timeout_s=cfg.start_timeout_s,
-                                            transport_slack_s=cfg.transport_slack_s)
+                                            transport_slack_s=cfg.transport_slack_s, pin_cpu=cfg.pin_cpus)
         if self.backend == "microvm":
             from ._microvm import MicroVMSandbox, MicroVMTemplate
 

@@ -2,8 +2,11 @@
 scratch cleanup (part of the guest agent, see agent.py; stdlib only, standalone).
 """
 
+import base64
 import fcntl
+import gc
 import json
+import marshal
 import os
 import resource
 import select
@@ -244,15 +247,20 @@ def _child_main(fds: list, setup) -> None:
         os._exit(code)
 
 
+def _remember(code: str, compiled) -> None:
+    if len(_CODE_CACHE) >= _CODE_CACHE_MAX:
+        _CODE_CACHE.pop(next(iter(_CODE_CACHE)))
+    _CODE_CACHE[code] = compiled
+
+
 def _cached(code: str):
     compiled = _CODE_CACHE.get(code)
     if compiled is None:
         try:
-            if len(_CODE_CACHE) >= _CODE_CACHE_MAX:
-                _CODE_CACHE.pop(next(iter(_CODE_CACHE)))
-            compiled = _CODE_CACHE[code] = compile(code, "main.py", "exec")
+            compiled = compile(code, "main.py", "exec")
         except (SyntaxError, ValueError, MemoryError, RecursionError):
             return code  # the child compiles it again and reports the error as its own
+        _remember(code, compiled)
     return compiled
 
 
@@ -354,7 +362,10 @@ def _zygote_main(sock: socket.socket) -> None:
                 spec, fds = _recv_spec(sock)
                 if spec.get("cache_code"):
                     code = _code_of(spec)
+                    if "marshal" in spec and code not in _CODE_CACHE:
+                        _remember(code, marshal.loads(base64.b64decode(spec.pop("marshal"))))
                     spec["cached"] = _warm_entry(code, spec["entry"]) if spec.get("entry") else _cached(code)
+                    gc.freeze()  # what warming made lives as long as the zygote: keep collections off it
                 pid = os.fork()
                 if pid == 0:
                     sock.close()

@@ -182,7 +182,18 @@ def _resume(req: dict) -> dict:
     return done
 
 
+def _pin_from_argv() -> None:
+    """``--cpu N``: run this agent, and everything it forks, on CPU N (the host leased it)."""
+    argv = sys.argv[1:]
+    if len(argv) == 2 and argv[0] == "--cpu":
+        try:
+            os.sched_setaffinity(0, {int(argv[1])})
+        except (OSError, ValueError) as exc:  # a CPU this sandbox may not use: run unpinned
+            print(f"vmpool agent: cannot pin to CPU {argv[1]}: {exc}", file=sys.stderr)
+
+
 def main() -> None:
+    _pin_from_argv()  # first: the zygote and every program inherit it
     # Keep the protocol off fds 0/1 so no program ever inherits it.
     rfd = os.dup(0)
     wfd = os.dup(1)
