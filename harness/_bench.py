@@ -2,8 +2,10 @@
 
 The workload is HumanEval's canonical solutions with their tests, repeated ``repeat``
 times (164 x 10 = 1,640 programs by default). Each mode runs it with the same number of
-parallel workers (the sandbox pool's size, ``pool.size`` or the CPU count), one mode after
-the other so they do not compete for CPUs:
+parallel workers (the sandbox pool's size, ``pool.size`` or the CPU count), never two
+modes at once so they do not compete for CPUs; the modes take turns in ``BENCH_ROUNDS``
+rounds, one slice of the workload each per round, so drift in the machine's speed reaches
+them alike. Each mode's wall time is the sum over its slices:
 
 * ``sandboxed``: through ``rewards.Grader`` and the warm ``vmpool`` pool (the product).
 * ``pool``: the same whole programs straight through ``vmpool.Pool.map``, no Grader:
@@ -48,6 +50,8 @@ from ._bench_baselines import (  # noqa: F401  (re-exported)
 )
 from ._config import HarnessConfig
 from ._errors import InputError
+
+BENCH_ROUNDS = 5  # the modes take turns this many times (see run_bench)
 
 __all__ = ["BenchResult", "ModeResult", "format_bench", "humaneval_programs", "run_bench"]
 
@@ -197,33 +201,50 @@ def run_bench(
         pairs = [(problems[t], f"{solutions[t]}\n# bench copy {r}\n") for r in range(repeat) for t, _ in programs]
         n = len(workload)
 
-        logger.info("fork floor: %d programs on %d workers", n, n_workers)
-        _, codes, wall, failures = _run_fork_workers(workload, n_workers)
-        result.failures += failures
-        result.modes["fork"] = ModeResult("fork", n, sum(c == 0 for c in codes), wall, n / wall if wall else 0.0)
-
-        if naive:
-            logger.info("naive baseline: %d programs", n)
-            codes, wall = _run_naive(workload, n_workers)
-            result.modes["naive"] = ModeResult("naive", n, sum(c == 0 for c in codes), wall, n / wall)
+        limits = harness.config.limits.to_limits()
+        requests = [ExecRequest(code=src, limits=limits) for src in workload]
 
         start = time.perf_counter()
         harness.verdicts(pairs[:n_workers])  # start the pool and warm every sandbox once
         result.pool_start_s = time.perf_counter() - start
-        logger.info("sandboxed: %d programs on %d sandboxes", n, n_workers)
-        start = time.perf_counter()
-        verdicts = harness.verdicts(pairs)
-        wall = time.perf_counter() - start
-        result.modes["sandboxed"] = ModeResult("sandboxed", n, sum(v.passed is True for v in verdicts), wall, n / wall)
 
-        # The same whole programs straight through the pool, without the Grader: splits
-        # the sandboxed cost between vmpool (sandbox) and rewards (test runner, judging).
-        limits = harness.config.limits.to_limits()
-        requests = [ExecRequest(code=src, limits=limits) for src in workload]
-        start = time.perf_counter()
-        results = harness.pool.map(requests)
-        wall = time.perf_counter() - start
-        result.modes["pool"] = ModeResult("pool", n, sum(r.status is Status.OK for r in results), wall, n / wall)
+        # The modes take turns, one slice of the workload each per round, so a change in
+        # the machine's speed during the run (other tenants, frequency) reaches every
+        # mode alike instead of favouring whichever ran in the quiet minute.
+        rounds = max(1, min(repeat, BENCH_ROUNDS))
+        slices = [range(n * r // rounds, n * (r + 1) // rounds) for r in range(rounds)]
+        walls = {"fork": 0.0, "naive": 0.0, "sandboxed": 0.0, "pool": 0.0}
+        oks = {name: 0 for name in walls}
+        logger.info("%d programs on %d workers, in %d rounds", n, n_workers, rounds)
+        for part in slices:
+            if not part:
+                continue
+            _, codes, wall, failures = _run_fork_workers([workload[i] for i in part], n_workers)
+            result.failures += failures
+            walls["fork"] += wall
+            oks["fork"] += sum(c == 0 for c in codes)
+
+            if naive:
+                codes, wall = _run_naive([workload[i] for i in part], n_workers)
+                walls["naive"] += wall
+                oks["naive"] += sum(c == 0 for c in codes)
+
+            start = time.perf_counter()
+            verdicts = harness.verdicts([pairs[i] for i in part])
+            walls["sandboxed"] += time.perf_counter() - start
+            oks["sandboxed"] += sum(v.passed is True for v in verdicts)
+
+            # The same whole programs straight through the pool, without the Grader: splits
+            # the sandboxed cost between vmpool (sandbox) and rewards (test runner, judging).
+            start = time.perf_counter()
+            results = harness.pool.map([requests[i] for i in part])
+            walls["pool"] += time.perf_counter() - start
+            oks["pool"] += sum(r.status is Status.OK for r in results)
+        for name in ("sandboxed", "pool", "fork", "naive"):
+            if name == "naive" and not naive:
+                continue
+            wall = walls[name]
+            result.modes[name] = ModeResult(name, n, oks[name], wall, n / wall if wall else 0.0)
 
         m = min(latency_samples, len(programs))
         if m > 0:

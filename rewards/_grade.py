@@ -19,7 +19,7 @@ import dataclasses
 import enum
 import logging
 import warnings
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -156,7 +156,12 @@ class Grader:
         return self.grade_batch([(problem, completion)])[0]
 
     def grade_batch(self, items: Iterable[tuple[Problem, Any]]) -> list[Verdict]:
-        """Grade many samples with a single ``pool.map`` call.
+        """Grade many samples in one pass over the pool.
+
+        With a pool that has ``imap`` (a ``vmpool.Pool``), planning, running and judging
+        overlap: each request goes to the pool as soon as its sample is planned, and a
+        sample is judged as soon as its last result is in, so the sandboxes never wait
+        for the host to plan the whole batch first. Otherwise one ``pool.map`` call.
 
         Args:
             items: ``(problem, completion)`` pairs; a completion is a string, chat messages or
@@ -169,18 +174,61 @@ class Grader:
             TypeError: an item's problem is not a :class:`Problem`.
         """
         batch = _Batch()
-        plans = [self._plan(problem, completion, batch) for problem, completion in items]
-        requests = batch.requests
-        results: Sequence[ExecResult] | None = None
-        if requests:
-            try:
-                results = self.pool.map(requests)
-            except VmpoolError as exc:
-                logger.error("pool.map failed for %d requests: %s", len(requests), exc)
-                results = [ExecResult(status=Status.SANDBOX_ERROR, error=f"pool.map failed: {exc}")] * len(requests)
-            if len(results) != len(requests):
-                raise RuntimeError(f"pool.map returned {len(results)} results for {len(requests)} requests")
-        return [plan.verdict if plan.verdict is not None else self._judge(plan, results or []) for plan in plans]
+        plans: list[_Plan] = []
+
+        def planned() -> Iterator[ExecRequest]:
+            sent = 0
+            for problem, completion in items:
+                plans.append(self._plan(problem, completion, batch))
+                while sent < len(batch.requests):
+                    sent += 1
+                    yield batch.requests[sent - 1]
+
+        imap = getattr(self.pool, "imap", None)
+        if imap is None:
+            requests = list(planned())
+            results_all = self._map(requests)
+            return [plan.verdict if plan.verdict is not None else self._judge(plan, results_all) for plan in plans]
+        requests_iter = planned()
+        results: list[ExecResult] = []
+        verdicts: list[Verdict] = []
+        judged = 0
+
+        def judge_ready() -> None:
+            nonlocal judged
+            while judged < len(plans):
+                plan = plans[judged]
+                if plan.verdict is None and plan.request_ids and max(plan.request_ids) >= len(results):
+                    return
+                verdicts.append(plan.verdict if plan.verdict is not None else self._judge(plan, results))
+                judged += 1
+
+        try:
+            for result in imap(requests_iter):  # plans (and submits) every item before the first result
+                results.append(result)
+                judge_ready()
+        except VmpoolError as exc:
+            for _ in requests_iter:  # plan what the failure left unplanned
+                pass
+            logger.error("the pool failed after %d of %d requests: %s", len(results), len(batch.requests), exc)
+            results += [ExecResult(status=Status.SANDBOX_ERROR, error=f"pool failed: {exc}")] * (
+                len(batch.requests) - len(results))
+        if len(results) != len(batch.requests):
+            raise RuntimeError(f"pool.imap returned {len(results)} results for {len(batch.requests)} requests")
+        judge_ready()
+        return verdicts
+
+    def _map(self, requests: list[ExecRequest]) -> Sequence[ExecResult]:
+        if not requests:
+            return []
+        try:
+            results = self.pool.map(requests)
+        except VmpoolError as exc:
+            logger.error("pool.map failed for %d requests: %s", len(requests), exc)
+            return [ExecResult(status=Status.SANDBOX_ERROR, error=f"pool.map failed: {exc}")] * len(requests)
+        if len(results) != len(requests):
+            raise RuntimeError(f"pool.map returned {len(results)} results for {len(requests)} requests")
+        return results
 
     def rewards(self, items: Iterable[tuple[Problem, Any]]) -> list[float | None]:
         """Rewards of many samples under ``reward_config`` (``None`` = infrastructure failure)."""

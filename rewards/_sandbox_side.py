@@ -130,7 +130,12 @@ def program_main():
             args = decode(enc_args)
             kwargs = decode(enc_kwargs)
             value = encode(fn(*args, **kwargs), materialize=True)
-            after = [encode(a) if type(a) in (list, dict, set) else None for a in args]
+            # A container argument goes back only when the call changed it (its encoding
+            # differs from the one received): the tester then copies it into its own.
+            after = []
+            for i, a in enumerate(args):
+                enc = encode(a) if type(a) in (list, dict, set) else None
+                after.append(None if enc is None or enc == enc_args[i + 1] else enc)
             after_kw = {k: encode(a) for k, a in kwargs.items() if type(a) in (list, dict, set)}
             reply = ["ret", value, after, after_kw]
         except WireError as exc:

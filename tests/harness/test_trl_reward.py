@@ -130,21 +130,22 @@ def test_mbpp_raw_and_native_tests_columns(pool: Pool) -> None:
 
 # --------------------------------------------------------------------------- batching
 
-def test_identical_samples_run_once_with_one_map_call(pool: Pool, mbpp_problem: str,
-                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+def test_identical_samples_run_once_in_one_pool_pass(pool: Pool, mbpp_problem: str,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     calls: list[int] = []
-    real_map = pool.map
+    real_imap = pool.imap
 
-    def counting_map(requests: list) -> list:
-        calls.append(len(requests))
-        return real_map(requests)
+    def counting_imap(requests):
+        seen = list(requests)
+        calls.append(len(seen))
+        return real_imap(seen)
 
-    monkeypatch.setattr(pool, "map", counting_map)
+    monkeypatch.setattr(pool, "imap", counting_imap)
     reward = CodeReward(pool=pool)
     chat_good = [{"role": "assistant", "content": f"```python\n{GOOD}```"}]
     out = _call(reward, [GOOD, GOOD, chat_good, WRONG, WRONG, GOOD, "no code here (", WRONG], mbpp_problem)
     assert out == [1.0, 1.0, 1.0, 0.0, 0.0, 1.0, 0.0, 0.0]
-    assert calls == [2], "one pool.map per reward call, one request per distinct program"
+    assert calls == [2], "one pool pass per reward call, one request per distinct program"
 
 
 # --------------------------------------------------------------------------- logging
@@ -185,7 +186,8 @@ def test_pool_that_cannot_start_gives_none_never_zero(mbpp_problem: str) -> None
 
 
 def test_sandbox_error_results_give_none(pool: Pool, mbpp_problem: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(pool, "map", lambda reqs: [ExecResult(status=Status.SANDBOX_ERROR, error="x")] * len(reqs))
+    monkeypatch.setattr(pool, "imap", lambda reqs: iter([ExecResult(status=Status.SANDBOX_ERROR, error="x")
+                                                          for _ in reqs]))
     rec = Recorder()
     out = _call(CodeReward(pool=pool), [GOOD, WRONG], mbpp_problem, rec)
     assert out == [None, None]

@@ -51,6 +51,45 @@ def test_batch_is_one_map_call_and_deduplicated() -> None:
     assert verdicts[4].outcome is Outcome.SYNTAX_ERROR
 
 
+class StreamingPool:
+    """A pool with ``imap``: records when each request was taken, fails after ``fail_after`` results."""
+
+    def __init__(self, fail_after: int | None = None, fail_at_start: bool = False) -> None:
+        self.taken: list[ExecRequest] = []
+        self.fail_after, self.fail_at_start = fail_after, fail_at_start
+
+    def imap(self, requests):
+        if self.fail_at_start:
+            raise VmpoolError("pool is closed")
+        self.taken = list(requests)
+        for n, _ in enumerate(self.taken):
+            if self.fail_after is not None and n >= self.fail_after:
+                raise VmpoolError("pool is gone")
+            yield ExecResult(status=Status.SANDBOX_ERROR, error="boom")
+
+    def map(self, requests):  # pragma: no cover - must not be used when imap exists
+        raise AssertionError("grade_batch used map although the pool has imap")
+
+
+def test_imap_pool_gets_each_distinct_request_once_in_order() -> None:
+    pool = StreamingPool()
+    items = [(P, "def f(): return 1"), (P, "def f(:"), (P, "def f(): return 1"), (P, "def f(): return 3"), (P, "")]
+    verdicts = Grader(pool).grade_batch(items)
+    assert len(pool.taken) == 2
+    assert [v.outcome for v in verdicts] == [Outcome.SANDBOX_ERROR, Outcome.SYNTAX_ERROR, Outcome.SANDBOX_ERROR,
+                                             Outcome.SANDBOX_ERROR, Outcome.NO_CODE]
+
+
+@pytest.mark.parametrize("pool", [StreamingPool(fail_after=1), StreamingPool(fail_at_start=True)],
+                         ids=["mid-way", "at-start"])
+def test_imap_failure_leaves_no_sample_without_a_verdict(pool: StreamingPool) -> None:
+    items = [(P, f"def f(): return {i}") for i in range(4)] + [(P, "")]
+    verdicts = Grader(pool).grade_batch(items)
+    assert len(verdicts) == 5
+    assert [v.passed for v in verdicts[:4]] == [None] * 4  # infrastructure, never a 0
+    assert verdicts[4].outcome is Outcome.NO_CODE
+
+
 def test_time_limit_is_cpu_with_a_wall_backstop() -> None:
     pool = ScriptedPool(status=Status.OK)
     Grader(pool, default_limits=Limits(wall_s=4.0), wall_factor=3.0, wall_slack_s=2.0).grade(P, "def f(): return 1")

@@ -362,10 +362,12 @@ def _zygote_main(sock: socket.socket) -> None:
                 spec, fds = _recv_spec(sock)
                 if spec.get("cache_code"):
                     code = _code_of(spec)
-                    if "marshal" in spec and code not in _CODE_CACHE:
+                    fresh = code not in _CODE_CACHE
+                    if "marshal" in spec and fresh:
                         _remember(code, marshal.loads(base64.b64decode(spec.pop("marshal"))))
                     spec["cached"] = _warm_entry(code, spec["entry"]) if spec.get("entry") else _cached(code)
-                    gc.freeze()  # what warming made lives as long as the zygote: keep collections off it
+                    if fresh:
+                        gc.freeze()  # what warming made lives as long as the zygote: keep collections off it
                 pid = os.fork()
                 if pid == 0:
                     sock.close()

@@ -288,9 +288,15 @@ def run_one(req: dict, seq: int, zsock: socket.socket) -> dict:
         _wipe_scratch()
         return {"id": req["id"], "status": "sandbox_error", "infra": True, "error": f"cannot prepare work dir: {exc}"}
 
-    p_in, p_out, p_err = os.pipe(), os.pipe(), os.pipe()
+    p_out, p_err = os.pipe(), os.pipe()
     streams = {p_out[0]: _Stream(p_out[0], cap), p_err[0]: _Stream(p_err[0], cap)}
-    feeders = [_Feeder(p_in[1], (req.get("stdin") or "").encode())]
+    stdin = (req.get("stdin") or "").encode()
+    if stdin:
+        p_in = os.pipe()
+        feeders = [_Feeder(p_in[1], stdin)]
+    else:  # nothing to feed: the program reads EOF from /dev/null (no pipe to make and watch)
+        p_in = (os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC), -1)
+        feeders = []
     theirs = [p_in[0], p_out[1], p_err[1]]  # fds handed to children, closed here once sent
     tester = None
     if comp:
