@@ -28,8 +28,9 @@ BASELINE_TIMEOUT_S = 30
 _FORK_WORKER = r"""
 import gc, json, os, signal, sys, time
 job = json.loads(sys.stdin.buffer.readline())
-if job.get("cpu") is not None:  # one worker per core, like the pool's pinned sandboxes
+if job.get("cpu") is not None:  # one worker per core, run as the pool's pinned sandboxes are
     os.sched_setaffinity(0, {job["cpu"]})
+    os.sched_setscheduler(0, os.SCHED_BATCH, os.sched_param(0))
 for name in job["preload"]:  # the zygote's template state
     try:
         __import__(name)

@@ -5,7 +5,10 @@ Why pin: a graded program is a chain of processes that wake one another many tim
 the scheduler spreads the chain over CPUs, and every cross-CPU wake-up is an
 inter-processor interrupt and a cold cache; under nested virtualisation each one costs
 a VM exit. Kept on one CPU the chain hands over locally, and sandboxes on other CPUs run
-in parallel (``python -m harness bench`` measures both).
+in parallel (``python -m harness bench`` measures both). A pinned agent also switches
+itself (and so everything it forks) to ``SCHED_BATCH``: a woken process then waits for
+the running one to block instead of preempting it, so a hand-over (a request written,
+then the writer blocks on the reply) costs two context switches, not four.
 
 Why a lease: several pools (Ray actors, test processes) may share a host. A CPU is
 chosen from the caller's own affinity set, taking the lowest "slot" free on any CPU,

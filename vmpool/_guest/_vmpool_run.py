@@ -309,13 +309,14 @@ def run_one(req: dict, seq: int, zsock: socket.socket) -> dict:
         feeder = _Feeder(t_in[1], (comp.get("stdin") or "").encode())
         feeders.append(feeder)
         tester_cpu0 = tester.cpu() if tester.cpu_mark is None else tester.cpu_mark
-        socket.send_fds(tester.sock, [json.dumps({"argv": list(comp.get("argv") or [])}).encode()],
-                        [t_in[0], t_out[1], t_err[1], t_rep[1], link_t.fileno()])
-        # Most payloads fit in the pipe: hand it over now, so the tester starts while the
-        # program is being forked.
+        # Most payloads fit in the pipe: written (and the pipe closed) before the tester
+        # is woken, so it reads all of it at once instead of waking, waiting for the rest
+        # and waking again; and it starts while the program is being forked.
         os.set_blocking(feeder.fd, False)
         if feeder.data and feeder.step():
             feeders.remove(feeder)
+        socket.send_fds(tester.sock, [json.dumps({"argv": list(comp.get("argv") or [])}).encode()],
+                        [t_in[0], t_out[1], t_err[1], t_rep[1], link_t.fileno()])
         for fd in (t_in[0], t_out[1], t_err[1], t_rep[1]):
             os.close(fd)
         link_t.close()

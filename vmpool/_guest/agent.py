@@ -190,6 +190,11 @@ def _pin_from_argv() -> None:
             os.sched_setaffinity(0, {int(argv[1])})
         except (OSError, ValueError) as exc:  # a CPU this sandbox may not use: run unpinned
             print(f"vmpool agent: cannot pin to CPU {argv[1]}: {exc}", file=sys.stderr)
+            return
+        try:
+            os.sched_setscheduler(0, os.SCHED_BATCH, os.sched_param(0))
+        except OSError as exc:
+            print(f"vmpool agent: cannot use SCHED_BATCH: {exc}", file=sys.stderr)
 
 
 def main() -> None:
