@@ -122,7 +122,7 @@ def build_request(problem: Problem, program: str, limits: Limits) -> ExecRequest
         TypeError: the problem's tests are stdio tests (they need no tester).
     """
     tests = problem.tests
-    doc: dict[str, Any] = {"setup": problem.setup_code, "program": program}
+    doc: dict[str, Any] = {"setup": problem.setup_code}
     if isinstance(tests, AssertTests):
         prelude = prelude_of(problem)
         doc.update(mode="assert", prelude=prelude, units=list(tests.code),
@@ -138,8 +138,11 @@ def build_request(problem: Problem, program: str, limits: Limits) -> ExecRequest
                            file_size_bytes=1 << 20)
     companion = Companion(code=SIDE_SOURCE, stdin=json.dumps(doc), argv=("tester",), limits=tester_limits,
                           entry="tester_entry")
-    return ExecRequest(code=SIDE_SOURCE, argv=("program",), limits=limits, cache_code=True, companion=companion,
-                       entry="program_main")
+    # The program half reads what to load from its stdin: the model's code, the setup
+    # code and the names the tests call (nothing the program may not know).
+    load = json.dumps([problem.setup_code, program, doc["proxies"], doc["mode"]])
+    return ExecRequest(code=SIDE_SOURCE, stdin=load, argv=("program",), limits=limits, cache_code=True,
+                       companion=companion, entry="program_main")
 
 
 @dataclass

@@ -106,7 +106,10 @@ def test_request_keeps_tests_out_of_the_program() -> None:
     req = build_request(P, "def f():\n    return 1\n", Limits())
     assert req.companion is not None
     assert "assert f()" in req.companion.stdin
-    assert "assert f()" not in req.code and not req.files and not req.stdin
+    assert "assert f()" not in req.code and not req.files and "assert f()" not in req.stdin
+    # The program's stdin says what to load: its own code, the setup code, the names called.
+    assert json.loads(req.stdin) == ["", "def f():\n    return 1\n", ["f"], "assert"]
+    assert "return 1" not in req.companion.stdin  # the tester never holds the model's code
     assert req.argv == ("program",) and req.companion.argv == ("tester",)
 
 
