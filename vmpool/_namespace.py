@@ -36,10 +36,10 @@ import time
 from importlib import resources
 
 from ._agent_client import AgentSandbox
+from ._cpus import CpuLease, lease_cpu
 from ._errors import BackendUnavailableError, SandboxError, SandboxStartError
 from ._protocol import FrameChannel
 from ._seccomp import seccomp_bpf
-from ._cpus import CpuLease, lease_cpu
 from ._uids import UidLease, lease_uid
 
 logger = logging.getLogger(__name__)

@@ -8,8 +8,7 @@ import sys
 
 import pytest
 
-from vmpool import ExecRequest, Limits, NamespaceSandbox, Pool, PoolConfig
-from vmpool import _cpus
+from vmpool import ExecRequest, Limits, NamespaceSandbox, Pool, PoolConfig, _cpus
 
 FAST = Limits(wall_s=10, cpu_s=5)
 
