@@ -25,7 +25,7 @@ from vmpool import Companion, ExecRequest, Limits
 from . import _sandbox_wire
 from ._problems import AssertTests, CallTests, Problem
 
-__all__ = ["SIDE_SOURCE", "RunnerReport", "build_request", "parse_report", "trusted_names"]
+__all__ = ["SIDE_SOURCE", "RunnerReport", "build_request", "call_plan", "parse_report", "trusted_names"]
 
 logger = logging.getLogger(__name__)
 
@@ -115,6 +115,94 @@ def trusted_names(units: tuple[str, ...], setup: str, prelude: str, entry_point:
     return tuple(sorted(names))
 
 
+# A proxy call under one of these may not happen, or happen more than once.
+_CONDITIONAL = (ast.BoolOp, ast.IfExp, ast.Lambda, ast.ListComp, ast.SetComp, ast.DictComp, ast.GeneratorExp,
+                ast.NamedExpr, ast.Await, ast.Yield, ast.YieldFrom, ast.FunctionDef, ast.AsyncFunctionDef,
+                ast.ClassDef)
+# Statements that run once, top to bottom, with no jump.
+_STRAIGHT = (ast.Assert, ast.Expr, ast.Assign, ast.AnnAssign, ast.Pass, ast.Import, ast.ImportFrom)
+
+
+class _NotPlannable(Exception):
+    pass
+
+
+def _calls_in(stmt: ast.stmt, names: dict[str, str]) -> list[list[Any]]:
+    """The proxy calls of one straight-line statement, as [proxy, encoded args, encoded
+    kwargs]; at most one (so their order is the statements'), with literal arguments.
+    Raises _NotPlannable otherwise (a proxy read any other way, a call that may not run)."""
+    if not isinstance(stmt, _STRAIGHT):
+        raise _NotPlannable
+    found: list[list[Any]] = []
+    roots: list[ast.AST] = [stmt.test] if isinstance(stmt, ast.Assert) else [stmt]
+    if isinstance(stmt, ast.Assert) and stmt.msg is not None:
+        if any(isinstance(n, ast.Name) and n.id in names for n in ast.walk(stmt.msg)):
+            raise _NotPlannable  # the message runs only when the assert fails
+
+    def visit(node: ast.AST, conditional: bool) -> None:
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in names:
+            if conditional or found or any(isinstance(a, ast.Starred) for a in node.args) \
+                    or any(k.arg is None for k in node.keywords):
+                raise _NotPlannable
+            try:
+                args = tuple(ast.literal_eval(a) for a in node.args)
+                kwargs = {k.arg: ast.literal_eval(k.value) for k in node.keywords}
+                found.append([names[node.func.id], _sandbox_wire.encode(args), _sandbox_wire.encode(kwargs)])
+            except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError, _sandbox_wire.WireError):
+                raise _NotPlannable from None
+            return
+        if isinstance(node, ast.Name) and node.id in names:
+            raise _NotPlannable  # passed, stored or read: not a plain call
+        for child in ast.iter_child_nodes(node):
+            visit(child, conditional or isinstance(node, _CONDITIONAL))
+
+    for root in roots:
+        visit(root, False)
+    return found
+
+
+@functools.lru_cache(maxsize=4096)
+def call_plan(unit: str, proxies: tuple[str, ...]) -> tuple[list[Any], ...] | None:
+    """The calls a test unit makes on the program, in order, when it runs to its end, or
+    None when that cannot be known from its text alone.
+
+    Known for straight-line units whose every proxy call has literal arguments, one per
+    statement: MBPP's ``assert f(1, [2]) == 3`` and HumanEval's ``def check(candidate):``
+    of such asserts followed by ``check(entry_point)``. The tester sends these calls
+    ahead in one message; the program answers each in turn; the test still makes every
+    call itself and gets the reply to exactly that call (see ``Ahead`` in
+    :mod:`rewards._sandbox_side`), so a plan saves round trips and changes no result.
+    """
+    tree = _parse(unit)
+    if tree is None or not tree.body:
+        return None
+    body, identity = tree.body, {p: p for p in proxies}
+    try:
+        last = body[-1]
+        if isinstance(last, ast.Expr) and isinstance(last.value, ast.Call) \
+                and isinstance(last.value.func, ast.Name) and len(last.value.args) == 1 \
+                and not last.value.keywords and isinstance(last.value.args[0], ast.Name) \
+                and last.value.args[0].id in proxies:
+            # HumanEval: def check(candidate): ... then check(<entry point>).
+            checker, entry = last.value.func.id, last.value.args[0].id
+            defs = [s for s in body[:-1] if isinstance(s, ast.FunctionDef) and s.name == checker]
+            rest = [s for s in body[:-1] if not (isinstance(s, ast.FunctionDef) and s.name == checker)]
+            if len(defs) != 1:
+                return None
+            fn, params = defs[0], defs[0].args
+            if fn.decorator_list or params.posonlyargs or params.kwonlyargs or params.vararg \
+                    or params.kwarg or params.defaults or len(params.args) != 1:
+                return None
+            for stmt in rest:  # module level: nothing that reaches the program or the checker
+                if _calls_in(stmt, {**identity, checker: checker}):
+                    return None
+            inner = {**identity, params.args[0].arg: entry}
+            return tuple(call for stmt in fn.body for call in _calls_in(stmt, inner))
+        return tuple(call for stmt in body for call in _calls_in(stmt, identity))
+    except _NotPlannable:
+        return None
+
+
 def build_request(problem: Problem, program: str, limits: Limits) -> ExecRequest:
     """The vmpool request that tests ``program`` against ``problem``'s assert or call tests.
 
@@ -125,8 +213,14 @@ def build_request(problem: Problem, program: str, limits: Limits) -> ExecRequest
     doc: dict[str, Any] = {"setup": problem.setup_code}
     if isinstance(tests, AssertTests):
         prelude = prelude_of(problem)
-        doc.update(mode="assert", prelude=prelude, units=list(tests.code),
-                   proxies=list(trusted_names(tests.code, problem.setup_code, prelude, problem.entry_point)))
+        proxies = trusted_names(tests.code, problem.setup_code, prelude, problem.entry_point)
+        plan = [call_plan(unit, proxies) for unit in tests.code]
+        # A unit that makes several calls can stop half way (a failed assert): the calls
+        # sent ahead after that point still ran in the program, so a later unit could see
+        # a program in another state than live calls leave it. Only the last unit may.
+        plan = [p if p is None or len(p) <= 1 or i == len(plan) - 1 else None for i, p in enumerate(plan)]
+        doc.update(mode="assert", prelude=prelude, units=list(tests.code), proxies=list(proxies),
+                   plan=[list(p) if p is not None else None for p in plan])
     elif isinstance(tests, CallTests):
         doc.update(mode="call", proxies=[tests.fn_name], fn_name=tests.fn_name,
                    cases=[[list(c.args), dict(c.kwargs)] for c in tests.cases])

@@ -41,6 +41,7 @@ exception), ``memory`` (MemoryError), or ``died`` (the program process ended).
 """
 
 import builtins
+import collections
 import json
 import os
 import sys
@@ -126,25 +127,37 @@ def program_main():
             msg = link.recv()
         except ProgramGone:
             return
-        _, name, enc_args, enc_kwargs = msg
-        fn = fns.get(name)
-        try:
-            args = decode(enc_args)
-            kwargs = decode(enc_kwargs)
-            value = encode(fn(*args, **kwargs), materialize=True)
-            # A container argument goes back only when the call changed it (its encoding
-            # differs from the one received): the tester then copies it into its own.
-            after = []
-            for i, a in enumerate(args):
-                enc = encode(a) if type(a) in (list, dict, set) else None
-                after.append(None if enc is None or enc == enc_args[i + 1] else enc)
-            after_kw = {k: encode(a) for k, a in kwargs.items() if type(a) in (list, dict, set)}
-            reply = ["ret", value, after, after_kw]
-        except WireError as exc:
-            reply = ["bad", str(exc)[:ERR_CHARS]]
-        except BaseException as exc:
-            reply = ["exc", _exc_name(exc), _describe(exc)]
-        link.send(reply)
+        if msg[0] == "batch":
+            # Calls the tester knows it will make, in the order it will make them (see
+            # rewards._runner.call_plan): answered one after the other, each reply sent
+            # as soon as it is computed, so a call that never returns leaves the earlier
+            # replies readable, as live calls would.
+            for name, enc_args, enc_kwargs in msg[1]:
+                link.send(_serve(fns, name, enc_args, enc_kwargs))
+        else:
+            _, name, enc_args, enc_kwargs = msg
+            link.send(_serve(fns, name, enc_args, enc_kwargs))
+
+
+def _serve(fns, name, enc_args, enc_kwargs):
+    """One call of a program function, as the reply the tester decodes."""
+    fn = fns.get(name)
+    try:
+        args = decode(enc_args)
+        kwargs = decode(enc_kwargs)
+        value = encode(fn(*args, **kwargs), materialize=True)
+        # A container argument goes back only when the call changed it (its encoding
+        # differs from the one received): the tester then copies it into its own.
+        after = []
+        for i, a in enumerate(args):
+            enc = encode(a) if type(a) in (list, dict, set) else None
+            after.append(None if enc is None or enc == enc_args[i + 1] else enc)
+        after_kw = {k: encode(a) for k, a in kwargs.items() if type(a) in (list, dict, set)}
+        return ["ret", value, after, after_kw]
+    except WireError as exc:
+        return ["bad", str(exc)[:ERR_CHARS]]
+    except BaseException as exc:
+        return ["exc", _exc_name(exc), _describe(exc)]
 
 
 # ------------------------------------------------------------------ tester side
@@ -172,13 +185,48 @@ def _copy_back(original, enc):
         original.update(new)
 
 
+class Ahead:
+    """Calls sent to the program before the test makes them (one ``batch`` message), whose
+    replies are still to be read, in order. A call the test then makes is served from
+    here only when it is exactly the next one sent (same function, same encoded
+    arguments); on any other call the rest are read and dropped first, so every reply is
+    matched to the call it answers, and the test sees what live calls would give it."""
+
+    __slots__ = ("link", "keys")
+
+    def __init__(self, link):
+        self.link = link
+        self.keys = collections.deque()
+
+    def send(self, calls):
+        """Send ``calls`` ([name, encoded args, encoded kwargs] each) in one message."""
+        if calls:
+            self.link.send(["batch", calls])
+            self.keys.extend(json.dumps(call, separators=(",", ":")) for call in calls)
+
+    def take(self, key):
+        """True when the reply to the call ``key`` is the next on the link (it was sent ahead)."""
+        keys = self.keys
+        if not keys:
+            return False
+        if keys[0] == key:
+            keys.popleft()
+            return True
+        while keys:  # the test went another way: those replies answer nothing it asks
+            keys.popleft()
+            self.link.recv()
+        return False
+
+
 class Proxy:
-    """Stands in the tester for a function of the program: each call crosses the link."""
+    """Stands in the tester for a function of the program: each call crosses the link
+    (or was sent ahead, see :class:`Ahead`)."""
 
-    __slots__ = ("_link", "__name__")
+    __slots__ = ("_link", "_ahead", "__name__")
 
-    def __init__(self, link, name):
+    def __init__(self, link, name, ahead=None):
         self._link = link
+        self._ahead = ahead
         self.__name__ = name
 
     def __repr__(self):
@@ -186,10 +234,12 @@ class Proxy:
 
     def __call__(self, *args, **kwargs):
         try:
-            request = ["call", self.__name__, encode(args), encode(kwargs)]
+            call = [self.__name__, encode(args), encode(kwargs)]
         except WireError as exc:
             raise ProgramFailure(f"the test passes a value the program cannot receive: {exc}") from None
-        self._link.send(request)
+        ahead = self._ahead
+        if ahead is None or not ahead.take(json.dumps(call, separators=(",", ":"))):
+            self._link.send(["call", *call])
         reply = self._link.recv()
         if type(reply) is not list or not reply:
             raise ProgramFailure("malformed reply from the program")
@@ -292,7 +342,7 @@ def _compile_trusted(source, filename):
     return code
 
 
-def _tester_namespace(payload, kinds, link):
+def _tester_namespace(payload, kinds, link, ahead):
     T = {"__name__": "__tester__", "__builtins__": builtins}
     exec(_compile_trusted(payload.get("setup") or "", "<setup>"), T)
     prelude = payload.get("prelude") or ""
@@ -303,7 +353,7 @@ def _tester_namespace(payload, kinds, link):
             continue
         T.pop(name, None)
         if kind == "callable":
-            T[name] = Proxy(link, name)
+            T[name] = Proxy(link, name, ahead)
         elif type(kind) is list and len(kind) == 2 and kind[0] == "value":
             T[name] = decode(kind[1])
         elif type(kind) is list and len(kind) == 2 and kind[0] == "module" and kind[1] == name \
@@ -313,6 +363,21 @@ def _tester_namespace(payload, kinds, link):
             # program cannot choose what the tester imports.
             T[name] = __import__(name)
     return T
+
+
+def _send_ahead(ahead, plans, i, T):
+    """Send the planned calls of units ``i..j-1`` (the run of units from ``i`` that have a
+    plan, see rewards._runner.call_plan) in one batch; returns ``j``. Only calls of names
+    that are program functions here go ahead; any other name and the run is left live."""
+    calls, j = [], i
+    while j < len(plans) and type(plans[j]) is list:
+        calls += plans[j]
+        j += 1
+    if j == i:
+        return i + 1
+    if len(calls) > 1 and all(type(c) is list and len(c) == 3 and type(T.get(c[0])) is Proxy for c in calls):
+        ahead.send(calls)
+    return j
 
 
 def tester_main():
@@ -327,9 +392,14 @@ def tester_main():
         report.emit({"t": "done", "results": [False] * n, "kinds": ["died" if "exited" in load_error else "error"] * n})
         return
     results, unit_kinds = [], []
+    ahead = Ahead(link)
     if mode == "assert":
-        T = _tester_namespace(payload, kinds, link)
+        T = _tester_namespace(payload, kinds, link, ahead)
+        plans = payload.get("plan") or []
+        sent_to = 0  # units before this one had their planned calls sent
         for i, source in enumerate(payload["units"]):
+            if i >= sent_to:
+                sent_to = _send_ahead(ahead, plans, i, T)
             filename = f"<test-{i}>"
             record = {"t": "unit", "i": i, "ok": False}
             try:
@@ -341,8 +411,17 @@ def tester_main():
             unit_kinds.append(record["kind"])
             report.emit(record)
     else:
-        fn = Proxy(link, payload["fn_name"])
+        fn = Proxy(link, payload["fn_name"], ahead)
         callable_ok = kinds.get(payload["fn_name"]) == "callable"
+        if callable_ok:
+            calls = []
+            for args, kwargs in payload["cases"]:
+                try:
+                    calls.append([payload["fn_name"], encode(tuple(args)), encode(kwargs)])
+                except WireError:
+                    break  # that case fails when it is made; only those before it go ahead
+            if len(calls) > 1:
+                ahead.send(calls)
         for i, case in enumerate(payload["cases"]):
             record = {"t": "call", "i": i, "ok": False}
             if not callable_ok:
