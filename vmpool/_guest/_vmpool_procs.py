@@ -9,7 +9,6 @@ import json
 import marshal
 import os
 import resource
-import select
 import signal
 import socket
 import stat
@@ -348,42 +347,30 @@ def _zygote_main(sock: socket.socket) -> None:
     or a companion's data itself (the child reads its code from a file), so a program
     that reads its own memory finds nothing but the harness's own modules.
 
-    Every fork write-protects the whole heap again, so each page this loop writes to
-    afterwards costs a fault (and a copy while the child lives): the loop is kept small
-    (one poll object, replies as short byte strings) for that reason.
+    Every fork write-protects the whole heap again, so each page this loop writes while
+    the child lives costs a fault and a copy: after the fork it only closes the child's
+    fds, says the pid and blocks in wait4 (the agent runs one program at a time and waits
+    for its exit before it sends the next spec), replies being short byte strings.
     """
-    poller = select.poll()
-    sfd = sock.fileno()
-    poller.register(sfd, select.POLLIN)
-    children = {}  # pidfd -> pid
     while True:
-        for fd, _ in poller.poll():
-            if fd == sfd:
-                spec, fds = _recv_spec(sock)
-                if spec.get("cache_code"):
-                    code = _code_of(spec)
-                    fresh = code not in _CODE_CACHE
-                    if "marshal" in spec and fresh:
-                        _remember(code, marshal.loads(base64.b64decode(spec.pop("marshal"))))
-                    spec["cached"] = _warm_entry(code, spec["entry"]) if spec.get("entry") else _cached(code)
-                    if fresh:
-                        gc.freeze()  # what warming made lives as long as the zygote: keep collections off it
-                pid = os.fork()
-                if pid == 0:
-                    sock.close()
-                    _child_main(fds, _program_setup(spec))
-                for child_fd in fds:
-                    os.close(child_fd)
-                pidfd = os.pidfd_open(pid)
-                children[pidfd] = pid
-                poller.register(pidfd, select.POLLIN)
-                sock.send(b"P %d" % pid)
-            else:
-                pid = children.pop(fd)
-                poller.unregister(fd)
-                os.close(fd)
-                _, wstatus, usage = os.wait4(pid, 0)
-                sock.send(b"X %d %d %r" % (pid, wstatus, usage.ru_utime + usage.ru_stime))
+        spec, fds = _recv_spec(sock)
+        if spec.get("cache_code"):
+            code = _code_of(spec)
+            fresh = code not in _CODE_CACHE
+            if "marshal" in spec and fresh:
+                _remember(code, marshal.loads(base64.b64decode(spec.pop("marshal"))))
+            spec["cached"] = _warm_entry(code, spec["entry"]) if spec.get("entry") else _cached(code)
+            if fresh:
+                gc.freeze()  # what warming made lives as long as the zygote: keep collections off it
+        pid = os.fork()
+        if pid == 0:
+            sock.close()
+            _child_main(fds, _program_setup(spec))
+        for child_fd in fds:
+            os.close(child_fd)
+        sock.send(b"P %d" % pid)
+        _, wstatus, usage = os.wait4(pid, 0)
+        sock.send(b"X %d %d %r" % (pid, wstatus, usage.ru_utime + usage.ru_stime))
 
 
 def _start_zygote() -> socket.socket:
