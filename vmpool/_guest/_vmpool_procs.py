@@ -296,17 +296,18 @@ def _warm_entry(code: str, entry: str):
     return fn if callable(fn) else _cached(code)
 
 
-def _program_setup(spec: dict):
-    """In the program child, before it runs: read its code, drop to the program uid."""
+def _program_setup(spec: dict, seq: int):
+    """In the program child of run ``seq``, before it runs: read its code, drop to the program uid."""
     def setup():
-        workdir = spec["workdir"]
+        workdir = os.path.join(WORK_ROOT, f"run{seq}")  # as _vmpool_run._prepare made them
         os.chdir(workdir)
         if spec.get("cached") is not None:
             code = spec["cached"]
         else:
-            with open(spec["code_file"], "rb") as fh:
+            code_file = workdir + ".py"
+            with open(code_file, "rb") as fh:
                 code = fh.read().decode("utf-8", "surrogateescape")
-            os.unlink(spec["code_file"])
+            os.unlink(code_file)
         # NPROC counts the program uid's processes; with one uid for everything the
         # init process, the agent and its zygote are three of them.
         _set_limits(spec["limits"], 0 if _PRIV["on"] else 3)
@@ -340,6 +341,29 @@ def _recv_spec(sock: socket.socket):
     return json.loads(msg), fds
 
 
+# Parsed specs by their text (runs with the same limits and code send the same text).
+_SPECS: dict = {}
+
+
+def _recv_run(sock: socket.socket):
+    """(run number, spec, fds) of the agent's next ``<seq> <spec JSON>`` message."""
+    try:
+        msg, fds, _flags, _addr = socket.recv_fds(sock, 1 << 20, 8)
+    except OSError:
+        os._exit(0)
+    if not msg:
+        os._exit(0)
+    seq, _, body = msg.partition(b" ")
+    spec = _SPECS.get(body)
+    if spec is None:
+        spec = json.loads(body)
+        if "code" not in spec:  # a spec that teaches the zygote a source is sent once
+            if len(_SPECS) >= _CODE_CACHE_MAX:
+                _SPECS.pop(next(iter(_SPECS)))
+            _SPECS[body] = spec
+    return int(seq), spec, fds
+
+
 def _zygote_main(sock: socket.socket) -> None:
     """The program zygote: forks programs on the agent's word, reports their exits. Never returns.
 
@@ -353,7 +377,7 @@ def _zygote_main(sock: socket.socket) -> None:
     for its exit before it sends the next spec), replies being short byte strings.
     """
     while True:
-        spec, fds = _recv_spec(sock)
+        seq, spec, fds = _recv_run(sock)
         if spec.get("cache_code"):
             code = _code_of(spec)
             fresh = code not in _CODE_CACHE
@@ -365,7 +389,7 @@ def _zygote_main(sock: socket.socket) -> None:
         pid = os.fork()
         if pid == 0:
             sock.close()
-            _child_main(fds, _program_setup(spec))
+            _child_main(fds, _program_setup(spec, seq))
         for child_fd in fds:
             os.close(child_fd)
         sock.send(b"P %d" % pid)

@@ -332,7 +332,10 @@ def run_one(req: dict, seq: int, zsock: socket.socket) -> dict:
         link_p = None
         ended_by = {p_out[0], p_err[0], p_rep[0]}
 
-    spec = {"workdir": workdir, "code_file": code_file, "limits": limits, "argv": list(req.get("argv") or []),
+    # The run's number travels in front of the spec (the child derives its paths from it),
+    # so the spec of runs with equal limits and code is the same text, which the zygote
+    # parses once.
+    spec = {"limits": limits, "argv": list(req.get("argv") or []),
             "cache_code": bool(req.get("cache_code")), "entry": req.get("entry") or ""}
     if spec["cache_code"]:
         # The zygote is told a source once; after that its digest is enough.
@@ -348,7 +351,7 @@ def run_one(req: dict, seq: int, zsock: socket.socket) -> dict:
             if hasattr(compiled, "co_code"):
                 spec["marshal"] = base64.b64encode(marshal.dumps(compiled)).decode()
     start = time.monotonic()
-    socket.send_fds(zsock, [json.dumps(spec).encode()], [p_in[0], p_out[1], p_err[1], fd3])
+    socket.send_fds(zsock, [b"%d " % seq + json.dumps(spec).encode()], [p_in[0], p_out[1], p_err[1], fd3])
     pid = _zygote_pid(zsock.recv(64))
     for fd in theirs:
         os.close(fd)
