@@ -41,7 +41,7 @@ _CODE_CACHE_MAX = 16
 # Sources of cache_code requests by the digest the host names them with: the host sends a
 # source once per sandbox and then only its digest (see _code_of); likewise agent -> zygote.
 _SOURCES: dict = {}
-# The persistent companion processes (see _vmpool_run._Tester), by code and limits.
+# The persistent companion processes (see _vmpool_tester._Tester), by code and limits.
 _TESTERS: dict = {}
 
 
@@ -330,14 +330,20 @@ def _code_of(spec: dict) -> str:
     return _SOURCES[ref]
 
 
-def _recv_spec(sock: socket.socket):
-    """One JSON message with its fds from the agent; exits the process once the agent is gone."""
+def _recv_msg(sock: socket.socket):
+    """One message with its fds from the agent; exits the process once the agent is gone."""
     try:
         msg, fds, _flags, _addr = socket.recv_fds(sock, 1 << 20, 8)
     except OSError:
         os._exit(0)
     if not msg:
         os._exit(0)
+    return msg, fds
+
+
+def _recv_spec(sock: socket.socket):
+    """One JSON message with its fds from the agent (see :func:`_recv_msg`)."""
+    msg, fds = _recv_msg(sock)
     return json.loads(msg), fds
 
 
@@ -347,12 +353,7 @@ _SPECS: dict = {}
 
 def _recv_run(sock: socket.socket):
     """(run number, spec, fds) of the agent's next ``<seq> <spec JSON>`` message."""
-    try:
-        msg, fds, _flags, _addr = socket.recv_fds(sock, 1 << 20, 8)
-    except OSError:
-        os._exit(0)
-    if not msg:
-        os._exit(0)
+    msg, fds = _recv_msg(sock)
     seq, _, body = msg.partition(b" ")
     spec = _SPECS.get(body)
     if spec is None:

@@ -2,8 +2,12 @@
 
 This file is executed by the sandbox's own interpreter (``/usr/bin/python3 -I``), not
 imported by the harness: it must stay standalone (stdlib only, no imports from the
-project) so the same file can run inside a namespace sandbox or a microVM guest. That
-is also why it is one file of more than the usual module size.
+project) so the same files can run inside a namespace sandbox or a microVM guest. Its
+modules sit beside it (every ``_guest/*.py`` is bound or copied into the sandbox):
+``_vmpool_procs`` (the program zygote, forked children, limits, sweeps, cleanup),
+``_vmpool_run`` (one run: work dir, event loop, teardown, result) and ``_vmpool_tester``
+(the persistent tester process). With ``--cpu N`` the agent pins itself (and so every
+process it starts) to CPU N and runs ``SCHED_BATCH`` (see ``vmpool._cpus``).
 
 Protocol, on the two file descriptors it is started with (stdin/stdout of the
 sandbox process, moved away from 0/1 at start so programs never inherit them):
