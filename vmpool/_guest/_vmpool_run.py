@@ -283,7 +283,10 @@ def run_one(req: dict, seq: int, zsock: socket.socket) -> dict:
             # grandchild): end it now rather than wait for the deadline.
             _sweep(keep=(pid,))
         if now >= deadline:
-            verdict, timeout_by = "timeout", "wall"
+            # On a starved CPU the agent may first look after the program is over its CPU
+            # limit as well: then that is what ended it, not the backstop.
+            over_cpu = program_exit is None and _proc_cpu(pid) > cpu_limit
+            verdict, timeout_by = "timeout", "cpu" if over_cpu else "wall"
             break
         if now >= next_poll:
             next_poll = now + CPU_POLL_S
