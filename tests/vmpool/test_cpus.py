@@ -107,3 +107,24 @@ def test_pool_pins_its_sandboxes_only_when_asked(no_leaks):
 def test_pin_cpus_must_be_a_bool():
     with pytest.raises(ValueError, match="pin_cpus"):
         PoolConfig(pin_cpus="yes")  # type: ignore[arg-type]
+
+
+def test_a_program_cannot_raise_its_priority(no_leaks):
+    """Pinning is a performance setting: a program may leave SCHED_BATCH or widen its own
+    affinity, but it can neither take a real-time policy nor a higher nice level."""
+    probe = (
+        "import os\n"
+        "for attempt in (lambda: os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(1)),\n"
+        "                lambda: os.sched_setscheduler(0, os.SCHED_RR, os.sched_param(1)),\n"
+        "                lambda: os.setpriority(os.PRIO_PROCESS, 0, -1)):\n"
+        "    try:\n"
+        "        attempt()\n"
+        "        print('raised')\n"
+        "    except PermissionError:\n"
+        "        print('refused')\n"
+        "print(os.sched_getscheduler(0) == os.SCHED_BATCH)\n"
+    )
+    with NamespaceSandbox(pin_cpu=True) as sb:
+        r = sb.execute(ExecRequest(code=probe, limits=FAST))
+        assert r.ok, r.stderr
+        assert r.stdout.split() == ["refused", "refused", "refused", "True"]
