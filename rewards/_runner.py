@@ -203,6 +203,22 @@ def call_plan(unit: str, proxies: tuple[str, ...]) -> tuple[list[Any], ...] | No
         return None
 
 
+@functools.lru_cache(maxsize=4096)
+def _assert_payload(units: tuple[str, ...], setup: str, prelude: str,
+                    entry_point: str | None) -> tuple[str, tuple[str, ...]]:
+    """The tester's payload (JSON) for assert tests, and the names they call on the
+    program. Per problem, not per sample: every sample of a problem shares it."""
+    proxies = trusted_names(units, setup, prelude, entry_point)
+    plan = [call_plan(unit, proxies) for unit in units]
+    # A unit that makes several calls can stop half way (a failed assert): the calls
+    # sent ahead after that point still ran in the program, so a later unit could see
+    # a program in another state than live calls leave it. Only the last unit may.
+    plan = [p if p is None or len(p) <= 1 or i == len(plan) - 1 else None for i, p in enumerate(plan)]
+    doc = {"setup": setup, "mode": "assert", "prelude": prelude, "units": list(units), "proxies": list(proxies),
+           "plan": [list(p) if p is not None else None for p in plan]}
+    return json.dumps(doc), proxies
+
+
 def build_request(problem: Problem, program: str, limits: Limits) -> ExecRequest:
     """The vmpool request that tests ``program`` against ``problem``'s assert or call tests.
 
@@ -210,31 +226,25 @@ def build_request(problem: Problem, program: str, limits: Limits) -> ExecRequest
         TypeError: the problem's tests are stdio tests (they need no tester).
     """
     tests = problem.tests
-    doc: dict[str, Any] = {"setup": problem.setup_code}
     if isinstance(tests, AssertTests):
-        prelude = prelude_of(problem)
-        proxies = trusted_names(tests.code, problem.setup_code, prelude, problem.entry_point)
-        plan = [call_plan(unit, proxies) for unit in tests.code]
-        # A unit that makes several calls can stop half way (a failed assert): the calls
-        # sent ahead after that point still ran in the program, so a later unit could see
-        # a program in another state than live calls leave it. Only the last unit may.
-        plan = [p if p is None or len(p) <= 1 or i == len(plan) - 1 else None for i, p in enumerate(plan)]
-        doc.update(mode="assert", prelude=prelude, units=list(tests.code), proxies=list(proxies),
-                   plan=[list(p) if p is not None else None for p in plan])
+        payload, proxies = _assert_payload(tests.code, problem.setup_code, prelude_of(problem), problem.entry_point)
+        mode = "assert"
     elif isinstance(tests, CallTests):
-        doc.update(mode="call", proxies=[tests.fn_name], fn_name=tests.fn_name,
-                   cases=[[list(c.args), dict(c.kwargs)] for c in tests.cases])
+        mode, proxies = "call", (tests.fn_name,)
+        payload = json.dumps({"setup": problem.setup_code, "mode": mode, "proxies": list(proxies),
+                              "fn_name": tests.fn_name,
+                              "cases": [[list(c.args), dict(c.kwargs)] for c in tests.cases]})
     else:
         raise TypeError(f"build_request needs assert or call tests, got {type(tests).__name__}")
     tester_limits = Limits(wall_s=limits.wall_s, cpu_s=limits.effective_cpu_s,
                            memory_mb=max(limits.memory_mb, _TESTER_MIN_MB), max_processes=4,
                            max_open_files=64, output_bytes=max(limits.output_bytes, 4 << 20),
                            file_size_bytes=1 << 20)
-    companion = Companion(code=SIDE_SOURCE, stdin=json.dumps(doc), argv=("tester",), limits=tester_limits,
+    companion = Companion(code=SIDE_SOURCE, stdin=payload, argv=("tester",), limits=tester_limits,
                           entry="tester_entry")
     # The program half reads what to load from its stdin: the model's code, the setup
     # code and the names the tests call (nothing the program may not know).
-    load = json.dumps([problem.setup_code, program, doc["proxies"], doc["mode"]])
+    load = json.dumps([problem.setup_code, program, list(proxies), mode])
     return ExecRequest(code=SIDE_SOURCE, stdin=load, argv=("program",), limits=limits, cache_code=True,
                        companion=companion, entry="program_main")
 

@@ -185,6 +185,11 @@ def _copy_back(original, enc):
         original.update(new)
 
 
+def _call_key(call):
+    """A call's exact identity: its JSON text (``True`` and ``1`` differ there, unlike ``==``)."""
+    return json.dumps(call, separators=(",", ":"))
+
+
 class Ahead:
     """Calls sent to the program before the test makes them (one ``batch`` message), whose
     replies are still to be read, in order. A call the test then makes is served from
@@ -202,14 +207,15 @@ class Ahead:
         """Send ``calls`` ([name, encoded args, encoded kwargs] each) in one message."""
         if calls:
             self.link.send(["batch", calls])
-            self.keys.extend(json.dumps(call, separators=(",", ":")) for call in calls)
+            self.keys.extend(map(_call_key, calls))
 
-    def take(self, key):
-        """True when the reply to the call ``key`` is the next on the link (it was sent ahead)."""
+    def take(self, call):
+        """True when the reply to ``call`` ([name, encoded args, encoded kwargs]) is the next
+        on the link (it was sent ahead)."""
         keys = self.keys
         if not keys:
             return False
-        if keys[0] == key:
+        if keys[0] == _call_key(call):
             keys.popleft()
             return True
         while keys:  # the test went another way: those replies answer nothing it asks
@@ -238,7 +244,7 @@ class Proxy:
         except WireError as exc:
             raise ProgramFailure(f"the test passes a value the program cannot receive: {exc}") from None
         ahead = self._ahead
-        if ahead is None or not ahead.take(json.dumps(call, separators=(",", ":"))):
+        if ahead is None or not ahead.take(call):
             self._link.send(["call", *call])
         reply = self._link.recv()
         if type(reply) is not list or not reply:

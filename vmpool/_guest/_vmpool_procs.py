@@ -45,6 +45,19 @@ _SOURCES: dict = {}
 _TESTERS: dict = {}
 
 
+def _put(cache: dict, key, value) -> None:
+    """``cache[key] = value``, dropping the oldest entry once ``_CODE_CACHE_MAX`` are held."""
+    if key not in cache and len(cache) >= _CODE_CACHE_MAX:
+        cache.pop(next(iter(cache)))
+    cache[key] = value
+
+
+def _run_paths(seq: int) -> tuple:
+    """(work dir, code file) of run ``seq``: made by the agent, used by the program child."""
+    workdir = os.path.join(WORK_ROOT, f"run{seq}")
+    return workdir, workdir + ".py"
+
+
 # ------------------------------------------------------------------ processes and cleanup
 def _is_kernel_thread(pid: int) -> bool:
     """True for a kernel thread (visible only where this agent runs in the initial pid
@@ -246,12 +259,6 @@ def _child_main(fds: list, setup) -> None:
         os._exit(code)
 
 
-def _remember(code: str, compiled) -> None:
-    if len(_CODE_CACHE) >= _CODE_CACHE_MAX:
-        _CODE_CACHE.pop(next(iter(_CODE_CACHE)))
-    _CODE_CACHE[code] = compiled
-
-
 def _cached(code: str):
     compiled = _CODE_CACHE.get(code)
     if compiled is None:
@@ -259,7 +266,7 @@ def _cached(code: str):
             compiled = compile(code, "main.py", "exec")
         except (SyntaxError, ValueError, MemoryError, RecursionError):
             return code  # the child compiles it again and reports the error as its own
-        _remember(code, compiled)
+        _put(_CODE_CACHE, code, compiled)
     return compiled
 
 
@@ -289,9 +296,7 @@ def _warm_entry(code: str, entry: str):
                     stream.flush()
                 except Exception:
                     pass
-        if len(_WARM) >= _CODE_CACHE_MAX:
-            _WARM.pop(next(iter(_WARM)))
-        _WARM[code] = ns
+        _put(_WARM, code, ns)
     fn = ns.get(entry)
     return fn if callable(fn) else _cached(code)
 
@@ -299,12 +304,11 @@ def _warm_entry(code: str, entry: str):
 def _program_setup(spec: dict, seq: int):
     """In the program child of run ``seq``, before it runs: read its code, drop to the program uid."""
     def setup():
-        workdir = os.path.join(WORK_ROOT, f"run{seq}")  # as _vmpool_run._prepare made them
+        workdir, code_file = _run_paths(seq)
         os.chdir(workdir)
         if spec.get("cached") is not None:
             code = spec["cached"]
         else:
-            code_file = workdir + ".py"
             with open(code_file, "rb") as fh:
                 code = fh.read().decode("utf-8", "surrogateescape")
             os.unlink(code_file)
@@ -323,9 +327,7 @@ def _code_of(spec: dict) -> str:
     if ref is None:
         return spec["code"]
     if "code" in spec:
-        if len(_SOURCES) >= _CODE_CACHE_MAX:
-            _SOURCES.pop(next(iter(_SOURCES)))
-        _SOURCES[ref] = spec["code"]
+        _put(_SOURCES, ref, spec["code"])
         return spec["code"]
     return _SOURCES[ref]
 
@@ -359,9 +361,7 @@ def _recv_run(sock: socket.socket):
     if spec is None:
         spec = json.loads(body)
         if "code" not in spec:  # a spec that teaches the zygote a source is sent once
-            if len(_SPECS) >= _CODE_CACHE_MAX:
-                _SPECS.pop(next(iter(_SPECS)))
-            _SPECS[body] = spec
+            _put(_SPECS, body, spec)
     return int(seq), spec, fds
 
 
@@ -383,7 +383,7 @@ def _zygote_main(sock: socket.socket) -> None:
             code = _code_of(spec)
             fresh = code not in _CODE_CACHE
             if "marshal" in spec and fresh:
-                _remember(code, marshal.loads(base64.b64decode(spec.pop("marshal"))))
+                _put(_CODE_CACHE, code, marshal.loads(base64.b64decode(spec.pop("marshal"))))
             spec["cached"] = _warm_entry(code, spec["entry"]) if spec.get("entry") else _cached(code)
             if fresh:
                 gc.freeze()  # what warming made lives as long as the zygote: keep collections off it

@@ -19,10 +19,10 @@ from _vmpool_procs import (
     PROGRAM_UID,
     SCRATCH_DIRS,
     STATE_DIR,
-    WORK_ROOT,
     _cached,
     _kill_group,
     _proc_cpu,
+    _run_paths,
     _sweep,
     _wipe_scratch,
 )
@@ -40,16 +40,15 @@ def _write_files(workdir: str, files: dict) -> None:
 
 def _prepare(req: dict, seq: int):
     """Work dir (owned by the program uid) and code file. Returns (workdir, code_file)."""
-    workdir = os.path.join(WORK_ROOT, f"run{seq}")
-    code_file = os.path.join(WORK_ROOT, f"run{seq}.py")
+    workdir, code_file = _run_paths(seq)
     os.mkdir(workdir, 0o700)
     files = req.get("files") or {}
     _write_files(workdir, files)
-    if _PRIV["on"] and files:
-        for root, dirs, names in os.walk(workdir):
-            for name in [*dirs, *names]:
-                os.chown(os.path.join(root, name), PROGRAM_UID, PROGRAM_UID)
     if _PRIV["on"]:
+        if files:
+            for root, dirs, names in os.walk(workdir):
+                for name in [*dirs, *names]:
+                    os.chown(os.path.join(root, name), PROGRAM_UID, PROGRAM_UID)
         os.chown(workdir, PROGRAM_UID, PROGRAM_UID)
     if not req.get("cache_code"):
         fd = os.open(code_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
@@ -59,6 +58,7 @@ def _prepare(req: dict, seq: int):
 
 
 _ZYGOTE_KNOWS: set = set()  # digests of sources the program zygote was sent
+
 
 class _Watch:
     """The fds one run waits on, each with what it stands for (a poll object: the run
@@ -311,17 +311,14 @@ def run_one(req: dict, seq: int, zsock: socket.socket) -> dict:
                 sel.drop(tester.pidfd)
                 if obj == "tester-done" and (msg := tester.sock.recv(1 << 16)):
                     said = json.loads(msg)
-                    tester_end = {"exit_code": said["exit_code"], "signal": None}
                     tester.cpu_mark = float(said["cpu"])
+                    tester_end = {"exit_code": said["exit_code"], "signal": None,
+                                  "cpu_s": max(0.0, tester.cpu_mark - tester_cpu0)}
                 else:  # the companion process died during the run: a fresh one next time
                     _, tstat = os.waitpid(tester.pid, 0)
                     tester.dead = True
-                    tester_end = _exit_info(tstat)
+                    tester_end = {**_exit_info(tstat), "cpu_s": 0.0}
                     tester.kill()
-                if tester.dead:
-                    tester_end["cpu_s"] = 0.0
-                else:
-                    tester_end["cpu_s"] = max(0.0, tester.cpu_mark - tester_cpu0)
             elif isinstance(obj, _Feeder):
                 if obj.step():
                     sel.drop(fd)

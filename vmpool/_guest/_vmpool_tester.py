@@ -116,9 +116,9 @@ def _tester_serve(fd: int, comp: dict) -> None:
     # A program that exits closes its end of the link: writing to it must be an error the
     # companion sees (EPIPE), never the death of this long-lived process.
     signal.signal(signal.SIGPIPE, signal.SIG_IGN)
+    null = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)  # put back on 0..4 after every run
     while True:
         spec, fds = _recv_spec(sock)
-        null = os.open(os.devnull, os.O_RDWR)
         for target, received in enumerate(fds):  # received fds are >= 5: 0..4 are always held
             os.dup2(received, target)
             os.close(received)
@@ -131,7 +131,6 @@ def _tester_serve(fd: int, comp: dict) -> None:
             pass
         for target in range(5):
             os.dup2(null, target)
-        os.close(null)
         times = os.times()
         sock.send(json.dumps({"exit_code": rc,
                               "cpu": time.process_time() + times.children_user + times.children_system}).encode())
