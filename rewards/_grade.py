@@ -18,7 +18,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 import logging
-import warnings
+import types
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -28,7 +28,7 @@ from vmpool import ExecRequest, ExecResult, Limits, Status, VmpoolError
 from ._compare import stdout_matches, values_equal
 from ._extract import extract_code
 from ._problems import AssertTests, CallTests, Problem, StdioTests
-from ._runner import RunnerReport, build_request, parse_report
+from ._runner import RunnerReport, build_request, compile_program, parse_report
 from ._shaping import RewardConfig, compute_reward
 
 __all__ = ["Outcome", "Verdict", "Grader"]
@@ -108,16 +108,14 @@ def _cut(text: str) -> str:
     return text if len(text) <= _ERROR_CHARS else text[: _ERROR_CHARS - 3] + "..."
 
 
-def _syntax_error(program: str) -> str | None:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        try:
-            compile(program, "<solution>", "exec", dont_inherit=True)
-        except SyntaxError as exc:
-            return f"SyntaxError: {exc.msg} (line {exc.lineno})"
-        except (ValueError, RecursionError, MemoryError, OverflowError) as exc:
-            return f"{type(exc).__name__}: {exc}"
-    return None
+def _compiled(program: str) -> tuple[types.CodeType | None, str | None]:
+    """(code object, None) of a program that compiles, else (None, the error)."""
+    try:
+        return compile_program(program), None
+    except SyntaxError as exc:
+        return None, f"SyntaxError: {exc.msg} (line {exc.lineno})"
+    except (ValueError, RecursionError, MemoryError, OverflowError) as exc:
+        return None, f"{type(exc).__name__}: {exc}"
 
 
 class Grader:
@@ -253,7 +251,7 @@ class Grader:
             plan.verdict = Verdict(False, Outcome.NO_CODE, 0, total, "no code found in the completion")
             return plan
         program = problem.program_for(code)
-        error = _syntax_error(program)
+        compiled, error = _compiled(program)
         if error is not None:
             plan.verdict = Verdict(False, Outcome.SYNTAX_ERROR, 0, total, _cut(error))
             return plan
@@ -280,7 +278,7 @@ class Grader:
         else:
             key = ("call", program, problem.setup_code, tests.fn_name,
                    tuple(repr((c.args, c.kwargs)) for c in tests.cases), limits)
-        plan.request_ids.append(add(key, lambda: build_request(problem, program, limits)))
+        plan.request_ids.append(add(key, lambda: build_request(problem, program, limits, compiled)))
         return plan
 
     # ------------------------------------------------------------------ judging

@@ -11,10 +11,14 @@ tester's stdin and never enters the program's process) and decodes the tester's 
 from __future__ import annotations
 
 import ast
+import base64
 import builtins
 import functools
 import json
 import logging
+import marshal
+import sys
+import types
 import warnings
 from dataclasses import dataclass, field
 from importlib import resources
@@ -25,7 +29,8 @@ from vmpool import Companion, ExecRequest, Limits
 from . import _sandbox_wire
 from ._problems import AssertTests, CallTests, Problem
 
-__all__ = ["SIDE_SOURCE", "RunnerReport", "build_request", "call_plan", "parse_report", "trusted_names"]
+__all__ = ["SIDE_SOURCE", "RunnerReport", "build_request", "call_plan", "compile_program", "parse_report",
+           "trusted_names"]
 
 logger = logging.getLogger(__name__)
 
@@ -219,8 +224,30 @@ def _assert_payload(units: tuple[str, ...], setup: str, prelude: str,
     return json.dumps(doc), proxies
 
 
-def build_request(problem: Problem, program: str, limits: Limits) -> ExecRequest:
+# The bytecode format of this interpreter (the program half uses a shipped code object
+# only when its own is the same).
+_MAGIC = sys.modules["_frozen_importlib_external"].MAGIC_NUMBER.hex()
+
+
+def compile_program(program: str) -> types.CodeType:
+    """``program`` compiled as the program half would compile it (``<solution>``, no
+    inherited future flags, asserts kept).
+
+    Raises:
+        SyntaxError, ValueError, RecursionError, MemoryError, OverflowError: it does not compile.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return compile(program, "<solution>", "exec", dont_inherit=True, optimize=0)
+
+
+def build_request(problem: Problem, program: str, limits: Limits,
+                  compiled: types.CodeType | None = None) -> ExecRequest:
     """The vmpool request that tests ``program`` against ``problem``'s assert or call tests.
+
+    ``compiled`` is ``program`` compiled by :func:`compile_program`, when the caller has it:
+    it travels with the program (marshal), and a sandbox interpreter of the same bytecode
+    format runs it instead of compiling the text again.
 
     Raises:
         TypeError: the problem's tests are stdio tests (they need no tester).
@@ -244,7 +271,8 @@ def build_request(problem: Problem, program: str, limits: Limits) -> ExecRequest
                           entry="tester_entry")
     # The program half reads what to load from its stdin: the model's code, the setup
     # code and the names the tests call (nothing the program may not know).
-    load = json.dumps([problem.setup_code, program, list(proxies), mode])
+    shipped = [_MAGIC, base64.b64encode(marshal.dumps(compiled)).decode()] if compiled is not None else None
+    load = json.dumps([problem.setup_code, program, list(proxies), mode, shipped])
     return ExecRequest(code=SIDE_SOURCE, stdin=load, argv=("program",), limits=limits, cache_code=True,
                        companion=companion, entry="program_main")
 

@@ -40,9 +40,11 @@ format; compared on the host); ``{"t": "done", "results", "kinds"}`` at the end.
 exception), ``memory`` (MemoryError), or ``died`` (the program process ended).
 """
 
+import base64
 import builtins
 import collections
 import json
+import marshal
 import os
 import sys
 import traceback
@@ -111,11 +113,11 @@ def program_main():
     # What to load comes on stdin (from the request, not from the tester), so the program
     # loads at once and its "loaded" reply is waiting when the tester first reads: one
     # round trip less. Read to the end: the model's code then sees an empty stdin.
-    setup, program, names, mode = json.loads(sys.stdin.buffer.read())
+    setup, program, names, mode, shipped = json.loads(sys.stdin.buffer.read())
     P = {"__name__": "__solution__", "__builtins__": builtins}
     try:
         exec(compile(setup, "<setup>", "exec", dont_inherit=True), P)
-        exec(compile(program, "<solution>", "exec", dont_inherit=True), P)
+        exec(_program_code(program, shipped), P)
         fns = {name: _resolve(P, name, mode) for name in names}
         kinds = {name: _kind(v) for name, v in fns.items()}
     except BaseException as exc:  # SystemExit and KeyboardInterrupt included: it did not load
@@ -137,6 +139,19 @@ def program_main():
         else:
             _, name, enc_args, enc_kwargs = msg
             link.send(_serve(fns, name, enc_args, enc_kwargs))
+
+
+def _program_code(program, shipped):
+    """The code object of the model's program: the host's compilation of this very text
+    when it was made for this interpreter's bytecode (``shipped`` is ``[magic, marshal
+    base64]``: the host compiled it to look for syntax errors, so it is not compiled twice),
+    else compiled here."""
+    if type(shipped) is list and len(shipped) == 2 and shipped[0] == _MAGIC:
+        return marshal.loads(base64.b64decode(shipped[1]))
+    return compile(program, "<solution>", "exec", dont_inherit=True, optimize=0)
+
+
+_MAGIC = sys.modules["_frozen_importlib_external"].MAGIC_NUMBER.hex()
 
 
 def _serve(fns, name, enc_args, enc_kwargs):
@@ -386,8 +401,21 @@ def _send_ahead(ahead, plans, i, T):
     return j
 
 
+# Parsed assert-mode payloads by their text (every sample of a problem sends the same):
+# nothing below changes one. Call-mode payloads are parsed per run, since the arguments
+# of a case get the program's in-place changes copied back into them.
+_PAYLOADS = {}
+
+
 def tester_main():
-    payload = json.loads(sys.stdin.read())
+    text = sys.stdin.read()
+    payload = _PAYLOADS.get(text)
+    if payload is None:
+        payload = json.loads(text)
+        if payload["mode"] == "assert":
+            if len(_PAYLOADS) >= _COMPILED_MAX:
+                _PAYLOADS.clear()
+            _PAYLOADS[text] = payload
     report = Report(3)
     link = Link(4)
     mode = payload["mode"]

@@ -6,7 +6,7 @@ import dataclasses
 
 import pytest
 
-from rewards import AssertTests, Grader, Outcome, Problem
+from rewards import AssertTests, CallCase, CallTests, Grader, Outcome, Problem
 
 
 def _problem(*units: str, setup: str = "", entry: str | None = None) -> Problem:
@@ -35,6 +35,20 @@ def _problem(*units: str, setup: str = "", entry: str | None = None) -> Problem:
 def test_plain_data_semantics_hold_for_correct_programs(grader: Grader, units: tuple[str, ...], program: str) -> None:
     verdict = grader.grade(_problem(*units), program)
     assert verdict.passed is True, verdict
+
+
+def test_an_argument_changed_in_place_never_reaches_the_next_sample(grader: Grader) -> None:
+    # The tester keeps what it can across the samples of a problem (parsed payloads,
+    # compiled tests): the copy-back of an in-place change must not land in any of it.
+    calls = Problem(task_id="m", tests=CallTests(fn_name="f", cases=(CallCase(args=([3, 1, 2],), kwargs={},
+                                                                               expected=[3, 1, 2]),)))
+    asserts = _problem("a = [3, 1, 2]\nassert f(a) == [3, 1, 2]", "assert f([3, 1, 2]) == [3, 1, 2]")
+    sorts, echoes = "def f(x):\n    x.sort()\n    return [3, 1, 2]\n", "def f(x):\n    return x\n"
+    for problem in (calls, asserts):
+        # Distinct texts (identical samples would run once), alternating in every sandbox.
+        samples = [(sorts if i % 2 == 0 else echoes) + f"# {i}\n" for i in range(16)]
+        verdicts = grader.grade_batch([(problem, sample) for sample in samples])
+        assert all(v.passed is True for v in verdicts), verdicts
 
 
 def test_program_defined_exceptions_are_not_caught_by_except_exception(grader: Grader) -> None:

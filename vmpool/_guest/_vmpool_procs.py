@@ -228,19 +228,30 @@ def _exec_main(code, argv: list, filename: str, workdir: str) -> int:
         return 1
 
 
+def _place_fds(fds: list) -> None:
+    """Put ``fds`` on 0, 1, 2, ... in order.
+
+    Placing them in order never overwrites a source still to come while every source
+    sits at or above the last target but one (the zygote always holds 0..2, so what it
+    receives lands on 3 and up); otherwise all are first moved above every target.
+    """
+    if min(fds, default=len(fds)) < len(fds) - 1:
+        fds = [fcntl.fcntl(fd, fcntl.F_DUPFD, 256) for fd in fds]
+    for target, fd in enumerate(fds):
+        if fd != target:
+            os.dup2(fd, target)
+        else:
+            os.set_inheritable(fd, True)
+
+
 def _child_main(fds: list, setup) -> None:
     """Common body of a forked child: own session, fds 0.. from ``fds``, then ``setup()``
     returns (code, argv, filename, workdir) to run. Never returns."""
     code = 1
     try:
         os.setsid()
-        # Move the sources above every target first: a source may sit on a target number.
-        high = [fcntl.fcntl(fd, fcntl.F_DUPFD, 256) for fd in fds]
-        for target, fd in enumerate(high):
-            os.dup2(fd, target)
+        _place_fds(fds)
         os.closerange(len(fds), 1 << 16)
-        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGPIPE, signal.SIGXFSZ, signal.SIGXCPU, signal.SIGCHLD):
-            signal.signal(sig, signal.SIG_DFL)
         code = _exec_main(*setup())
     except MemoryError:
         code = MEMORY_EXIT
@@ -377,6 +388,9 @@ def _zygote_main(sock: socket.socket) -> None:
     fds, says the pid and blocks in wait4 (the agent runs one program at a time and waits
     for its exit before it sends the next spec), replies being short byte strings.
     """
+    # Programs start with default dispositions; set here once, not in every child.
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGPIPE, signal.SIGXFSZ, signal.SIGXCPU, signal.SIGCHLD):
+        signal.signal(sig, signal.SIG_DFL)
     while True:
         seq, spec, fds = _recv_run(sock)
         if spec.get("cache_code"):
