@@ -29,8 +29,8 @@ from vmpool import Companion, ExecRequest, Limits
 from . import _sandbox_wire
 from ._problems import AssertTests, CallTests, Problem
 
-__all__ = ["SIDE_SOURCE", "RunnerReport", "build_request", "call_plan", "compile_program", "parse_report",
-           "trusted_names"]
+__all__ = ["SIDE_SOURCE", "RunnerReport", "build_request", "call_plan", "compile_program", "load_message",
+           "parse_report", "trusted_names"]
 
 logger = logging.getLogger(__name__)
 
@@ -226,7 +226,7 @@ def _assert_payload(units: tuple[str, ...], setup: str, prelude: str,
 
 # The bytecode format of this interpreter (the program half uses a shipped code object
 # only when its own is the same).
-_MAGIC = sys.modules["_frozen_importlib_external"].MAGIC_NUMBER.hex()
+_MAGIC: bytes = sys.modules["_frozen_importlib_external"].MAGIC_NUMBER
 
 
 def compile_program(program: str) -> types.CodeType:
@@ -239,6 +239,19 @@ def compile_program(program: str) -> types.CodeType:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return compile(program, "<solution>", "exec", dont_inherit=True, optimize=0)
+
+
+def load_message(setup: str, program: str, names: tuple[str, ...], mode: str,
+                 compiled: types.CodeType | None) -> str:
+    """The program half's stdin: what it loads (read by ``read_load`` in the sandbox).
+
+    Base64 of marshal of plain data (one C call each way, in any interpreter): the setup
+    code, the program's text, the names the tests call, the mode, and the bytecode magic
+    with the marshal bytes of ``compiled`` (the program half loads those only when its
+    own magic is the same, and compiles the text otherwise).
+    """
+    code = marshal.dumps(compiled) if compiled is not None else None
+    return base64.b64encode(marshal.dumps((setup, program, list(names), mode, _MAGIC, code))).decode("ascii")
 
 
 def build_request(problem: Problem, program: str, limits: Limits,
@@ -271,8 +284,7 @@ def build_request(problem: Problem, program: str, limits: Limits,
                           entry="tester_entry")
     # The program half reads what to load from its stdin: the model's code, the setup
     # code and the names the tests call (nothing the program may not know).
-    shipped = [_MAGIC, base64.b64encode(marshal.dumps(compiled)).decode()] if compiled is not None else None
-    load = json.dumps([problem.setup_code, program, list(proxies), mode, shipped])
+    load = load_message(problem.setup_code, program, proxies, mode, compiled)
     return ExecRequest(code=SIDE_SOURCE, stdin=load, argv=("program",), limits=limits, cache_code=True,
                        companion=companion, entry="program_main")
 

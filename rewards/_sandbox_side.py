@@ -52,6 +52,7 @@ import types
 
 if __name__ == "rewards._sandbox_side":  # on the host; in the sandbox _sandbox_wire.py's text comes first
     from ._sandbox_wire import (  # noqa: F401
+        _DUMPS,
         ERR_CHARS,
         Link,
         ProgramFailure,
@@ -113,11 +114,15 @@ def program_main():
     # What to load comes on stdin (from the request, not from the tester), so the program
     # loads at once and its "loaded" reply is waiting when the tester first reads: one
     # round trip less. Read to the end: the model's code then sees an empty stdin.
-    setup, program, names, mode, shipped = json.loads(sys.stdin.buffer.read())
+    chunks = []
+    while chunk := os.read(0, 1 << 16):
+        chunks.append(chunk)
+    setup, program, names, mode, magic, code = read_load(b"".join(chunks))
     P = {"__name__": "__solution__", "__builtins__": builtins}
     try:
-        exec(compile(setup, "<setup>", "exec", dont_inherit=True), P)
-        exec(_program_code(program, shipped), P)
+        if setup:
+            exec(compile(setup, "<setup>", "exec", dont_inherit=True), P)
+        exec(_program_code(program, magic, code), P)
         fns = {name: _resolve(P, name, mode) for name in names}
         kinds = {name: _kind(v) for name, v in fns.items()}
     except BaseException as exc:  # SystemExit and KeyboardInterrupt included: it did not load
@@ -141,17 +146,24 @@ def program_main():
             link.send(_serve(fns, name, enc_args, enc_kwargs))
 
 
-def _program_code(program, shipped):
+def read_load(data):
+    """``(setup, program, names, mode, magic, code)`` from the program's load message (see
+    rewards._runner.load_message): marshal of plain data in base64, whatever the
+    interpreter; ``code`` is marshal bytes of the program's code object, or None."""
+    return marshal.loads(base64.b64decode(data))
+
+
+def _program_code(program, magic, code):
     """The code object of the model's program: the host's compilation of this very text
-    when it was made for this interpreter's bytecode (``shipped`` is ``[magic, marshal
-    base64]``: the host compiled it to look for syntax errors, so it is not compiled twice),
-    else compiled here."""
-    if type(shipped) is list and len(shipped) == 2 and shipped[0] == _MAGIC:
-        return marshal.loads(base64.b64decode(shipped[1]))
+    (``code``, marshal bytes: the host compiled it to look for syntax errors, so it is not
+    compiled twice) when it was made for this interpreter's bytecode (``magic``), else
+    the text compiled here."""
+    if code is not None and magic == _MAGIC:
+        return marshal.loads(code)
     return compile(program, "<solution>", "exec", dont_inherit=True, optimize=0)
 
 
-_MAGIC = sys.modules["_frozen_importlib_external"].MAGIC_NUMBER.hex()
+_MAGIC = sys.modules["_frozen_importlib_external"].MAGIC_NUMBER
 
 
 def _serve(fns, name, enc_args, enc_kwargs):
@@ -202,7 +214,7 @@ def _copy_back(original, enc):
 
 def _call_key(call):
     """A call's exact identity: its JSON text (``True`` and ``1`` differ there, unlike ``==``)."""
-    return json.dumps(call, separators=(",", ":"))
+    return _DUMPS(call)
 
 
 class Ahead:
@@ -297,7 +309,7 @@ class Report:
         self.fd = fd
 
     def emit(self, record):
-        data = (json.dumps(record, separators=(",", ":")) + "\n").encode("utf-8", "surrogatepass")
+        data = (_DUMPS(record) + "\n").encode("utf-8", "surrogatepass")
         view = memoryview(data)
         while view:
             view = view[os.write(self.fd, view):]

@@ -25,6 +25,9 @@ MAX_ITEMS = 1_000_000
 MAX_FRAME = 64 << 20
 BIG = 1 << 62
 HEADER = struct.Struct(">I")
+# One encoder for every frame, made once (``json.dumps`` with options makes one per call).
+# Frames hold encode()d values only, which have no cycles: no circularity bookkeeping.
+_DUMPS = json.JSONEncoder(separators=(",", ":"), check_circular=False).encode
 ERR_CHARS = 500
 
 
@@ -190,7 +193,7 @@ class Link:
         self.buf = bytearray()
 
     def send(self, obj):
-        body = json.dumps(obj, separators=(",", ":")).encode("utf-8", "surrogatepass")
+        body = _DUMPS(obj).encode("utf-8", "surrogatepass")
         view = memoryview(HEADER.pack(len(body)) + body)
         try:
             while view:

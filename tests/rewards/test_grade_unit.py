@@ -10,7 +10,7 @@ import re
 import pytest
 
 from rewards import AssertTests, Grader, Outcome, Problem, RewardConfig, compute_reward
-from rewards._runner import build_request, parse_report, trusted_names
+from rewards._runner import _MAGIC, build_request, parse_report, trusted_names
 from rewards._sandbox_wire import WireError, decode, encode
 from vmpool import ExecRequest, ExecResult, Limits, Status, VmpoolError
 
@@ -108,7 +108,9 @@ def test_request_keeps_tests_out_of_the_program() -> None:
     assert "assert f()" in req.companion.stdin
     assert "assert f()" not in req.code and not req.files and "assert f()" not in req.stdin
     # The program's stdin says what to load: its own code, the setup code, the names called.
-    assert json.loads(req.stdin) == ["", "def f():\n    return 1\n", ["f"], "assert", None]
+    from rewards._sandbox_side import read_load
+
+    assert read_load(req.stdin.encode()) == ("", "def f():\n    return 1\n", ["f"], "assert", _MAGIC, None)
     assert "return 1" not in req.companion.stdin  # the tester never holds the model's code
     assert req.argv == ("program",) and req.companion.argv == ("tester",)
 
@@ -119,18 +121,17 @@ def test_a_compiled_program_travels_with_its_text_and_is_used_only_by_the_same_b
 
     program = "def f():\n    assert False, 'kept'\n    return 1\n"
     req = build_request(P, program, Limits(), compile_program(program))
-    setup, text, names, mode, shipped = json.loads(req.stdin)
-    assert text == program and shipped[0] == _sandbox_side._MAGIC
+    setup, text, names, mode, magic, code = _sandbox_side.read_load(req.stdin.encode())
+    assert text == program and magic == _sandbox_side._MAGIC and isinstance(code, bytes)
     ns: dict = {}
-    exec(_sandbox_side._program_code(text, shipped), ns)
+    exec(_sandbox_side._program_code(text, magic, code), ns)
     with pytest.raises(AssertionError, match="kept"):  # asserts are kept (optimize=0), whatever -O says
         ns["f"]()
     assert ns["f"].__code__.co_filename == "<solution>"
-    # Another interpreter's bytecode (or anything malformed) is never loaded: the text is compiled.
-    other = _sandbox_side._program_code("def f():\n    return 2\n", ["00000000", shipped[1]])
-    exec(other, ns)
+    # Another interpreter's bytecode is never loaded: the text is compiled.
+    exec(_sandbox_side._program_code("def f():\n    return 2\n", b"\0\0\0\0", code), ns)
     assert ns["f"]() == 2
-    assert _sandbox_side._program_code("x = 3\n", "junk").co_filename == "<solution>"
+    assert _sandbox_side._program_code("x = 3\n", magic, None).co_filename == "<solution>"
 
 
 def test_trusted_names_are_what_the_tests_call_on_the_program() -> None:

@@ -177,17 +177,24 @@ def _wipe_scratch(roots=SCRATCH_DIRS) -> str:
 
 
 # ------------------------------------------------------------------ children
-def _set_limits(limits: dict, nproc_extra: int, cpu: bool = True) -> None:
+def _rlimits(limits: dict, nproc_extra: int, cpu: bool = True) -> tuple:
+    """The ``(resource, (soft, hard))`` pairs a child under ``limits`` sets (see :func:`_set_limits`)."""
     mem = int(limits["memory_mb"]) << 20
-    resource.setrlimit(resource.RLIMIT_AS, (mem, mem))
+    pairs = [(resource.RLIMIT_AS, (mem, mem))]
     if cpu:
         seconds = int(-(-float(limits["cpu_s"]) // 1)) + 1  # the backstop: the agent polls the precise limit
-        resource.setrlimit(resource.RLIMIT_CPU, (seconds, seconds + 1))
-    resource.setrlimit(resource.RLIMIT_FSIZE, (int(limits["file_size_bytes"]),) * 2)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (int(limits["max_open_files"]),) * 2)
-    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+        pairs.append((resource.RLIMIT_CPU, (seconds, seconds + 1)))
     nproc = int(limits["max_processes"]) + nproc_extra
-    resource.setrlimit(resource.RLIMIT_NPROC, (nproc, nproc))
+    pairs += [(resource.RLIMIT_FSIZE, (int(limits["file_size_bytes"]),) * 2),
+              (resource.RLIMIT_NOFILE, (int(limits["max_open_files"]),) * 2),
+              (resource.RLIMIT_CORE, (0, 0)),
+              (resource.RLIMIT_NPROC, (nproc, nproc))]
+    return tuple(pairs)
+
+
+def _set_limits(limits: dict, nproc_extra: int, cpu: bool = True) -> None:
+    for which, values in _rlimits(limits, nproc_extra, cpu):
+        resource.setrlimit(which, values)
 
 
 def _become(uid: int) -> None:
@@ -323,9 +330,8 @@ def _program_setup(spec: dict, seq: int):
             with open(code_file, "rb") as fh:
                 code = fh.read().decode("utf-8", "surrogateescape")
             os.unlink(code_file)
-        # NPROC counts the program uid's processes; with one uid for everything the
-        # init process, the agent and its zygote are three of them.
-        _set_limits(spec["limits"], 0 if _PRIV["on"] else 3)
+        for which, values in spec["rlimits"]:
+            resource.setrlimit(which, values)
         _become(PROGRAM_UID)
         return code, spec.get("argv") or [], "main.py", workdir
     return setup
@@ -360,20 +366,29 @@ def _recv_spec(sock: socket.socket):
     return json.loads(msg), fds
 
 
-# Parsed specs by their text (runs with the same limits and code send the same text).
+# Specs by their text (runs with the same limits and code send the same text), each
+# ready to fork with: parsed, its cached code resolved.
 _SPECS: dict = {}
 
 
-def _recv_run(sock: socket.socket):
-    """(run number, spec, fds) of the agent's next ``<seq> <spec JSON>`` message."""
-    msg, fds = _recv_msg(sock)
-    seq, _, body = msg.partition(b" ")
-    spec = _SPECS.get(body)
-    if spec is None:
-        spec = json.loads(body)
-        if "code" not in spec:  # a spec that teaches the zygote a source is sent once
-            _put(_SPECS, body, spec)
-    return int(seq), spec, fds
+def _ready_spec(body: bytes) -> dict:
+    """The spec of a ``<seq> <spec JSON>`` message body, parsed and its code resolved
+    (the zygote's side of ``cache_code``: it keeps code objects so children reuse them)."""
+    spec = json.loads(body)
+    # NPROC counts the program uid's processes; with one uid for everything the init
+    # process, the agent and its zygote are three of them.
+    spec["rlimits"] = _rlimits(spec["limits"], 0 if _PRIV["on"] else 3)
+    if spec.get("cache_code"):
+        code = _code_of(spec)
+        fresh = code not in _CODE_CACHE
+        if "marshal" in spec and fresh:
+            _put(_CODE_CACHE, code, marshal.loads(base64.b64decode(spec.pop("marshal"))))
+        spec["cached"] = _warm_entry(code, spec["entry"]) if spec.get("entry") else _cached(code)
+        if fresh:
+            gc.freeze()  # what warming made lives as long as the zygote: keep collections off it
+    if "code" not in spec:  # a spec that teaches the zygote a source is sent once
+        _put(_SPECS, body, spec)
+    return spec
 
 
 def _zygote_main(sock: socket.socket) -> None:
@@ -383,33 +398,37 @@ def _zygote_main(sock: socket.socket) -> None:
     or a companion's data itself (the child reads its code from a file), so a program
     that reads its own memory finds nothing but the harness's own modules.
 
-    Every fork write-protects the whole heap again, so each page this loop writes while
-    the child lives costs a fault and a copy: after the fork it only closes the child's
-    fds, says the pid and blocks in wait4 (the agent runs one program at a time and waits
-    for its exit before it sends the next spec), replies being short byte strings.
+    Every fork write-protects the whole heap again, so each page this loop writes costs a
+    fault (and a copy while the child lives), and a fork costs the floor's: the loop
+    touches as little as it can. It receives with ``recvmsg`` itself, finds a spec seen
+    before with one lookup, and after the fork only closes the child's fds, says the pid
+    and blocks in wait4 (the agent runs one program at a time and waits for its exit
+    before it sends the next spec); replies are short byte strings.
     """
     # Programs start with default dispositions; set here once, not in every child.
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGPIPE, signal.SIGXFSZ, signal.SIGXCPU, signal.SIGCHLD):
         signal.signal(sig, signal.SIG_DFL)
+    recvmsg, send, fork, wait4, close = sock.recvmsg, sock.send, os.fork, os.wait4, os.close
+    specs, room = _SPECS, socket.CMSG_LEN(8 * 4)
     while True:
-        seq, spec, fds = _recv_run(sock)
-        if spec.get("cache_code"):
-            code = _code_of(spec)
-            fresh = code not in _CODE_CACHE
-            if "marshal" in spec and fresh:
-                _put(_CODE_CACHE, code, marshal.loads(base64.b64decode(spec.pop("marshal"))))
-            spec["cached"] = _warm_entry(code, spec["entry"]) if spec.get("entry") else _cached(code)
-            if fresh:
-                gc.freeze()  # what warming made lives as long as the zygote: keep collections off it
-        pid = os.fork()
+        try:
+            msg, ancdata, _flags, _addr = recvmsg(1 << 20, room)
+        except OSError:
+            os._exit(0)
+        if not msg:
+            os._exit(0)
+        fds = [fd for _level, _type, data in ancdata for fd in memoryview(data).cast("i")]
+        seq, _, body = msg.partition(b" ")
+        spec = specs.get(body) or _ready_spec(body)
+        pid = fork()
         if pid == 0:
             sock.close()
-            _child_main(fds, _program_setup(spec, seq))
+            _child_main(fds, _program_setup(spec, int(seq)))
         for child_fd in fds:
-            os.close(child_fd)
-        sock.send(b"P %d" % pid)
-        _, wstatus, usage = os.wait4(pid, 0)
-        sock.send(b"X %d %d %r" % (pid, wstatus, usage.ru_utime + usage.ru_stime))
+            close(child_fd)
+        send(b"P %d" % pid)
+        _, wstatus, usage = wait4(pid, 0)
+        send(b"X %d %d %r" % (pid, wstatus, usage.ru_utime + usage.ru_stime))
 
 
 def _start_zygote() -> socket.socket:
