@@ -7,6 +7,7 @@ import fcntl
 import gc
 import json
 import marshal
+import mmap
 import os
 import resource
 import signal
@@ -349,21 +350,39 @@ def _code_of(spec: dict) -> str:
     return _SOURCES[ref]
 
 
-def _recv_msg(sock: socket.socket):
-    """One message with its fds from the agent; exits the process once the agent is gone."""
-    try:
-        msg, fds, _flags, _addr = socket.recv_fds(sock, 1 << 20, 8)
-    except OSError:
-        os._exit(0)
-    if not msg:
-        os._exit(0)
-    return msg, fds
+class _Receiver:
+    """Messages with fds from the agent over a SOCK_SEQPACKET socket, received into one
+    buffer kept for the life of the process (a fresh 1 MiB buffer per message is an mmap,
+    page faults and an munmap each time); exits the process once the agent is gone.
+
+    The buffer is an anonymous mapping, so only the pages messages reach are ever touched
+    (a zero-filled bytearray would be 1 MiB more for every fork to copy and every child's
+    exit to tear down)."""
+
+    __slots__ = ("recvmsg_into", "buf", "view", "room")
+
+    MAX_FDS = 8
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.recvmsg_into = sock.recvmsg_into
+        self.buf = mmap.mmap(-1, 1 << 20)
+        self.view = memoryview(self.buf)
+        self.room = socket.CMSG_LEN(self.MAX_FDS * 4)
+
+    def recv(self) -> tuple:
+        """(message bytes, received fds)."""
+        try:
+            n, ancdata, _flags, _addr = self.recvmsg_into([self.buf], self.room)
+        except OSError:
+            os._exit(0)
+        if not n:
+            os._exit(0)
+        fds: list = []
+        for _level, _type, data in ancdata:  # SCM_RIGHTS: the only kind the agent sends
+            fds += memoryview(data).cast("i").tolist()
+        return self.view[:n].tobytes(), fds
 
 
-def _recv_spec(sock: socket.socket):
-    """One JSON message with its fds from the agent (see :func:`_recv_msg`)."""
-    msg, fds = _recv_msg(sock)
-    return json.loads(msg), fds
 
 
 # Specs by their text (runs with the same limits and code send the same text), each
@@ -400,7 +419,7 @@ def _zygote_main(sock: socket.socket) -> None:
 
     Every fork write-protects the whole heap again, so each page this loop writes costs a
     fault (and a copy while the child lives), and a fork costs the floor's: the loop
-    touches as little as it can. It receives with ``recvmsg`` itself, finds a spec seen
+    touches as little as it can. It receives into one buffer, finds a spec seen
     before with one lookup, and after the fork only closes the child's fds, says the pid
     and blocks in wait4 (the agent runs one program at a time and waits for its exit
     before it sends the next spec); replies are short byte strings.
@@ -408,16 +427,10 @@ def _zygote_main(sock: socket.socket) -> None:
     # Programs start with default dispositions; set here once, not in every child.
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGPIPE, signal.SIGXFSZ, signal.SIGXCPU, signal.SIGCHLD):
         signal.signal(sig, signal.SIG_DFL)
-    recvmsg, send, fork, wait4, close = sock.recvmsg, sock.send, os.fork, os.wait4, os.close
-    specs, room = _SPECS, socket.CMSG_LEN(8 * 4)
+    recv, send, fork, wait4, close = _Receiver(sock).recv, sock.send, os.fork, os.wait4, os.close
+    specs = _SPECS
     while True:
-        try:
-            msg, ancdata, _flags, _addr = recvmsg(1 << 20, room)
-        except OSError:
-            os._exit(0)
-        if not msg:
-            os._exit(0)
-        fds = [fd for _level, _type, data in ancdata for fd in memoryview(data).cast("i")]
+        msg, fds = recv()
         seq, _, body = msg.partition(b" ")
         spec = specs.get(body) or _ready_spec(body)
         pid = fork()

@@ -20,7 +20,7 @@ from _vmpool_procs import (
     _exec_main,
     _kill_group,
     _proc_cpu,
-    _recv_spec,
+    _Receiver,
     _set_limits,
     _warm_entry,
 )
@@ -117,8 +117,10 @@ def _tester_serve(fd: int, comp: dict) -> None:
     # companion sees (EPIPE), never the death of this long-lived process.
     signal.signal(signal.SIGPIPE, signal.SIG_IGN)
     null = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)  # put back on 0..4 after every run
+    recv = _Receiver(sock).recv
     while True:
-        spec, fds = _recv_spec(sock)
+        msg, fds = recv()
+        spec = json.loads(msg)
         for target, received in enumerate(fds):  # received fds are >= 5: 0..4 are always held
             os.dup2(received, target)
             os.close(received)
