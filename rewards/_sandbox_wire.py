@@ -25,10 +25,29 @@ MAX_ITEMS = 1_000_000
 MAX_FRAME = 64 << 20
 BIG = 1 << 62
 HEADER = struct.Struct(">I")
-# One encoder for every frame, made once (``json.dumps`` with options makes one per call).
-# Frames hold encode()d values only, which have no cycles: no circularity bookkeeping.
-_DUMPS = json.JSONEncoder(separators=(",", ":"), check_circular=False).encode
 ERR_CHARS = 500
+
+
+def _not_json(value):
+    raise TypeError(f"a {type(value).__name__} in a frame")
+
+
+def _frame_encoder():
+    """Compact JSON text of a frame's object, from one encoder made once: ``json.dumps``
+    builds a new C encoder per call, which in a freshly forked program is a dozen pages
+    written for one small message. Frames hold encode()d values only, which have no
+    cycles: no circularity bookkeeping."""
+    make = getattr(json.encoder, "c_make_encoder", None)
+    if make is None:  # an interpreter without the C accelerator
+        return json.JSONEncoder(separators=(",", ":"), check_circular=False).encode
+    chunks = make(None, _not_json, json.encoder.encode_basestring_ascii, None, ":", ",", False, False, True)
+
+    def dumps(obj):
+        return "".join(chunks(obj, 0))
+    return dumps
+
+
+_DUMPS = _frame_encoder()
 
 
 class WireError(Exception):
