@@ -75,14 +75,10 @@ def _other_pids(keep=()) -> list:
     """Every process in this pid namespace except init (1), this agent, the program
     zygote, ``keep`` and kernel threads."""
     me = os.getpid()
-    guest_init = me == 1
     spared = {1, me, _PRIV["zygote"], *(t.pid for t in _TESTERS.values()), *keep}
-    pids = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            pid = int(entry)
-            if pid not in spared and not (guest_init and _is_kernel_thread(pid)):
-                pids.append(pid)
+    pids = [pid for pid in map(int, filter(str.isdigit, os.listdir("/proc"))) if pid not in spared]
+    if me == 1:
+        pids = [pid for pid in pids if not _is_kernel_thread(pid)]
     return pids
 
 

@@ -358,7 +358,8 @@ def run_one(req: dict, seq: int, zsock: socket.socket) -> dict:
     clean = _sweep()
     wall = time.monotonic() - start
     for stream in streams.values():
-        stream.drain()
+        if stream.open:  # one that showed EOF has nothing more to read
+            stream.drain()
     for fd in [*streams, *(f.fd for f in feeders)]:
         if fd >= 0:
             try:

@@ -87,15 +87,14 @@ class _Tester:
         _TESTERS.pop(self.key, None)
 
 
-# The limits a companion process takes at its start; CPU and wall time are watched per run,
-# so runs with other time limits share the process.
-_SPAWN_LIMITS = ("memory_mb", "max_processes", "max_open_files", "file_size_bytes")
-
-
 def _tester_for(comp: dict):
+    """The companion process for ``comp``, started when none runs its code with its limits.
+
+    Its key holds the limits it took at its start; CPU and wall time are watched per run,
+    so runs with other time limits share the process."""
     limits = comp["limits"]
-    key = (comp["code"], tuple(limits[name] for name in _SPAWN_LIMITS), bool(comp.get("cache_code")),
-           comp.get("entry"))
+    key = (comp["code"], limits["memory_mb"], limits["max_processes"], limits["max_open_files"],
+           limits["file_size_bytes"], bool(comp.get("cache_code")), comp.get("entry"))
     tester = _TESTERS.get(key)
     if tester is None:
         for old in list(_TESTERS.values()):  # one at a time: a new kind replaces the old
