@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml .ci/install-system.sh
 	bash .ci/install-system.sh
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --disable-pip-version-check "$(TORCH)"
-	$(BIN)/python -m pip install -q --disable-pip-version-check -e '.[dev]'
+	$(BIN)/python -m pip install -q --disable-pip-version-check -e '.[all]'
 	touch $(STAMP)
 
 ## run the whole test suite (slow, ray and microvm markers included)

@@ -24,16 +24,19 @@ shared fairly between sandboxes (no cgroup v2 controller on cgroup-v1 hosts).
 
 from __future__ import annotations
 
+import atexit
 import functools
 import json
 import logging
 import os
 import select
 import shutil
+import stat
 import subprocess
 import tempfile
 import time
 from importlib import resources
+from pathlib import Path
 
 from ._agent_client import AgentSandbox
 from ._cpus import CpuLease, lease_cpu
@@ -69,11 +72,47 @@ def bwrap_path() -> str:
     return path
 
 
+def _reachable_by_anyone(path: Path) -> bool:
+    """True when any uid can read ``path``'s files: every directory up to / searchable by others."""
+    try:
+        if any(not os.stat(f).st_mode & stat.S_IROTH for f in path.glob("*.py")):
+            return False
+        return all(os.stat(d).st_mode & stat.S_IXOTH for d in (path, *path.parents))
+    except OSError:
+        return False
+
+
+@functools.lru_cache(maxsize=1)
+def _guest_dir() -> Path:
+    """Where bubblewrap binds the guest modules from.
+
+    The sandbox's uids are unprivileged host uids, so they must be able to reach the
+    files: an install under a private directory (a venv in ``/root`` or a 0700 home)
+    is copied once per process to a fresh world-readable directory, removed at exit.
+    """
+    guest = Path(str(resources.files("vmpool._guest")))
+    if _reachable_by_anyone(guest):
+        return guest
+    staged = Path(tempfile.mkdtemp(prefix="vmpool-guest-"))  # 0700 and ours alone until filled
+    for source in guest.glob("*.py"):
+        target = staged / source.name
+        shutil.copyfile(source, target)
+        target.chmod(0o444)
+    staged.chmod(0o555)
+    atexit.register(shutil.rmtree, staged, ignore_errors=True)
+    if not _reachable_by_anyone(staged):
+        raise SandboxStartError(f"the guest modules under {guest} and their copy in {staged} are private to their "
+                                "owner: install the project where other uids can read it, or set TMPDIR to a "
+                                "directory they can search")
+    logger.info("guest modules under %s are private to their owner: sandboxes bind a copy in %s", guest, staged)
+    return staged
+
+
 def agent_module_binds() -> list[str]:
     """bwrap arguments that put the agent and its modules (``_guest/*.py``) at /opt/vmpool."""
-    guest = resources.files("vmpool._guest")
+    guest = _guest_dir()
     names = sorted(entry.name for entry in guest.iterdir() if entry.name.endswith(".py") and entry.name != "__init__.py")
-    return [arg for name in names for arg in ("--ro-bind", str(guest.joinpath(name)), f"/opt/vmpool/{name}")]
+    return [arg for name in names for arg in ("--ro-bind", str(guest / name), f"/opt/vmpool/{name}")]
 
 
 class NamespaceSandbox(AgentSandbox):
