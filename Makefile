@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed-stamp
 # wheel from a local wheelhouse where one is configured (our machines), else PyPI.
 TORCH  ?= torch==2.13.0
 
-.PHONY: deps test test-fast run bench lint clean
+.PHONY: deps test test-fast run bench lint typecheck check clean
 
 deps: $(STAMP)
 
@@ -36,8 +36,16 @@ run: deps
 bench: deps
 	$(BIN)/python -m harness bench
 
+## ruff (rules in pyproject.toml)
 lint: deps
-	$(BIN)/python -m ruff check vmpool rewards harness tests
+	$(BIN)/python -m ruff check vmpool rewards harness bench tests
+
+## mypy (strict for vmpool, defaults elsewhere; pyproject.toml [tool.mypy])
+typecheck: deps
+	$(BIN)/python -m mypy
+
+## what CI runs: lint, type check, then the whole test suite
+check: lint typecheck test
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -294,16 +294,18 @@ def format_bench(result: BenchResult) -> str:
         r = result.ratio(a, b)
         if r is not None:
             lines.append(f"  throughput {a}/{b}: {r:.2f}x")
-    if result.overhead_ms is not None:
+    sandbox_ms, pool_ms, fork_ms = result.sandbox_latency_ms, result.pool_latency_ms, result.fork_latency_ms
+    if result.overhead_ms is not None and sandbox_ms is not None and fork_ms is not None:
         lines.append(
             f"  per-program latency, one at a time over {result.latency_n} programs (median): sandboxed "
-            f"{result.sandbox_latency_ms:.2f} ms, fork {result.fork_latency_ms:.2f} ms -> sandbox overhead "
+            f"{sandbox_ms:.2f} ms, fork {fork_ms:.2f} ms -> sandbox overhead "
             f"{result.overhead_ms:.2f} ms/program"
         )
-        lines.append(
-            f"  of which vmpool alone (same programs via pool.run, no Grader): {result.pool_latency_ms:.2f} ms "
-            f"(+{result.pool_latency_ms - result.fork_latency_ms:.2f} ms over fork)"
-        )
+        if pool_ms is not None:
+            lines.append(
+                f"  of which vmpool alone (same programs via pool.run, no Grader): {pool_ms:.2f} ms "
+                f"(+{pool_ms - fork_ms:.2f} ms over fork)"
+            )
     if result.failures:
         lines.append("FAILURES:")
         lines += [f"  {f}" for f in result.failures]

@@ -26,6 +26,7 @@ two reward paths must agree; any difference is a failure (exit code 1 from the C
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import statistics
@@ -34,7 +35,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ._bench_ray_report import (  # noqa: F401  (re-exported)
+from ._bench_ray_report import (
     PathLatency,
     PathThroughput,
     RayBench,
@@ -181,7 +182,7 @@ def run_ray_bench(
         for i in range(rounds):
             for name, run in (("local", local.grade_batch), ("ray", grader.grade_batch))[:: 1 if i % 2 == 0 else -1]:
                 logger.info("throughput round %d, %s: %d programs", i + 1, name, n)
-                verdicts, wall = _time(lambda run=run: run(workload))
+                verdicts, wall = _time(functools.partial(run, workload))
                 walls[name].append(wall)
                 n_ok[name] = min(n_ok[name], sum(v.passed is True for v in verdicts))
         for name in ("local", "ray"):
@@ -277,7 +278,7 @@ def _run_scaling(bench: RayBench, workload: list[tuple[Any, str]], counts: list[
                 grader.grade_batch(workload[: 2 * max(1, grader.capacity)])  # warm every sandbox
                 start_s = time.perf_counter() - start
                 sandboxes = grader.capacity
-                verdicts, wall = _time(lambda grader=grader: grader.grade_batch(workload))
+                verdicts, wall = _time(functools.partial(grader.grade_batch, workload))
             ok = sum(v.passed is True for v in verdicts)
             bench.scaling.append(ScalingPoint(count, sandboxes, n, ok, start_s, wall, n / wall))
             if ok != n:

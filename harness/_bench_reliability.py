@@ -107,7 +107,7 @@ def run_soak(pool: Pool, n: int, chunk: int = 200, progress: bool = False) -> So
 def _pool_pids(pool: Pool) -> list[tuple[int, list[int]]]:
     """(outer sandbox pid, pids below it) of every live sandbox of ``pool``."""
     with pool._lock:
-        outer = [sb.pid for sb in pool._live if getattr(sb, "pid", None)]
+        outer = [pid for sb in pool._live if (pid := getattr(sb, "pid", None))]
     return [(pid, sorted(descendants(pid))) for pid in outer]
 
 

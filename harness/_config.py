@@ -271,7 +271,7 @@ class HarnessConfig:
             if workers is not None:
                 pool = dataclasses.replace(pool, size=workers)
             if backend is not None:
-                pool = dataclasses.replace(pool, backend=backend)
+                pool = dataclasses.replace(pool, backend=backend)  # type: ignore[arg-type]  # validated in PoolSettings
         except ConfigError as exc:
             raise exc.located("pool", "command line") from None
         return dataclasses.replace(self, pool=pool)
@@ -297,7 +297,7 @@ def _convert(value: Any, tp: Any, key: str) -> Any:
         ConfigError: naming ``key`` when the value has the wrong type.
     """
     origin = typing.get_origin(tp)
-    if dataclasses.is_dataclass(tp):
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
         return _build(tp, value, key)
     if origin in (typing.Union, types.UnionType):
         args = typing.get_args(tp)
@@ -429,6 +429,6 @@ def describe_config(cls: type = HarnessConfig, prefix: str = "") -> list[tuple[s
         if dataclasses.is_dataclass(hints[f.name]):
             rows.extend(describe_config(hints[f.name], key))
             continue
-        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+        default = f.default if f.default_factory is dataclasses.MISSING else f.default_factory()
         rows.append((key, repr(default), f.metadata.get("help", "")))
     return rows

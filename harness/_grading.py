@@ -127,14 +127,14 @@ def resolve_task_ids(
     matched: list[Sample] = []
     issues: list[InputIssue] = []
     for sample in samples:
-        task_id = sample.task_id if sample.task_id in index else short.get(sample.task_id)
-        if task_id is None:
+        found = sample.task_id if sample.task_id in index else short.get(sample.task_id)
+        if found is None:
             issue = InputIssue(path, sample.line, f"task_id: unknown task {sample.task_id!r}")
             logger.warning("skipping sample %s", issue)
             issues.append(issue)
             continue
-        matched.append(Sample(task_id, sample.completion, counters[task_id], sample.line))
-        counters[task_id] += 1
+        matched.append(Sample(found, sample.completion, counters[found], sample.line))
+        counters[found] += 1
     return matched, issues
 
 

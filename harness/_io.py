@@ -286,7 +286,7 @@ def _row_from_mapping(record: Any) -> ResultRow | str:
     index = record.get("sample_index")
     if isinstance(index, bool) or not isinstance(index, int):
         return "sample_index: missing or not an integer"
-    values = {name: record.get(name) for name in RESULT_COLUMNS}
+    values: dict[str, Any] = {name: record.get(name) for name in RESULT_COLUMNS}
     values["status"] = values["status"] or ""
     values["error"] = values["error"] or ""
     values["wall_s"] = float(values["wall_s"] or 0.0)

@@ -101,7 +101,7 @@ def grader_actor_class() -> Any:
     if _ACTOR_CLASS is None:
         import ray
 
-        _ACTOR_CLASS = ray.remote(max_concurrency=4)(GraderActorImpl)
+        _ACTOR_CLASS = ray.remote(max_concurrency=4)(GraderActorImpl)  # type: ignore[call-overload]
     return _ACTOR_CLASS
 
 

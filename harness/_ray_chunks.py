@@ -9,12 +9,12 @@ import math
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rewards import Outcome, Problem, Verdict
 from vmpool import Status
 
-from ._ray_support import _short, _Slot, logger
+from ._ray_support import _Metrics, _short, _Slot, logger
 
 _MAX_AUTO_CHUNK = 64
 
@@ -34,6 +34,18 @@ class _Run:
 
 class _ChunkScheduler:
     """Chunk scheduling methods of :class:`~harness._ray_client.RayGrader` (a mixin)."""
+
+    if TYPE_CHECKING:  # what RayGrader, whose mixin this is, provides
+        chunks_in_flight: int
+        max_resubmits: int
+        stats: dict[str, int]
+        _slots: list[_Slot]
+        _metrics: _Metrics
+
+        @property
+        def capacity(self) -> int: ...
+
+        def _on_actor_failure(self, slot: _Slot, exc: BaseException) -> None: ...
 
     def _auto_chunk(self, n: int) -> int:
         capacity = max(1, self.capacity)

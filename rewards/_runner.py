@@ -349,7 +349,8 @@ def parse_report(data: bytes, expected: int) -> RunnerReport:
             if not isinstance(i, int) or not 0 <= i < expected:
                 continue
             report.partial[i] = rec.get("ok") is True
-            report.partial_kinds[i] = rec.get("kind") if rec.get("kind") in _KINDS else "error"
+            kind_of = rec.get("kind")
+            report.partial_kinds[i] = kind_of if isinstance(kind_of, str) and kind_of in _KINDS else "error"
             if rec.get("ok") is True and kind == "call":
                 try:
                     report.values[i] = _sandbox_wire.decode(rec.get("value"))

@@ -51,7 +51,7 @@ import traceback
 import types
 
 if __name__ == "rewards._sandbox_side":  # on the host; in the sandbox _sandbox_wire.py's text comes first
-    from ._sandbox_wire import (  # noqa: F401
+    from ._sandbox_wire import (
         _DUMPS,
         ERR_CHARS,
         Link,

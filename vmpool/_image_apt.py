@@ -189,7 +189,8 @@ def resolve_packages(config: ImageConfig) -> dict[str, Any]:
                           "apt": _apt_state()})  # fmt: skip
     memo = Path(config.cache_dir) / ".resolve" / f"{memo_key[:24]}.json"
     try:
-        return json.loads(memo.read_text())
+        resolved: dict[str, Any] = json.loads(memo.read_text())
+        return resolved
     except (OSError, ValueError):
         pass
     packages = _resolve_packages(config)

@@ -141,7 +141,7 @@ def describe_image_config() -> list[tuple[str, str, str]]:
     """``(key, default, help)`` for every :class:`ImageConfig` field."""
     rows = []
     for f in dataclasses.fields(ImageConfig):
-        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+        default = f.default if f.default_factory is dataclasses.MISSING else f.default_factory()
         rows.append((f.name, repr(default), f.metadata.get("help", "")))
     return rows
 

@@ -23,7 +23,7 @@ import threading
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from ._errors import (
     BackendUnavailableError,
@@ -35,6 +35,9 @@ from ._errors import (
 )
 from ._namespace import NamespaceSandbox
 from ._types import ExecRequest, ExecResult, Status
+
+if TYPE_CHECKING:
+    from ._image_config import ImageConfig
 
 logger = logging.getLogger(__name__)
 
@@ -137,7 +140,7 @@ def resolve_backend(name: str, image_config: str | None = None) -> str:
     return "namespace"
 
 
-def _image_config(path: str | None):  # -> ImageConfig
+def _image_config(path: str | None) -> ImageConfig:
     from ._image import ImageConfig, load_image_config
 
     return load_image_config(path) if path else ImageConfig()

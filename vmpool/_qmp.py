@@ -71,7 +71,8 @@ class QMPClient:
             self._buf += chunk
         line, self._buf = self._buf.split(b"\n", 1)
         try:
-            return json.loads(line)
+            message: dict[str, Any] = json.loads(line)
+            return message
         except ValueError as exc:
             raise QMPError(f"undecodable QMP message: {line[:200]!r}") from exc
 
@@ -108,7 +109,7 @@ class QMPClient:
             info = self.execute("query-migrate", timeout_s=max(0.1, deadline - time.monotonic()))
             status = info.get("status")
             if status == "completed":
-                return info
+                return dict(info)
             if status in ("failed", "cancelled"):
                 raise QMPError(f"migration {status}: {info.get('error-desc', '')}")
             if time.monotonic() > deadline:
