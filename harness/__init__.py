@@ -25,7 +25,9 @@ Single bad records are not exceptions: they are ``InputIssue`` entries in the su
 Command line: ``python -m harness {grade,demo,bench,config} --help``.
 """
 
-from ._bench import BenchResult, run_bench
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
+
 from ._config import (
     GradingSettings,
     HarnessConfig,
@@ -40,9 +42,34 @@ from ._demo import DemoReport, run_demo
 from ._errors import ConfigError, HarnessError, InputError
 from ._grading import Harness, grade
 from ._io import InputIssue, ResultRow, ResultStore, Sample, SampleSet, read_results, read_samples
-from ._ray import RayGrader, RayHarness, grade_ray, grade_ray_data
 from ._summary import GradeSummary, format_summary, pass_at_k, summarize
-from ._trl import AsyncCodeReward, CodeReward, RewardBatch
+
+if TYPE_CHECKING:  # the real types for checkers; at run time they load on first use
+    from ._bench import BenchResult, run_bench
+    from ._ray import RayGrader, RayHarness, grade_ray, grade_ray_data
+    from ._trl import AsyncCodeReward, CodeReward, RewardBatch
+
+# Loaded on first use, so `import harness` (grading a file) loads no benchmark, Ray or TRL
+# code: the module that holds each of these names.
+_LAZY = {
+    "BenchResult": "._bench", "run_bench": "._bench",
+    "RayGrader": "._ray", "RayHarness": "._ray", "grade_ray": "._ray", "grade_ray_data": "._ray",
+    "AsyncCodeReward": "._trl", "CodeReward": "._trl", "RewardBatch": "._trl",
+}
+
+
+def __getattr__(name: str) -> Any:
+    where = _LAZY.get(name)
+    if where is None:
+        raise AttributeError(f"module 'harness' has no attribute {name!r}")
+    value = getattr(import_module(where, __name__), name)
+    globals()[name] = value  # found once; later lookups do not come here
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)
+
 
 __all__ = [
     "AsyncCodeReward",

@@ -13,7 +13,7 @@ them alike. Each mode's wall time is the sum over its slices:
 * ``fork``: the floor - the least work that still runs every program in a fresh process.
   One warm ``/usr/bin/python3`` per pool slot (each pinned to a core of its own, as the
   pool pins its sandboxes, when there are cores enough), with the sandbox zygote's modules
-  preloaded (``vmpool._guest.agent.PRELOAD``) and every program of its share already in
+  preloaded (``vmpool.PRELOADED_MODULES``) and every program of its share already in
   memory, forks one child per program; the child compiles and execs the whole program
   (solution + tests) and exits with its status; the parent only waits. All workers start
   their loops together on one signal, and the wall time runs from the earliest loop start

@@ -15,7 +15,7 @@ import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 
-from vmpool._guest.agent import PRELOAD
+from vmpool import PRELOADED_MODULES
 
 SANDBOX_PYTHON = "/usr/bin/python3"
 BASELINE_TIMEOUT_S = 30
@@ -181,7 +181,7 @@ def _run_fork_workers(programs: Sequence[str], workers: int) -> tuple[list[float
         cpus = sorted(os.sched_getaffinity(0))
         pin = len(pool) <= len(cpus)  # one worker per core when there are cores enough
         for n, worker in enumerate(pool):
-            job = {"preload": list(PRELOAD), "programs": [programs[i] for i in worker.share],
+            job = {"preload": list(PRELOADED_MODULES), "programs": [programs[i] for i in worker.share],
                    "cpu": cpus[n] if pin else None}
             worker.send(json.dumps(job).encode() + b"\n")  # a failure shows as no ready byte
         ready = []

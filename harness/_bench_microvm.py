@@ -53,9 +53,18 @@ def run_microvm_bench(cold_boots: int = 2, clones: int = 10, sustained: int = 10
                       workers: int = 2) -> MicroVMBench:  # fmt: skip
     """Run every measurement above; see the module docstring."""
     from rewards import Grader, load_problems, reference_solutions
-    from vmpool import ExecRequest, ImageConfig, Limits, MicroVMSandbox, MicroVMTemplate, Pool, PoolConfig, build_image
-    from vmpool._image import boot_probe
-    from vmpool._microvm import choose_accel
+    from vmpool import (
+        ExecRequest,
+        ImageConfig,
+        Limits,
+        MicroVMSandbox,
+        MicroVMTemplate,
+        Pool,
+        PoolConfig,
+        boot_probe,
+        build_image,
+        choose_accel,
+    )
 
     from ._demo import bundled_dataset
 

@@ -221,7 +221,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
 
 def _cmd_image(args: argparse.Namespace) -> int:
-    from vmpool._image import ImageConfig, ImageConfigError, build_image, load_image_config
+    from vmpool import ImageConfig, ImageConfigError, build_image, load_image_config
 
     try:
         config = load_image_config(args.config) if args.config else ImageConfig()

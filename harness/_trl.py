@@ -37,8 +37,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from rewards import Grader, Outcome, Problem, RewardConfig, Verdict, compute_reward, problem_from_dict
-from rewards._adapters import _PARSERS
+from rewards import Grader, Outcome, Problem, RewardConfig, Verdict, compute_reward, problem_from_dict, problem_from_row
 from vmpool import Limits, Pool, PoolConfig, VmpoolError
 
 if TYPE_CHECKING:
@@ -215,7 +214,7 @@ class _CodeRewardBase:
             key = ("humaneval", json.dumps(obj, sort_keys=True, default=str))
 
             def build_humaneval() -> Problem:
-                problem = _PARSERS["humaneval"](obj, "column 'test'", index)
+                problem = problem_from_row(obj, "humaneval", "column 'test'", index)
                 return problem if text is not None else dataclasses.replace(problem, completion_mode="program")
 
             return self._cached(key, build_humaneval)
@@ -226,7 +225,7 @@ class _CodeRewardBase:
                 if row.get(k) is not None:
                     obj[k] = _as_obj(row[k]) if k == "test_imports" else row[k]
             key = ("mbpp", json.dumps(obj, sort_keys=True, default=str))
-            return self._cached(key, lambda: _PARSERS["mbpp"](obj, "column 'test_list'", index))
+            return self._cached(key, lambda: problem_from_row(obj, "mbpp", "column 'test_list'", index))
         raise _NoTestsError(
             f"row {index} has no tests: expected a {col!r} column (native problem JSON), a 'tests' column, "
             f"HumanEval's 'test' + 'entry_point' or MBPP's 'test_list'; got columns {sorted(row)}"

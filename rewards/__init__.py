@@ -19,7 +19,15 @@ Program failures are never exceptions: they are :class:`Verdict` outcomes. Sandb
 infrastructure failures become ``Verdict.passed is None`` and a ``None`` reward, never 0.0.
 """
 
-from ._adapters import FORMATS, ProblemSet, RestrictedUnpickler, load_problems, reference_solutions, restricted_loads
+from ._adapters import (
+    FORMATS,
+    ProblemSet,
+    RestrictedUnpickler,
+    load_problems,
+    problem_from_row,
+    reference_solutions,
+    restricted_loads,
+)
 from ._compare import stdout_matches, values_equal
 from ._errors import ProblemFormatError, RewardConfigError, RewardsError
 from ._extract import extract_code
@@ -59,6 +67,7 @@ __all__ = [
     "extract_code",
     "load_problems",
     "problem_from_dict",
+    "problem_from_row",
     "problem_to_dict",
     "reference_solutions",
     "restricted_loads",

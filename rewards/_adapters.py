@@ -269,6 +269,26 @@ _PARSERS: dict[str, Callable[[dict[str, Any], str, int], Problem]] = {
 }
 
 
+def problem_from_row(row: dict[str, Any], fmt: str, where: str = "row", index: int = 0) -> Problem:
+    """One problem from a dataset row of a known format (a HuggingFace ``datasets`` row,
+    a parsed JSONL line).
+
+    Args:
+        row: the row's fields.
+        fmt: one of :data:`FORMATS` but ``native`` (``problem_from_dict`` reads that).
+        where: what to call the row's source in errors (a file, ``column 'test'``).
+        index: the row's number in errors.
+
+    Raises:
+        ProblemFormatError: an unknown ``fmt``, or a row that does not fit it (the message
+            names ``where``, ``index`` and the field).
+    """
+    parse = _PARSERS.get(fmt)
+    if parse is None:
+        raise ProblemFormatError(where, index, "", f"unknown row format {fmt!r}; use one of {sorted(_PARSERS)}")
+    return parse(row, where, index)
+
+
 def _detect(obj: dict[str, Any]) -> str | None:
     keys = set(obj)
     if "tests" in keys and "task_id" in keys:

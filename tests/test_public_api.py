@@ -6,13 +6,21 @@ import pytest
 
 import harness
 import rewards
+import vmpool
 
 PUBLIC = {
+    vmpool: [
+        "BACKENDS", "BackendUnavailableError", "Checkpoint", "Companion", "CompanionResult", "ExecRequest",
+        "ExecResult", "ImageConfig", "ImageConfigError", "ImagePaths", "Limits", "MicroVMSandbox", "MicroVMTemplate",
+        "NamespaceSandbox", "PRELOADED_MODULES", "PROTOCOL_VERSION", "Pool", "PoolClosedError", "PoolConfig",
+        "Sandbox", "SandboxError", "SandboxSetupError", "SandboxStartError", "Status", "VmpoolError", "boot_probe",
+        "build_image", "choose_accel", "load_image_config", "resolve_backend",
+    ],
     rewards: [
         "AssertTests", "CallCase", "CallTests", "FORMATS", "Grader", "Outcome", "Problem", "ProblemFormatError",
         "ProblemSet", "RestrictedUnpickler", "RewardConfig", "RewardConfigError", "RewardsError",
         "StdioCase", "StdioTests", "Tests", "Verdict", "compute_reward", "extract_code", "load_problems",
-        "problem_from_dict", "problem_to_dict", "reference_solutions", "restricted_loads", "stdout_matches",
+        "problem_from_dict", "problem_from_row", "problem_to_dict", "reference_solutions", "restricted_loads", "stdout_matches",
         "values_equal",
     ],
     harness: [

@@ -22,13 +22,18 @@ from ._errors import (
     VmpoolError,
 )
 from ._image import ImageConfig, ImagePaths, build_image, load_image_config
-from ._microvm import Checkpoint, MicroVMSandbox, MicroVMTemplate
+from ._image_boot import boot_probe
+from ._image_config import ImageConfigError
+from ._microvm import Checkpoint, MicroVMSandbox, MicroVMTemplate, choose_accel
 from ._namespace import NamespaceSandbox
 from ._pool import BACKENDS, Pool, PoolConfig, Sandbox, resolve_backend
+from ._protocol import PRELOADED_MODULES, PROTOCOL_VERSION
 from ._types import Companion, CompanionResult, ExecRequest, ExecResult, Limits, Status
 
 __all__ = [
     "BACKENDS",
+    "PRELOADED_MODULES",
+    "PROTOCOL_VERSION",
     "BackendUnavailableError",
     "Checkpoint",
     "Companion",
@@ -36,6 +41,7 @@ __all__ = [
     "ExecRequest",
     "ExecResult",
     "ImageConfig",
+    "ImageConfigError",
     "ImagePaths",
     "Limits",
     "MicroVMSandbox",
@@ -50,7 +56,9 @@ __all__ = [
     "SandboxStartError",
     "Status",
     "VmpoolError",
+    "boot_probe",
     "build_image",
+    "choose_accel",
     "load_image_config",
     "resolve_backend",
 ]

@@ -41,14 +41,13 @@ from pathlib import Path
 from ._agent_client import AgentSandbox
 from ._cpus import CpuLease, lease_cpu
 from ._errors import BackendUnavailableError, SandboxError, SandboxStartError
-from ._protocol import FrameChannel
+from ._protocol import PROTOCOL_VERSION, FrameChannel
 from ._seccomp import seccomp_bpf
 from ._uids import UidLease, lease_uid
 
 logger = logging.getLogger(__name__)
 
 GUEST_AGENT_PATH = "/opt/vmpool/agent.py"
-AGENT_PROTOCOL = 2  # what _guest/agent.py says in its hello
 TESTER_UID = 65533  # the agent's TESTER_UID and PROGRAM_UID, inside the sandbox
 PROGRAM_UID = 65534
 # What the agent (uid 0 of the sandbox's own user namespace) keeps: switching its
@@ -241,8 +240,8 @@ class NamespaceSandbox(AgentSandbox):
             raise SandboxStartError(f"sandbox did not become ready: {exc}; {self._diagnostics()}") from exc
         if not hello.get("ready"):
             raise SandboxStartError(f"unexpected first message from agent: {hello!r}")
-        if hello.get("protocol") != AGENT_PROTOCOL:
-            raise SandboxStartError(f"agent speaks protocol {hello.get('protocol')!r}, expected {AGENT_PROTOCOL}")
+        if hello.get("protocol") != PROTOCOL_VERSION:
+            raise SandboxStartError(f"agent speaks protocol {hello.get('protocol')!r}, expected {PROTOCOL_VERSION}")
         self.uid_separation = bool(hello.get("uid_separation"))
         if not self.uid_separation:
             _warn_shared_uid()

@@ -19,6 +19,63 @@ from ._errors import SandboxError
 HEADER = struct.Struct(">I")
 MAX_FRAME = 256 << 20
 
+# What the guest agent says in its hello (its ``PROTOCOL``); a host refuses any other.
+PROTOCOL_VERSION = 2
+
+PRELOADED_MODULES: tuple[str, ...] = (
+    "abc",
+    "array",
+    "bisect",
+    "builtins",
+    "calendar",
+    "cmath",
+    "collections",
+    "collections.abc",
+    "copy",
+    "dataclasses",
+    "datetime",
+    "decimal",
+    "enum",
+    "fractions",
+    "functools",
+    "hashlib",
+    "heapq",
+    "io",
+    "itertools",
+    "json",
+    "math",
+    "numbers",
+    "operator",
+    "random",
+    "re",
+    "statistics",
+    "string",
+    "struct",
+    "sys",
+    "textwrap",
+    "types",
+    "typing",
+    "unicodedata",
+    "ast",
+    "traceback",
+    "tokenize",
+    "inspect",
+    "sysconfig",
+    "warnings",
+    "threading",
+    "queue",
+    "time",
+    "resource",
+    "signal",
+    "contextlib",
+    "base64",
+    "socket",
+    "selectors",
+)
+"""The modules every sandbox's zygote has imported before it forks a program (the guest
+agent's ``PRELOAD``, kept equal by a test): a program importing them pays no import. The
+benchmark's fork floor preloads the same, so the two start from the same state."""
+
 
 class FrameChannel:
     """Framed JSON messages over a pair of pipe file descriptors."""

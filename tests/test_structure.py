@@ -1,0 +1,84 @@
+"""The shape of the code base, checked: small modules, one-way seams between packages,
+and an ``import harness`` that loads only what grading needs."""
+
+from __future__ import annotations
+
+import ast
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+PACKAGES = ("vmpool", "rewards", "harness")
+MAX_LINES = 520  # "about 500": a module past this is doing more than one job
+
+
+def _modules() -> list[Path]:
+    return sorted(p for pkg in PACKAGES for p in (REPO / pkg).rglob("*.py"))
+
+
+def test_no_product_module_is_over_about_500_lines() -> None:
+    long = {str(p.relative_to(REPO)): n for p in _modules() if (n := len(p.read_text().splitlines())) > MAX_LINES}
+    assert not long, long
+
+
+def _private_imports(path: Path) -> list[str]:
+    """Imports in ``path`` of another package's private module or name."""
+    own = path.relative_to(REPO).parts[0]
+    found = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            top, *rest = node.module.split(".")
+            if top in PACKAGES and top != own and (any(p.startswith("_") for p in rest)
+                                                     or any(a.name.startswith("_") for a in node.names)):
+                found.append(f"{path.relative_to(REPO)}:{node.lineno}: from {node.module} import "
+                             + ", ".join(a.name for a in node.names))
+        elif isinstance(node, ast.Import):
+            for alias in node.names:
+                top, *rest = alias.name.split(".")
+                if top in PACKAGES and top != own and any(p.startswith("_") for p in rest):
+                    found.append(f"{path.relative_to(REPO)}:{node.lineno}: import {alias.name}")
+    return found
+
+
+def test_no_package_imports_another_packages_private_names() -> None:
+    found = [line for p in _modules() for line in _private_imports(p)]
+    assert not found, "\n".join(found)
+
+
+def test_dependencies_point_one_way() -> None:
+    # harness -> rewards -> vmpool: vmpool knows nothing of the others, rewards nothing of harness.
+    below = {"vmpool": ("rewards", "harness"), "rewards": ("harness",)}
+    found = []
+    for path in _modules():
+        own = path.relative_to(REPO).parts[0]
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = ([node.module] if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module
+                     else [a.name for a in node.names] if isinstance(node, ast.Import) else [])
+            found += [f"{path.relative_to(REPO)}: imports {n}" for n in names if n.split(".")[0] in below.get(own, ())]
+    assert not found, "\n".join(found)
+
+
+@pytest.mark.parametrize("package", PACKAGES)
+def test_importing_a_package_loads_no_benchmark_ray_or_trl_code(package: str) -> None:
+    probe = (f"import json, sys; import {package}; "
+             "print(json.dumps(sorted(m for m in sys.modules)))")
+    loaded = json.loads(subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True,
+                                       cwd=REPO, timeout=120).stdout)
+    heavy = {"ray", "trl", "transformers", "datasets", "torch", "pytest"}
+    assert not [m for m in loaded if m.split(".")[0] in heavy]
+    ours = [m for m in loaded if m.startswith("harness.")]
+    assert not [m for m in ours if m.split(".")[1].startswith(("_bench", "_reliability", "_ray", "_trl"))], ours
+
+
+def test_guest_copies_of_host_facts_are_equal() -> None:
+    # The guest agent is standalone (it runs on the sandbox's interpreter), so it keeps its
+    # own copy of what the host also needs to know.
+    import vmpool
+    from vmpool._guest import agent
+
+    assert agent.PROTOCOL == vmpool.PROTOCOL_VERSION
+    assert tuple(agent.PRELOAD) == vmpool.PRELOADED_MODULES
