@@ -1,4 +1,4 @@
-"""harness: orchestration of sandboxed grading: config, offline grading, CLI, benchmark.
+"""harness: orchestration of sandboxed grading: config, offline grading, Ray, TRL rewards, CLI.
 
 Public surface::
 
@@ -10,7 +10,7 @@ Public surface::
         GradeSummary, pass_at_k, summarize, format_summary,      # pass@k and reports
         Sample, SampleSet, InputIssue, ResultRow, ResultStore,   # samples in, rows out
         read_samples, read_results,
-        run_demo, DemoReport, run_bench, BenchResult,            # demo and benchmark
+        run_demo, DemoReport, bundled_dataset,                   # the demo and the bundled data
         CodeReward, AsyncCodeReward, RewardBatch,                # TRL reward functions
         HarnessError, ConfigError, InputError,                   # exceptions
     )
@@ -22,7 +22,8 @@ Exception tree::
     └── InputError     an input or output file unusable as a whole ("file[:line]: why")
 
 Single bad records are not exceptions: they are ``InputIssue`` entries in the summary.
-Command line: ``python -m harness {grade,demo,bench,config} --help``.
+Command line: ``python -m harness {grade,demo,bench,config} --help`` (``bench`` runs the suites
+of the source tree's ``bench`` package).
 """
 
 from importlib import import_module
@@ -38,21 +39,19 @@ from ._config import (
     describe_config,
     load_config,
 )
-from ._demo import DemoReport, run_demo
+from ._demo import DemoReport, bundled_dataset, run_demo
 from ._errors import ConfigError, HarnessError, InputError
 from ._grading import Harness, grade
 from ._io import InputIssue, ResultRow, ResultStore, Sample, SampleSet, read_results, read_samples
 from ._summary import GradeSummary, format_summary, pass_at_k, summarize
 
 if TYPE_CHECKING:  # the real types for checkers; at run time they load on first use
-    from ._bench import BenchResult, run_bench
     from ._ray import RayGrader, RayHarness, grade_ray, grade_ray_data
     from ._trl import AsyncCodeReward, CodeReward, RewardBatch
 
 # Loaded on first use, so `import harness` (grading a file) loads no benchmark, Ray or TRL
 # code: the module that holds each of these names.
 _LAZY = {
-    "BenchResult": "._bench", "run_bench": "._bench",
     "RayGrader": "._ray", "RayHarness": "._ray", "grade_ray": "._ray", "grade_ray_data": "._ray",
     "AsyncCodeReward": "._trl", "CodeReward": "._trl", "RewardBatch": "._trl",
 }
@@ -73,7 +72,6 @@ def __dir__() -> list[str]:
 
 __all__ = [
     "AsyncCodeReward",
-    "BenchResult",
     "CodeReward",
     "ConfigError",
     "DemoReport",
@@ -95,6 +93,7 @@ __all__ = [
     "Sample",
     "SampleSet",
     "config_from_dict",
+    "bundled_dataset",
     "describe_config",
     "format_summary",
     "grade",
@@ -104,7 +103,6 @@ __all__ = [
     "pass_at_k",
     "read_results",
     "read_samples",
-    "run_bench",
     "run_demo",
     "summarize",
 ]

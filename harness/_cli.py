@@ -13,6 +13,7 @@ import logging
 import sys
 import tempfile
 from collections.abc import Sequence
+from pathlib import Path
 
 from rewards import FORMATS
 
@@ -174,50 +175,27 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
-    if args.suite == "microvm":
-        from ._bench_microvm import format_microvm_bench, run_microvm_bench, write_json
+    import os
 
-        bench = run_microvm_bench(workers=args.workers or 2)
-        print(format_microvm_bench(bench))
-        if args.json_out:
-            write_json(bench, args.json_out)
-        return 0 if bench.verdicts_match else 1
-    if args.suite == "reliability":
-        import os
-
-        from ._bench_reliability import format_reliability, run_reliability_bench
-        from ._bench_reliability import write_json as write_reliability_json
-
-        rel = run_reliability_bench(soak_n=int(os.environ.get("RELIABILITY_SOAK_N", "2000")), workers=args.workers or 2)
-        print(format_reliability(rel))
-        if args.json_out:
-            write_reliability_json(rel, args.json_out)
-        return 0 if rel.ok else 1
-    if args.suite == "ray":
-        from ._bench_ray import format_ray_bench, run_ray_bench
-        from ._bench_ray import write_json as write_ray_json
-
-        ray_bench = run_ray_bench(_config(args.config), repeat=args.repeat, workers=args.workers, backend=args.backend)
-        print(format_ray_bench(ray_bench))
-        if args.json_out:
-            write_ray_json(ray_bench, args.json_out)
-        return 0 if ray_bench.ok else 1
-
-    from ._bench import format_bench, run_bench
-
-    result = run_bench(
-        _config(args.config),
-        repeat=args.repeat,
-        workers=args.workers,
-        backend=args.backend,
-        latency_samples=args.latency_samples,
-        naive=not args.skip_naive,
-    )
-    print(format_bench(result))
+    # The suites live in the source tree beside the packages (bench/), not in the install.
+    checkout = Path(__file__).resolve().parents[1]
+    if not (checkout / "bench" / "__init__.py").is_file():
+        print("error: the benchmark suites are the source tree's bench/ package, and this harness is not "
+              "installed from a checkout: clone the repository and run python -m harness bench there",
+              file=sys.stderr)
+        return 2
+    if str(checkout) not in sys.path:
+        sys.path.insert(0, str(checkout))
+    from bench import Options, run_suite
+    options = Options(config=_config(args.config), repeat=args.repeat, workers=args.workers, backend=args.backend,
+                      latency_samples=args.latency_samples, naive=not args.skip_naive,
+                      soak_n=int(os.environ.get("RELIABILITY_SOAK_N", "2000")))
+    report = run_suite(args.suite, options)
+    print(report.format())
     if args.json_out:
         with open(args.json_out, "w", encoding="utf-8") as fh:
-            json.dump(result.to_dict(), fh, indent=2)
-    return 0 if result.ok else 1
+            json.dump(report.to_dict(), fh, indent=2)
+    return 0 if report.ok else 1
 
 
 def _cmd_image(args: argparse.Namespace) -> int:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from harness._reliability_cases import descendants  # noqa: F401  (re-exported for the tests)
+from bench.reliability_cases import descendants  # noqa: F401  (re-exported for the tests)
 from vmpool._uids import UID_BASE, UID_COUNT
 
 

@@ -24,11 +24,11 @@ PUBLIC = {
         "values_equal",
     ],
     harness: [
-        "AsyncCodeReward", "BenchResult", "CodeReward", "ConfigError", "DemoReport", "GradeSummary",
+        "AsyncCodeReward", "CodeReward", "ConfigError", "DemoReport", "GradeSummary",
         "GradingSettings", "Harness", "HarnessConfig", "HarnessError", "InputError", "InputIssue", "LimitsSettings",
         "PoolSettings", "RayGrader", "RayHarness", "ResultRow", "ResultStore", "RewardBatch", "RewardSettings",
-        "Sample", "SampleSet", "config_from_dict", "describe_config", "format_summary", "grade", "grade_ray",
-        "grade_ray_data", "load_config", "pass_at_k", "read_results", "read_samples", "run_bench", "run_demo",
+        "Sample", "SampleSet", "bundled_dataset", "config_from_dict", "describe_config", "format_summary", "grade", "grade_ray",
+        "grade_ray_data", "load_config", "pass_at_k", "read_results", "read_samples", "run_demo",
         "summarize",
     ],
 }

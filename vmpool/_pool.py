@@ -316,6 +316,11 @@ class Pool:
             return result
         raise AssertionError("unreachable")
 
+    def sandboxes(self) -> list[Sandbox]:
+        """The pool's live sandboxes now (a copy: sandboxes come and go as they are retired)."""
+        with self._lock:
+            return list(self._live)
+
     def map(self, requests: Iterable[ExecRequest]) -> list[ExecResult]:
         """Run many programs concurrently over the pool; results in input order."""
         return list(self.imap(requests))

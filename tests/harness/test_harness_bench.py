@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from harness._bench import _run_fork_workers, _run_naive, format_bench, humaneval_programs, run_bench
+from bench.throughput import _run_fork_workers, _run_naive, format_bench, humaneval_programs, run_bench
 from harness._errors import InputError
 
 REPO = Path(__file__).resolve().parents[2]
@@ -77,7 +77,7 @@ def test_fork_floor_more_workers_than_programs_and_none() -> None:
 
 @pytest.mark.usefixtures("no_leaks")
 def test_fork_floor_reports_a_worker_that_does_not_start(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("harness._bench_baselines.SANDBOX_PYTHON", "/bin/false")
+    monkeypatch.setattr("bench._baselines.SANDBOX_PYTHON", "/bin/false")
     times, codes, wall, failures = _run_fork_workers(PROGRAMS, 2)
     assert len(failures) == 2 and all("fork worker did not start: exit 1" in f for f in failures)
     assert codes == [-1] * len(PROGRAMS) and times == [0.0] * len(PROGRAMS) and wall == 0.0
@@ -85,7 +85,7 @@ def test_fork_floor_reports_a_worker_that_does_not_start(monkeypatch: pytest.Mon
 
 @pytest.mark.usefixtures("no_leaks")
 def test_fork_floor_alarm_and_watchdog(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.setattr("harness._bench_baselines.BASELINE_TIMEOUT_S", 1)
+    monkeypatch.setattr("bench._baselines.BASELINE_TIMEOUT_S", 1)
     _, codes, _, failures = _run_fork_workers(["import time\ntime.sleep(5)\n", "pass\n"], 2)
     assert failures == [] and codes == [-14, 0]  # the child's SIGALRM
     pid_file = tmp_path / "pid"
@@ -125,7 +125,7 @@ def test_run_bench_small() -> None:
 @pytest.mark.microvm
 @pytest.mark.slow
 def test_microvm_bench_measures_clones_against_cold_boots():
-    from harness._bench_microvm import format_microvm_bench, run_microvm_bench
+    from bench.microvm import format_microvm_bench, run_microvm_bench
 
     bench = run_microvm_bench(cold_boots=1, clones=3, sustained=2, programs=4, workers=2)
     assert bench.accel in ("kvm", "tcg") and bench.accel_reason
@@ -140,7 +140,7 @@ def test_microvm_bench_measures_clones_against_cold_boots():
 @pytest.mark.usefixtures("no_leaks")
 def test_ray_bench_small() -> None:
     pytest.importorskip("ray")
-    from harness._bench_ray import format_ray_bench, run_ray_bench
+    from bench.ray_suite import format_ray_bench, run_ray_bench
 
     bench = run_ray_bench(
         repeat=1,
@@ -170,3 +170,20 @@ def test_ray_bench_small() -> None:
     import ray
 
     assert not ray.is_initialized()
+
+
+def test_the_command_line_offers_every_suite_and_runs_them_through_the_bench_package(tmp_path: Path) -> None:
+    import bench
+    from harness._cli import build_parser, main
+
+    sub = next(a for a in build_parser()._actions if a.dest == "command")
+    suite = next(a for a in sub.choices["bench"]._actions if a.dest == "suite")
+    assert sorted(suite.choices) == sorted(bench.SUITES)
+    out = tmp_path / "bench.json"
+    rc = main(["bench", "--repeat", "1", "--latency-samples", "0", "--skip-naive", "--workers", "2",
+               "--json-out", str(out)])
+    assert rc == 0
+    import json
+
+    data = json.loads(out.read_text())
+    assert set(data["modes"]) >= {"sandboxed", "fork", "pool"} and data["ratios"]["sandboxed/fork"] > 0

@@ -1,6 +1,6 @@
 """Escape and isolation attempts, one test each (the ones tests/vmpool/test_sandbox.py lacks).
 
-Each case lives in harness/_reliability_cases.py (shared with the reliability bench) and checks
+Each case lives in bench/reliability_cases.py (shared with the reliability bench) and checks
 its limit inside the sandbox before attacking; none signals -1.
 """
 
@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from harness._reliability_cases import (
+from bench.reliability_cases import (
     HOSTILE,
     LOOK_FOR_SECRET,
     PLANT_SECRET,

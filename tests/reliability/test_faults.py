@@ -9,8 +9,8 @@ import time
 
 import pytest
 
-from harness._bench_reliability import FAULTS, agent_pids, check_fault_batch, fault_batch, run_fault
-from harness._reliability_cases import stray_processes
+from bench.reliability import FAULTS, agent_pids, check_fault_batch, fault_batch, run_fault
+from bench.reliability_cases import stray_processes
 from vmpool import ExecRequest, Limits, Pool, PoolConfig, Status
 
 

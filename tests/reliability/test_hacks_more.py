@@ -1,14 +1,14 @@
 """Reward hacks beyond tests/rewards/test_hacks.py: stdio, call and MBPP variations.
 
 Each grades a correct control (must pass) and the hack (must not pass; reward 0.0, never None).
-The cases live in harness/_reliability_cases.py, shared with the reliability bench.
+The cases live in bench/reliability_cases.py, shared with the reliability bench.
 """
 
 from __future__ import annotations
 
 import pytest
 
-from harness._reliability_cases import HACKS, MBPP, HackCase
+from bench.reliability_cases import HACKS, MBPP, HackCase
 from rewards import AssertTests, Problem, RewardConfig, compute_reward
 
 

@@ -12,8 +12,8 @@ import time
 
 import pytest
 
-from harness._bench_reliability import run_soak
-from harness._reliability_cases import descendants, scratch_entries
+from bench.reliability import run_soak
+from bench.reliability_cases import descendants, scratch_entries
 from vmpool import Pool, PoolConfig
 
 FD_SLACK = 4

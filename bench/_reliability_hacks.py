@@ -1,6 +1,6 @@
 """Reward-hack cases of the reliability suite: each with a problem, a correct control and the hack.
 
-Re-exported by :mod:`harness._reliability_cases`.
+Re-exported by :mod:`bench.reliability_cases`.
 """
 
 from __future__ import annotations

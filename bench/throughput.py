@@ -38,9 +38,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from harness import HarnessConfig, InputError
 from vmpool import ExecRequest, Status
 
-from ._bench_baselines import (  # noqa: F401  (re-exported)
+from ._baselines import (  # noqa: F401  (re-exported)
     _FORK_WORKER,
     BASELINE_TIMEOUT_S,
     SANDBOX_PYTHON,
@@ -48,8 +49,6 @@ from ._bench_baselines import (  # noqa: F401  (re-exported)
     _run_fork_workers,
     _run_naive,
 )
-from ._config import HarnessConfig
-from ._errors import InputError
 
 BENCH_ROUNDS = 5  # the modes take turns this many times (see run_bench)
 
@@ -180,10 +179,8 @@ def run_bench(
     Raises:
         InputError: when the dataset is missing or malformed.
     """
+    from harness import Harness, bundled_dataset
     from rewards import load_problems, reference_solutions
-
-    from ._demo import bundled_dataset
-    from ._grading import Harness
 
     path = Path(problems_path) if problems_path else bundled_dataset("humaneval.jsonl")
     programs = humaneval_programs(path)

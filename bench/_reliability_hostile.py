@@ -1,6 +1,6 @@
 """Hostile programs of the reliability suite: escape and limit-defeat attempts and their checks.
 
-Re-exported by :mod:`harness._reliability_cases`.
+Re-exported by :mod:`bench.reliability_cases`.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Workload builders and checks of ``python -m harness bench --suite ray``: the HumanEval records,
 the GRPO batch, timing, percentiles and the expected rewards.
 
-See :mod:`harness._bench_ray`, which re-exports them.
+See :mod:`bench.ray_suite`, which re-exports them.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from ._errors import InputError
+from harness import InputError
 
 #: One GRPO group's completions, by kind; rotated by the prompt index so positions vary.
 #: Canonical solutions appear verbatim (duplicates) and with a trailing comment (another

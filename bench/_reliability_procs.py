@@ -1,6 +1,6 @@
 """Process and scratch inspection helpers of the reliability suite (leak probes).
 
-Re-exported by :mod:`harness._reliability_cases`.
+Re-exported by :mod:`bench.reliability_cases`.
 """
 
 from __future__ import annotations

@@ -35,7 +35,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ._bench_ray_report import (
+from harness import HarnessConfig, InputError
+
+from ._ray_report import (
     PathLatency,
     PathThroughput,
     RayBench,
@@ -43,7 +45,7 @@ from ._bench_ray_report import (
     format_ray_bench,
     write_json,
 )
-from ._bench_ray_workload import (  # noqa: F401  (re-exported)
+from ._ray_workload import (  # noqa: F401  (re-exported)
     _GROUP_PATTERN,
     _WRONG,
     _check_rewards,
@@ -53,8 +55,6 @@ from ._bench_ray_workload import (  # noqa: F401  (re-exported)
     _records,
     _time,
 )
-from ._config import HarnessConfig
-from ._errors import InputError
 
 __all__ = ["RayBench", "format_ray_bench", "run_ray_bench", "write_json"]
 
@@ -105,12 +105,9 @@ def run_ray_bench(
     """
     import ray
 
+    from harness import CodeReward, RayGrader, bundled_dataset
     from rewards import Grader, compute_reward, load_problems, reference_solutions
     from vmpool import Pool
-
-    from ._demo import bundled_dataset
-    from ._ray_client import RayGrader
-    from ._trl import CodeReward
 
     started = time.perf_counter()
     config = (config or HarnessConfig()).with_overrides(workers=workers, backend=backend)
@@ -252,8 +249,16 @@ def _run_scaling(bench: RayBench, workload: list[tuple[Any, str]], counts: list[
     import ray
     from ray.cluster_utils import Cluster
 
-    from ._ray_actor import alive_nodes, wait_for
-    from ._ray_client import RayGrader
+    from harness import RayGrader
+
+    def worker_nodes() -> int:
+        return sum(1 for node in ray.nodes() if node.get("Alive") and node.get("Resources", {}).get("CPU", 0) >= 1)
+
+    def wait_for_nodes(count: int, timeout_s: float = 60.0) -> bool:
+        deadline = time.monotonic() + timeout_s
+        while worker_nodes() < count and time.monotonic() < deadline:
+            time.sleep(0.1)
+        return worker_nodes() >= count
 
     n = len(workload)
     cluster = Cluster(
@@ -268,8 +273,8 @@ def _run_scaling(bench: RayBench, workload: list[tuple[Any, str]], counts: list[
                 cluster.add_node(num_cpus=1, object_store_memory=CLUSTER_OBJECT_STORE_BYTES)
                 added += 1
             cluster.wait_for_nodes()
-            if not wait_for(lambda count=count: len(alive_nodes(1.0)) >= count, 60.0):
-                bench.failures.append(f"scaling: only {len(alive_nodes(1.0))} of {count} worker nodes alive")
+            if not wait_for_nodes(count):
+                bench.failures.append(f"scaling: only {worker_nodes()} of {count} worker nodes alive")
                 continue
             logger.info("scaling: %d worker node(s), %d programs", count, n)
             start = time.perf_counter()

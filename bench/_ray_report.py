@@ -1,6 +1,6 @@
 """Result types and report formatting of ``python -m harness bench --suite ray``.
 
-See :mod:`harness._bench_ray`, which re-exports them.
+See :mod:`bench.ray_suite`, which re-exports them.
 """
 
 from __future__ import annotations

@@ -52,6 +52,7 @@ class MicroVMBench:
 def run_microvm_bench(cold_boots: int = 2, clones: int = 10, sustained: int = 10, programs: int = 40,
                       workers: int = 2) -> MicroVMBench:  # fmt: skip
     """Run every measurement above; see the module docstring."""
+    from harness import bundled_dataset
     from rewards import Grader, load_problems, reference_solutions
     from vmpool import (
         ExecRequest,
@@ -65,8 +66,6 @@ def run_microvm_bench(cold_boots: int = 2, clones: int = 10, sustained: int = 10
         build_image,
         choose_accel,
     )
-
-    from ._demo import bundled_dataset
 
     image = build_image(ImageConfig())
     accel, reason = choose_accel(image, "auto")

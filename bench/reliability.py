@@ -9,7 +9,7 @@ One run, namespace backend, reports:
 * leaked processes (programs or children alive between batches, anything after ``close()``),
   fds and RSS of this process at the start and end of the soak, leftover scratch paths;
 * hostile programs contained / tried and reward hacks defeated / tried, from the same cases
-  the tests use (:mod:`harness._reliability_cases`).
+  the tests use (:mod:`bench.reliability_cases`).
 
 Exit status non-zero when anything was lost, leaked or escaped, or a hack scored.
 """
@@ -27,7 +27,7 @@ from typing import Any
 
 from vmpool import ExecRequest, Limits, Pool, PoolConfig, Status
 
-from ._reliability_cases import (
+from .reliability_cases import (
     HACKS,
     HOSTILE,
     LOOK_FOR_SECRET,
@@ -106,8 +106,7 @@ def run_soak(pool: Pool, n: int, chunk: int = 200, progress: bool = False) -> So
 
 def _pool_pids(pool: Pool) -> list[tuple[int, list[int]]]:
     """(outer sandbox pid, pids below it) of every live sandbox of ``pool``."""
-    with pool._lock:
-        outer = [pid for sb in pool._live if (pid := getattr(sb, "pid", None))]
+    outer = [pid for sb in pool.sandboxes() if (pid := getattr(sb, "pid", None))]
     return [(pid, sorted(descendants(pid))) for pid in outer]
 
 

@@ -1,6 +1,6 @@
 """The unsandboxed baselines of ``python -m harness bench``: the fork floor and ``python3 -c``.
 
-See :mod:`harness._bench` for what they measure; re-exported from there.
+See :mod:`bench.throughput` for what they measure; re-exported from there.
 """
 
 from __future__ import annotations
