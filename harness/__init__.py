@@ -6,7 +6,8 @@ Public surface::
         HarnessConfig, PoolSettings, LimitsSettings, RewardSettings, GradingSettings,
         load_config, config_from_dict, describe_config,          # typed YAML config
         Harness, grade,                                          # offline grading
-        RayGrader, RayHarness, grade_ray, grade_ray_data,        # the same on Ray (ray imported lazily)
+        GraderLike, verdict_row,                                 # the grading seam
+        RayGrader, ray_grader, grade_ray, grade_ray_data,        # the same on Ray (ray imported lazily)
         GradeSummary, pass_at_k, summarize, format_summary,      # pass@k and reports
         Sample, SampleSet, InputIssue, ResultRow, ResultStore,   # samples in, rows out
         read_samples, read_results,
@@ -41,18 +42,18 @@ from ._config import (
 )
 from ._demo import DemoReport, bundled_dataset, run_demo
 from ._errors import ConfigError, HarnessError, InputError
-from ._grading import Harness, grade
+from ._grading import GraderLike, Harness, grade, verdict_row
 from ._io import InputIssue, ResultRow, ResultStore, Sample, SampleSet, read_results, read_samples
 from ._summary import GradeSummary, format_summary, pass_at_k, summarize
 
 if TYPE_CHECKING:  # the real types for checkers; at run time they load on first use
-    from ._ray import RayGrader, RayHarness, grade_ray, grade_ray_data
+    from ._ray import RayGrader, grade_ray, grade_ray_data, ray_grader
     from ._trl import AsyncCodeReward, CodeReward, RewardBatch
 
 # Loaded on first use, so `import harness` (grading a file) loads no benchmark, Ray or TRL
 # code: the module that holds each of these names.
 _LAZY = {
-    "RayGrader": "._ray", "RayHarness": "._ray", "grade_ray": "._ray", "grade_ray_data": "._ray",
+    "RayGrader": "._ray", "ray_grader": "._ray", "grade_ray": "._ray", "grade_ray_data": "._ray",
     "AsyncCodeReward": "._trl", "CodeReward": "._trl", "RewardBatch": "._trl",
 }
 
@@ -76,6 +77,7 @@ __all__ = [
     "ConfigError",
     "DemoReport",
     "GradeSummary",
+    "GraderLike",
     "GradingSettings",
     "Harness",
     "HarnessConfig",
@@ -85,7 +87,6 @@ __all__ = [
     "LimitsSettings",
     "PoolSettings",
     "RayGrader",
-    "RayHarness",
     "ResultRow",
     "ResultStore",
     "RewardBatch",
@@ -99,10 +100,12 @@ __all__ = [
     "grade",
     "grade_ray",
     "grade_ray_data",
+    "ray_grader",
     "load_config",
     "pass_at_k",
     "read_results",
     "read_samples",
     "run_demo",
     "summarize",
+    "verdict_row",
 ]

@@ -35,11 +35,47 @@ from ._io import (
 )
 from ._summary import GradeSummary, summarize
 
-__all__ = ["Harness", "grade", "load_problem_index", "resolve_task_ids"]
+__all__ = ["GraderLike", "Harness", "grade", "load_problem_index", "resolve_task_ids", "verdict_row"]
 
 logger = logging.getLogger(__name__)
 
 PathLike = str | os.PathLike[str]
+
+
+class GraderLike(Protocol):
+    """What :class:`Harness` grades with: ``rewards.Grader`` (a local pool) and
+    :class:`~harness.RayGrader` (pool actors on a Ray cluster) both are one."""
+
+    def grade_batch(self, items: Sequence[tuple[Problem, Any]]) -> Sequence[Verdict]:
+        """One verdict per ``(problem, completion)``, in order."""
+        ...
+
+
+def verdict_row(sample: Sample, verdict: Verdict, reward_config: RewardConfig, error_chars: int) -> ResultRow:
+    """The output row of ``sample`` graded to ``verdict``: the one place a verdict becomes a row.
+
+    Args:
+        sample: the graded sample.
+        verdict: its ``rewards.Verdict``.
+        reward_config: how the verdict becomes the row's reward.
+        error_chars: the most characters of error text the row keeps (its end: the exception line).
+
+    Returns:
+        The :class:`ResultRow`; reward is None exactly when ``passed`` is None.
+    """
+    passed = verdict.passed
+    reward = compute_reward(verdict, reward_config)
+    return ResultRow(
+        task_id=sample.task_id,
+        sample_index=sample.sample_index,
+        passed=None if passed is None else bool(passed),
+        reward=None if passed is None or reward is None else float(reward),
+        status=str(getattr(verdict.outcome, "value", verdict.outcome)),
+        tests_passed=verdict.tests_passed,
+        tests_total=verdict.tests_total,
+        wall_s=float(verdict.wall_s or 0.0),
+        error=_excerpt(verdict.error, error_chars),
+    )
 
 
 class _Bar(Protocol):
@@ -155,6 +191,9 @@ class Harness:
         backend: sandbox backend, overriding ``config.pool.backend``.
         pool: an already open ``vmpool.Pool`` to use instead of starting one (the caller
             keeps ownership: :meth:`close` does not close it).
+        grader: what grades instead of a ``rewards.Grader`` on the pool, e.g. a
+            :class:`~harness.RayGrader` (the caller keeps ownership; the harness then has
+            no pool of its own).
 
     Raises:
         ConfigError: when an override is invalid.
@@ -172,12 +211,16 @@ class Harness:
         workers: int | None = None,
         backend: str | None = None,
         pool: Pool | None = None,
+        grader: GraderLike | None = None,
     ) -> None:
+        if pool is not None and grader is not None:
+            raise TypeError("pass a pool or a grader, not both")
         self.config = (config or HarnessConfig()).with_overrides(workers=workers, backend=backend)
         self.reward_config: RewardConfig = self.config.reward.to_reward_config()
         self._pool = pool
         self._owns_pool = pool is None
-        self._grader: Grader | None = None
+        self._given_grader = grader
+        self._grader: GraderLike | None = grader
 
     @property
     def pool(self) -> Pool:
@@ -185,7 +228,10 @@ class Harness:
 
         Raises:
             vmpool.VmpoolError: when the pool cannot start (e.g. bubblewrap missing).
+            AttributeError: the harness grades with a grader it was given (no pool of its own).
         """
+        if self._given_grader is not None:
+            raise AttributeError(f"this Harness grades with {type(self._given_grader).__name__}; it has no pool")
         if self._pool is None:
             pool_config = self.config.pool.to_pool_config()
             logger.info("starting sandbox pool: %s", pool_config)
@@ -193,8 +239,9 @@ class Harness:
         return self._pool
 
     @property
-    def grader(self) -> Grader:
-        """The ``rewards.Grader`` bound to this harness's pool, limits and reward config."""
+    def grader(self) -> GraderLike:
+        """What grades: the grader given, else a ``rewards.Grader`` bound to this harness's
+        pool, limits and reward config."""
         if self._grader is None:
             grading = self.config.grading
             self._grader = Grader(
@@ -205,7 +252,8 @@ class Harness:
 
     def close(self) -> None:
         """Shut the pool down if this harness started it. Safe to call twice."""
-        pool, self._pool, self._grader = self._pool, None, None
+        pool, self._pool = self._pool, None
+        self._grader = self._given_grader
         if pool is not None and self._owns_pool:
             pool.close()
 
@@ -235,28 +283,8 @@ class Harness:
         return verdicts
 
     def to_row(self, sample: Sample, verdict: Verdict) -> ResultRow:
-        """Turn a verdict into the output row for ``sample``.
-
-        Args:
-            sample: the graded sample.
-            verdict: its ``rewards.Verdict``.
-
-        Returns:
-            The :class:`ResultRow`; reward is None exactly when ``passed`` is None.
-        """
-        passed = verdict.passed
-        reward = compute_reward(verdict, self.reward_config)
-        return ResultRow(
-            task_id=sample.task_id,
-            sample_index=sample.sample_index,
-            passed=None if passed is None else bool(passed),
-            reward=None if passed is None or reward is None else float(reward),
-            status=str(getattr(verdict.outcome, "value", verdict.outcome)),
-            tests_passed=verdict.tests_passed,
-            tests_total=verdict.tests_total,
-            wall_s=float(verdict.wall_s or 0.0),
-            error=_excerpt(verdict.error, self.config.grading.error_chars),
-        )
+        """:func:`verdict_row` under this harness's reward config and error length."""
+        return verdict_row(sample, verdict, self.reward_config, self.config.grading.error_chars)
 
     def grade(
         self,

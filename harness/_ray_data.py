@@ -32,7 +32,7 @@ from vmpool import PoolConfig
 
 from ._config import HarnessConfig
 from ._errors import InputError
-from ._grading import Harness, load_problem_index
+from ._grading import load_problem_index, verdict_row
 from ._io import InputIssue, ResultRow, Sample, _arrow_schema, _parse_record, _row_from_mapping
 from ._ray_actor import GraderActorImpl, default_runtime_env, ensure_ray
 from ._summary import GradeSummary, summarize
@@ -126,7 +126,8 @@ class _GradeBatch:
 
     def __init__(self, problems: dict[str, Problem], config: HarnessConfig, pool_config: PoolConfig) -> None:
         self.impl = GraderActorImpl(pool_config, config.reward.to_reward_config(), config.limits.to_limits())
-        self.rows = Harness(config)  # only its to_row(); it never starts a pool of its own
+        self.reward_config = config.reward.to_reward_config()
+        self.error_chars = config.grading.error_chars
         self.problems = problems
 
     def __call__(self, batch: Any) -> Any:
@@ -136,7 +137,8 @@ class _GradeBatch:
         samples = [Sample(r["task_id"], json.loads(r["completion"]), int(r["sample_index"]), int(r["line"]))
                    for r in records]
         verdicts = self.impl.grade_chunk([(self.problems[s.task_id], s.completion) for s in samples])
-        rows = [asdict(self.rows.to_row(s, v)) for s, v in zip(samples, verdicts, strict=True)]
+        rows = [asdict(verdict_row(s, v, self.reward_config, self.error_chars))
+                for s, v in zip(samples, verdicts, strict=True)]
         return pa.Table.from_pylist(rows, schema=_arrow_schema())
 
     def __del__(self) -> None:

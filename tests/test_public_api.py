@@ -26,9 +26,9 @@ PUBLIC = {
     harness: [
         "AsyncCodeReward", "CodeReward", "ConfigError", "DemoReport", "GradeSummary",
         "GradingSettings", "Harness", "HarnessConfig", "HarnessError", "InputError", "InputIssue", "LimitsSettings",
-        "PoolSettings", "RayGrader", "RayHarness", "ResultRow", "ResultStore", "RewardBatch", "RewardSettings",
+        "PoolSettings", "RayGrader", "ResultRow", "ResultStore", "RewardBatch", "RewardSettings",
         "Sample", "SampleSet", "bundled_dataset", "config_from_dict", "describe_config", "format_summary", "grade", "grade_ray",
-        "grade_ray_data", "load_config", "pass_at_k", "read_results", "read_samples", "run_demo",
+        "grade_ray_data", "load_config", "ray_grader", "verdict_row", "GraderLike", "pass_at_k", "read_results", "read_samples", "run_demo",
         "summarize",
     ],
 }

@@ -173,3 +173,33 @@ def test_mbpp_integer_task_ids_match_and_weighted_rewards(tmp_path: Path) -> Non
     )
     assert no_code.status == "no_code" and no_code.reward == config.reward.no_code_penalty
     assert bad.status == "syntax_error" and bad.reward == config.reward.syntax_error_penalty
+
+
+def test_harness_grades_with_any_grader_it_is_given(tmp_path: Path, humaneval_slice: tuple[Path, list[dict]]) -> None:
+    # The seam: anything with grade_batch (rewards.Grader, RayGrader) grades for a Harness.
+    from rewards import Grader, Outcome, Verdict
+    from vmpool import Pool, PoolConfig
+
+    problems, rows = humaneval_slice
+    samples = tmp_path / "samples.jsonl"
+    samples.write_text("".join(json.dumps({"task_id": r["task_id"], "completion": r["canonical_solution"]}) + "\n"
+                               for r in rows))
+
+    class Recording:
+        def __init__(self, inner: Grader) -> None:
+            self.inner, self.calls = inner, 0
+
+        def grade_batch(self, items: list) -> list[Verdict]:
+            self.calls += 1
+            return self.inner.grade_batch(items)
+
+    with Pool(PoolConfig(size=2)) as pool:
+        recording = Recording(Grader(pool))
+        with Harness(grader=recording) as harness:
+            summary = harness.grade(problems, samples, tmp_path / "out.jsonl", progress=False)
+            with pytest.raises(AttributeError, match="no pool"):
+                _ = harness.pool
+        assert recording.calls >= 1 and summary.n_graded == len(rows) and summary.pass_at_k[1] == 1.0
+        assert all(r.status == Outcome.PASSED.value for r in read_results(tmp_path / "out.jsonl"))
+    with pytest.raises(TypeError, match="pool or a grader"):
+        Harness(pool=object(), grader=recording)  # type: ignore[arg-type]
