@@ -18,7 +18,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Protocol, Self
 
-from rewards import Grader, Problem, RewardConfig, Verdict, compute_reward, load_problems
+from rewards import Grader, Problem, RewardConfig, Verdict, compute_reward, excerpt, load_problems
 from vmpool import Pool
 
 from ._config import HarnessConfig
@@ -74,7 +74,7 @@ def verdict_row(sample: Sample, verdict: Verdict, reward_config: RewardConfig, e
         tests_passed=verdict.tests_passed,
         tests_total=verdict.tests_total,
         wall_s=float(verdict.wall_s or 0.0),
-        error=_excerpt(verdict.error, error_chars),
+        error=excerpt(verdict.error, error_chars),
     )
 
 
@@ -172,14 +172,6 @@ def resolve_task_ids(
         matched.append(Sample(found, sample.completion, counters[found], sample.line))
         counters[found] += 1
     return matched, issues
-
-
-def _excerpt(text: str, limit: int) -> str:
-    """Keep error excerpts short; the tail carries the exception line, so keep the end."""
-    text = (text or "").strip()
-    if len(text) <= limit:
-        return text
-    return "..." + text[-(limit - 3) :] if limit > 3 else text[len(text) - limit :]
 
 
 class Harness:

@@ -11,7 +11,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from rewards import Outcome, Problem, Verdict
+from rewards import Outcome, Problem, Verdict, excerpt
 from vmpool import Status
 
 from ._ray_support import _Metrics, _short, _Slot, logger
@@ -104,7 +104,7 @@ class _ChunkScheduler:
         start, end = run.bounds[cid]
         for i in range(start, end):
             problem = run.items[i][0]
-            run.results[i] = Verdict(None, Outcome.SANDBOX_ERROR, 0, problem.tests.count, why[:500], 0.0,
+            run.results[i] = Verdict(None, Outcome.SANDBOX_ERROR, 0, problem.tests.count, excerpt(why, 500), 0.0,
                                      Status.SANDBOX_ERROR)
         run.done[cid] = True
         self.stats["failed_programs"] += end - start

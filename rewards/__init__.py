@@ -30,6 +30,7 @@ from ._adapters import (
 )
 from ._compare import stdout_matches, values_equal
 from ._errors import ProblemFormatError, RewardConfigError, RewardsError
+from ._excerpt import excerpt
 from ._extract import extract_code
 from ._grade import Grader, Outcome, Verdict
 from ._problems import (
@@ -64,6 +65,7 @@ __all__ = [
     "Tests",
     "Verdict",
     "compute_reward",
+    "excerpt",
     "extract_code",
     "load_problems",
     "problem_from_dict",

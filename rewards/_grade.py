@@ -26,6 +26,7 @@ from typing import Any
 from vmpool import ExecRequest, ExecResult, Limits, Status, VmpoolError
 
 from ._compare import stdout_matches, values_equal
+from ._excerpt import excerpt
 from ._extract import extract_code
 from ._problems import AssertTests, CallTests, Problem, StdioTests
 from ._runner import RunnerReport, build_request, compile_program, parse_report
@@ -104,8 +105,7 @@ class _Batch:
 
 
 def _cut(text: str) -> str:
-    text = text.strip()
-    return text if len(text) <= _ERROR_CHARS else text[: _ERROR_CHARS - 3] + "..."
+    return excerpt(text, _ERROR_CHARS)
 
 
 def _compiled(program: str) -> tuple[types.CodeType | None, str | None]:

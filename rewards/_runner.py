@@ -27,6 +27,7 @@ from typing import Any
 from vmpool import Companion, ExecRequest, Limits
 
 from . import _sandbox_wire
+from ._excerpt import excerpt
 from ._problems import AssertTests, CallTests, Problem
 
 __all__ = ["SIDE_SOURCE", "RunnerReport", "build_request", "call_plan", "compile_program", "load_message",
@@ -343,7 +344,7 @@ def parse_report(data: bytes, expected: int) -> RunnerReport:
             continue
         kind = rec.get("t")
         if kind == "load":
-            report.load_error = str(rec.get("err"))[:500]
+            report.load_error = excerpt(str(rec.get("err")), 500)
         elif kind in ("unit", "call"):
             i = rec.get("i")
             if not isinstance(i, int) or not 0 <= i < expected:
@@ -358,7 +359,7 @@ def parse_report(data: bytes, expected: int) -> RunnerReport:
                     report.partial[i] = False
                     report.errors[i] = "the returned value could not be decoded"
             elif rec.get("err"):
-                report.errors[i] = str(rec["err"])[:500]
+                report.errors[i] = excerpt(str(rec["err"]), 500)
         elif kind == "done":
             results, kinds = rec.get("results"), rec.get("kinds")
             if isinstance(results, list) and len(results) == expected and all(r in (True, False) for r in results) \

@@ -19,7 +19,7 @@ PUBLIC = {
     rewards: [
         "AssertTests", "CallCase", "CallTests", "FORMATS", "Grader", "Outcome", "Problem", "ProblemFormatError",
         "ProblemSet", "RestrictedUnpickler", "RewardConfig", "RewardConfigError", "RewardsError",
-        "StdioCase", "StdioTests", "Tests", "Verdict", "compute_reward", "extract_code", "load_problems",
+        "StdioCase", "StdioTests", "Tests", "Verdict", "compute_reward", "excerpt", "extract_code", "load_problems",
         "problem_from_dict", "problem_from_row", "problem_to_dict", "reference_solutions", "restricted_loads", "stdout_matches",
         "values_equal",
     ],
