@@ -47,13 +47,13 @@ from ._io import InputIssue, ResultRow, ResultStore, Sample, SampleSet, read_res
 from ._summary import GradeSummary, format_summary, pass_at_k, summarize
 
 if TYPE_CHECKING:  # the real types for checkers; at run time they load on first use
-    from ._ray import RayGrader, grade_ray, grade_ray_data, ray_grader
     from ._trl import AsyncCodeReward, CodeReward, RewardBatch
+    from .ray import RayGrader, grade_ray, grade_ray_data, ray_grader
 
 # Loaded on first use, so `import harness` (grading a file) loads no benchmark, Ray or TRL
 # code: the module that holds each of these names.
 _LAZY = {
-    "RayGrader": "._ray", "ray_grader": "._ray", "grade_ray": "._ray", "grade_ray_data": "._ray",
+    "RayGrader": ".ray", "ray_grader": ".ray", "grade_ray": ".ray", "grade_ray_data": ".ray",
     "AsyncCodeReward": "._trl", "CodeReward": "._trl", "RewardBatch": "._trl",
 }
 

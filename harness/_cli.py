@@ -147,7 +147,7 @@ def _cmd_grade(args: argparse.Namespace) -> int:
         "problem_format": args.format,
     }
     if args.ray:
-        from ._ray import grade_ray
+        from .ray import grade_ray
 
         summary = grade_ray(args.problems, args.samples, args.out, address=args.address, **options)
     else:

@@ -101,7 +101,7 @@ def test_ray_data_path_same_verdicts_as_local(local_ray: None, tmp_path: Path,
     out_dir = tmp_path / "ray_out"
     summary = harness.grade_ray_data(problems, samples, out_dir, config=config, concurrency=1, batch_size=8)
     assert list(out_dir.glob("*.parquet"))
-    from harness._ray_data import read_rows_dir
+    from harness.ray._data import read_rows_dir
 
     assert _comparable(read_rows_dir(out_dir)) == _comparable(read_results(tmp_path / "local.parquet"))
     assert summary.pass_at_k == local.pass_at_k

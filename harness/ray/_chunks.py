@@ -1,6 +1,6 @@
-"""Chunk scheduling of :class:`~harness._ray_client.RayGrader`: dispatch to the live actor with
+"""Chunk scheduling of :class:`~harness.ray._client.RayGrader`: dispatch to the live actor with
 the most free capacity, exactly-once delivery, bounded resubmission after actor deaths, and
-``SANDBOX_ERROR`` verdicts for chunks that run out of resubmissions. Split out of ``_ray_client``.
+``SANDBOX_ERROR`` verdicts for chunks that run out of resubmissions. Split out of ``_client``.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from rewards import Outcome, Problem, Verdict, excerpt
 from vmpool import Status
 
-from ._ray_support import _Metrics, _short, _Slot, logger
+from ._support import _Metrics, _short, _Slot, logger
 
 _MAX_AUTO_CHUNK = 64
 
@@ -33,7 +33,7 @@ class _Run:
 
 
 class _ChunkScheduler:
-    """Chunk scheduling methods of :class:`~harness._ray_client.RayGrader` (a mixin)."""
+    """Chunk scheduling methods of :class:`~harness.ray._client.RayGrader` (a mixin)."""
 
     if TYPE_CHECKING:  # what RayGrader, whose mixin this is, provides
         chunks_in_flight: int

@@ -35,7 +35,7 @@ logger = logging.getLogger(__name__)
 #: Object store of an embedded Ray instance: small, other processes share the machine.
 EMBEDDED_OBJECT_STORE_BYTES = 200 * 1024 * 1024
 
-_REPO_ROOT = Path(__file__).resolve().parents[1]
+_REPO_ROOT = Path(__file__).resolve().parents[2]  # the checkout: harness/ray/_actor.py -> .
 
 
 class GraderActorImpl:

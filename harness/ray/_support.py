@@ -1,5 +1,5 @@
-"""Small pieces of :class:`~harness._ray_client.RayGrader`: the client's view of one actor
-(:class:`_Slot`), Ray metrics (:class:`_Metrics`) and helpers. Split out of ``_ray_client``.
+"""Small pieces of :class:`~harness.ray._client.RayGrader`: the client's view of one actor
+(:class:`_Slot`), Ray metrics (:class:`_Metrics`) and helpers. Split out of ``_client``.
 """
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ from typing import Any
 
 from vmpool import PoolConfig
 
-# The RayGrader's logger (``harness._ray_client``), shared by the modules it is split into.
-logger = logging.getLogger(f"{__package__}._ray_client")
+# The RayGrader's logger (``harness.ray._client``), shared by the modules it is split into.
+logger = logging.getLogger(f"{__package__}._client")
 
 
 @dataclass(eq=False)

@@ -30,12 +30,12 @@ from typing import Any
 from rewards import Problem
 from vmpool import PoolConfig
 
-from ._config import HarnessConfig
-from ._errors import InputError
-from ._grading import load_problem_index, verdict_row
-from ._io import InputIssue, ResultRow, Sample, _arrow_schema, _parse_record, _row_from_mapping
-from ._ray_actor import GraderActorImpl, default_runtime_env, ensure_ray
-from ._summary import GradeSummary, summarize
+from .._config import HarnessConfig
+from .._errors import InputError
+from .._grading import load_problem_index, verdict_row
+from .._io import InputIssue, ResultRow, Sample, _arrow_schema, _parse_record, _row_from_mapping
+from .._summary import GradeSummary, summarize
+from ._actor import GraderActorImpl, default_runtime_env, ensure_ray
 
 __all__ = ["grade_ray_data", "is_directory_output"]
 

@@ -1,6 +1,6 @@
 """Driver side of distributed grading: :class:`RayGrader`, a drop-in for ``rewards.Grader``.
 
-Placement is Ray's: one or more :class:`~harness._ray_actor.GraderActorImpl` actors per
+Placement is Ray's: one or more :class:`~harness.ray._actor.GraderActorImpl` actors per
 alive node, each pinned with ``NodeAffinitySchedulingStrategy`` and reserving its CPUs (and
 any custom resources) through Ray's resource scheduler; Ray restarts a crashed actor in place
 (``max_restarts``). The client only decides which live actor gets the next chunk (the one
@@ -27,9 +27,9 @@ from typing import Any, Self
 from rewards import Problem, RewardConfig, Verdict, compute_reward
 from vmpool import Limits, PoolConfig, SandboxStartError
 
-from ._ray_actor import alive_nodes, default_runtime_env, ensure_ray, grader_actor_class
-from ._ray_chunks import _ChunkScheduler, _Run
-from ._ray_support import _fields, _Metrics, _short, _Slot
+from ._actor import alive_nodes, default_runtime_env, ensure_ray, grader_actor_class
+from ._chunks import _ChunkScheduler, _Run
+from ._support import _fields, _Metrics, _short, _Slot
 
 __all__ = ["RayGrader"]
 

@@ -3,8 +3,8 @@ config), the offline grader on top of them (``Harness(config, grader=...)``, :fu
 and the streaming Ray Data path (:func:`grade_ray_data`).
 
 ``ray`` is imported only when one of these is used. Code split:
-``_ray_actor`` (the actor, Ray start-up), ``_ray_client`` (RayGrader; its chunk scheduling in ``_ray_chunks``, slots and metrics in
-``_ray_support``), ``_ray_data`` (Ray Data).
+``_actor`` (the actor, Ray start-up), ``_client`` (RayGrader; its chunk scheduling in ``_chunks``, slots and metrics in
+``_support``), ``_data`` (Ray Data).
 """
 
 from __future__ import annotations
@@ -15,12 +15,12 @@ from typing import Any
 
 from rewards import Problem
 
-from ._config import HarnessConfig
-from ._grading import Harness
-from ._io import SampleSet
-from ._ray_client import RayGrader
-from ._ray_data import grade_ray_data, is_directory_output
-from ._summary import GradeSummary
+from .._config import HarnessConfig
+from .._grading import Harness
+from .._io import SampleSet
+from .._summary import GradeSummary
+from ._client import RayGrader
+from ._data import grade_ray_data, is_directory_output
 
 __all__ = ["RayGrader", "grade_ray", "grade_ray_data", "ray_grader"]
 
