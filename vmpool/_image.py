@@ -25,6 +25,7 @@ Public API::
 
     config = load_image_config("configs/image.yaml")      # or ImageConfig(...)
     paths = build_image(config)                           # ImagePaths(dir, vmlinux, initramfs, manifest)
+    paths = find_image(config)                            # the built one, or None: builds nothing, no apt
     report = boot_probe(paths)                            # BootReport: boot-to-ready seconds, ...
     ok, reason = probe_kvm(paths, timeout_s=10)
     argv = qemu_command(paths, sock, log, accel="tcg")    # the QEMU command line used
@@ -39,7 +40,7 @@ from __future__ import annotations
 
 from ._image_apt import resolve_packages
 from ._image_boot import PROBE_REQUEST, BootReport, boot_probe, host_tsc_khz, probe_kvm, qemu_command
-from ._image_build import ImagePaths, build_image, min_memory_mb
+from ._image_build import ImagePaths, build_image, find_image, min_memory_mb
 from ._image_config import (
     AGENT_PORT,
     ImageConfig,
@@ -60,6 +61,7 @@ __all__ = [
     "ImageError",
     "ImagePaths",
     "build_image",
+    "find_image",
     "describe_image_config",
     "host_tsc_khz",
     "image_config_from_dict",

@@ -174,6 +174,23 @@ def _apt_state() -> list[Any]:
     return state
 
 
+def _memo_path(config: ImageConfig) -> Path:
+    memo_key = _key_hash({"format": BUILD_FORMAT, "kernel": config.kernel_package, "base": BASE_PACKAGES,
+                          "extra": sorted(config.extra_packages), "deny": DENY_DEPENDENCIES,
+                          "apt": _apt_state()})  # fmt: skip
+    return Path(config.cache_dir) / ".resolve" / f"{memo_key[:24]}.json"
+
+
+def remembered_packages(config: ImageConfig) -> dict[str, Any] | None:
+    """The resolution :func:`resolve_packages` remembered for ``config`` under apt's current
+    state, or None; runs no apt tool."""
+    try:
+        resolved: dict[str, Any] = json.loads(_memo_path(config).read_text())
+        return resolved
+    except (OSError, ValueError):
+        return None
+
+
 def resolve_packages(config: ImageConfig) -> dict[str, Any]:
     """Resolve the packages of an image without downloading anything.
 
@@ -184,15 +201,10 @@ def resolve_packages(config: ImageConfig) -> dict[str, Any]:
         ``{"kernel": {name: info}, "userland": {name: info}}``, info holding the
         candidate Version, Architecture, SHA256 and Size.
     """
-    memo_key = _key_hash({"format": BUILD_FORMAT, "kernel": config.kernel_package, "base": BASE_PACKAGES,
-                          "extra": sorted(config.extra_packages), "deny": DENY_DEPENDENCIES,
-                          "apt": _apt_state()})  # fmt: skip
-    memo = Path(config.cache_dir) / ".resolve" / f"{memo_key[:24]}.json"
-    try:
-        resolved: dict[str, Any] = json.loads(memo.read_text())
-        return resolved
-    except (OSError, ValueError):
-        pass
+    memo = _memo_path(config)
+    remembered = remembered_packages(config)
+    if remembered is not None:
+        return remembered
     packages = _resolve_packages(config)
     try:
         memo.parent.mkdir(parents=True, exist_ok=True)

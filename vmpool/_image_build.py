@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ._image_apt import _download, _run, resolve_packages
+from ._image_apt import _download, _run, remembered_packages, resolve_packages
 from ._image_config import AGENT_PORT, PRUNE, ImageConfig, ImageConfigError, ImageError
 from ._image_key import _key_hash, _sha256_file, image_key
 from ._image_rootfs import (
@@ -47,6 +47,17 @@ class ImagePaths:
 
 def _complete(paths: ImagePaths) -> bool:
     return paths.vmlinux.is_file() and paths.initramfs.is_file() and paths.manifest.is_file()
+
+
+def find_image(config: ImageConfig | None = None) -> ImagePaths | None:
+    """The built image for ``config`` if the cache holds it, else None. Builds nothing and
+    runs no apt tool: it looks only where :func:`build_image` put what it built."""
+    config = config or ImageConfig()
+    packages = remembered_packages(config)
+    if packages is None:
+        return None
+    final = ImagePaths.at(Path(config.cache_dir) / _key_hash(image_key(config, packages))[:20])
+    return ImagePaths.at(final.dir, cached=True) if _complete(final) else None
 
 
 def build_image(config: ImageConfig | None = None) -> ImagePaths:

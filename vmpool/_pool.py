@@ -118,18 +118,26 @@ def resolve_backend(name: str, image_config: str | None = None) -> str:
     """Map ``auto`` to a concrete backend, logging why.
 
     ``auto`` picks microvm only where KVM really works, found by booting the guest
-    image under KVM (never by the existence of /dev/kvm); otherwise namespace.
+    image under KVM (never by the existence of /dev/kvm); otherwise namespace. It builds
+    no image (and runs no apt): without a built one it picks namespace and says how to
+    build it.
     """
     if name != "auto":
         return name
     if not os.path.exists("/dev/kvm"):
         logger.info("backend auto: namespace (no /dev/kvm on this host)")
         return "namespace"
-    from ._image import build_image
+    from ._image_build import find_image
     from ._microvm import choose_accel
 
     try:
-        accel, reason = choose_accel(build_image(_image_config(image_config)), "auto")
+        image = find_image(_image_config(image_config))
+        if image is None:
+            logger.info("backend auto: namespace (no microvm guest image is built for %s; build one with "
+                        "`python -m harness image build%s`)", image_config or "the default image config",
+                        f" --config {image_config}" if image_config else "")
+            return "namespace"
+        accel, reason = choose_accel(image, "auto")
     except VmpoolError as exc:
         logger.info("backend auto: namespace (microvm image unavailable: %s)", exc)
         return "namespace"
