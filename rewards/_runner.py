@@ -37,7 +37,7 @@ logger = logging.getLogger(__name__)
 
 SIDE_SOURCE: str = "\n".join(
     resources.files(__package__).joinpath(name).read_text(encoding="utf-8")
-    for name in ("_sandbox_wire.py", "_sandbox_side.py")
+    for name in ("_sandbox_wire.py", "_sandbox_side.py", "_sandbox_tester.py")
 )
 """Source of both in-sandbox halves (program and tester), sent as code of each: the wire
 module's text, then the sides' (which import the wire only when imported on the host)."""
