@@ -71,11 +71,11 @@ class _Formatted:
 
     result: Any
     printer: Callable[[Any], str]
-    passed: bool
 
     @property
     def ok(self) -> bool:
-        return self.passed
+        ok: bool = self.result.ok
+        return ok
 
     def format(self) -> str:
         return self.printer(self.result)
@@ -90,28 +90,28 @@ def _throughput(options: Options) -> Report:
 
     result = run_bench(options.config, repeat=options.repeat, workers=options.workers, backend=options.backend,
                        latency_samples=options.latency_samples, naive=options.naive)
-    return _Formatted(result, format_bench, result.ok)
+    return _Formatted(result, format_bench)
 
 
 def _microvm(options: Options) -> Report:
     from .microvm import format_microvm_bench, run_microvm_bench
 
     result = run_microvm_bench(workers=options.workers or 2)
-    return _Formatted(result, format_microvm_bench, result.verdicts_match)
+    return _Formatted(result, format_microvm_bench)
 
 
 def _ray(options: Options) -> Report:
     from .ray_suite import format_ray_bench, run_ray_bench
 
     result = run_ray_bench(options.config, repeat=options.repeat, workers=options.workers, backend=options.backend)
-    return _Formatted(result, format_ray_bench, result.ok)
+    return _Formatted(result, format_ray_bench)
 
 
 def _reliability(options: Options) -> Report:
     from .reliability import format_reliability, run_reliability_bench
 
     result = run_reliability_bench(soak_n=options.soak_n, workers=options.workers or 2)
-    return _Formatted(result, format_reliability, result.ok)
+    return _Formatted(result, format_reliability)
 
 
 SUITES: dict[str, Callable[[Options], Report]] = {

@@ -45,6 +45,11 @@ class MicroVMBench:
             return 0.0
         return statistics.median(self.cold_boot_s) / statistics.median(self.clone_s)
 
+    @property
+    def ok(self) -> bool:
+        """Both backends gave the same verdicts, all passes (the numbers then mean something)."""
+        return self.verdicts_match
+
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "clone_speedup": self.clone_speedup}
 

@@ -58,7 +58,7 @@ def verdict_row(sample: Sample, verdict: Verdict, reward_config: RewardConfig, e
         sample: the graded sample.
         verdict: its ``rewards.Verdict``.
         reward_config: how the verdict becomes the row's reward.
-        error_chars: the most characters of error text the row keeps (its end: the exception line).
+        error_chars: the most characters of error text the row keeps (see ``rewards.excerpt``).
 
     Returns:
         The :class:`ResultRow`; reward is None exactly when ``passed`` is None.
@@ -212,7 +212,7 @@ class Harness:
         self._pool = pool
         self._owns_pool = pool is None
         self._given_grader = grader
-        self._grader: GraderLike | None = grader
+        self._grader: Grader | None = None  # the local one, made on first use
 
     @property
     def pool(self) -> Pool:
@@ -234,6 +234,8 @@ class Harness:
     def grader(self) -> GraderLike:
         """What grades: the grader given, else a ``rewards.Grader`` bound to this harness's
         pool, limits and reward config."""
+        if self._given_grader is not None:
+            return self._given_grader
         if self._grader is None:
             grading = self.config.grading
             self._grader = Grader(
@@ -244,8 +246,7 @@ class Harness:
 
     def close(self) -> None:
         """Shut the pool down if this harness started it. Safe to call twice."""
-        pool, self._pool = self._pool, None
-        self._grader = self._given_grader
+        pool, self._pool, self._grader = self._pool, None, None
         if pool is not None and self._owns_pool:
             pool.close()
 

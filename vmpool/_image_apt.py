@@ -181,14 +181,18 @@ def _memo_path(config: ImageConfig) -> Path:
     return Path(config.cache_dir) / ".resolve" / f"{memo_key[:24]}.json"
 
 
-def remembered_packages(config: ImageConfig) -> dict[str, Any] | None:
-    """The resolution :func:`resolve_packages` remembered for ``config`` under apt's current
-    state, or None; runs no apt tool."""
+def _read_memo(memo: Path) -> dict[str, Any] | None:
     try:
-        resolved: dict[str, Any] = json.loads(_memo_path(config).read_text())
+        resolved: dict[str, Any] = json.loads(memo.read_text())
         return resolved
     except (OSError, ValueError):
         return None
+
+
+def remembered_packages(config: ImageConfig) -> dict[str, Any] | None:
+    """The resolution :func:`resolve_packages` remembered for ``config`` under apt's current
+    state, or None; runs no apt tool."""
+    return _read_memo(_memo_path(config))
 
 
 def resolve_packages(config: ImageConfig) -> dict[str, Any]:
@@ -201,8 +205,8 @@ def resolve_packages(config: ImageConfig) -> dict[str, Any]:
         ``{"kernel": {name: info}, "userland": {name: info}}``, info holding the
         candidate Version, Architecture, SHA256 and Size.
     """
-    memo = _memo_path(config)
-    remembered = remembered_packages(config)
+    memo = _memo_path(config)  # stats apt's lists and config once
+    remembered = _read_memo(memo)
     if remembered is not None:
         return remembered
     packages = _resolve_packages(config)
