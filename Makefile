@@ -18,8 +18,10 @@ $(STAMP): pyproject.toml .ci/install-system.sh
 	$(BIN)/python -m pip install -q --disable-pip-version-check -e '.[all]'
 	touch $(STAMP)
 
-## run the whole test suite (slow, ray and microvm markers included)
+## run the whole test suite (slow, ray and microvm markers included); the microvm tests
+## need the guest image, built here when missing (a no-op when cached)
 test: deps
+	$(BIN)/python -m harness image build --config configs/image.yaml
 	$(BIN)/python -m pytest -q
 
 ## the quick subset: no slow tests

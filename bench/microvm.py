@@ -74,7 +74,7 @@ def run_microvm_bench(cold_boots: int = 2, clones: int = 10, sustained: int = 10
 
     image = build_image(ImageConfig())
     accel, reason = choose_accel(image, "auto")
-    template = MicroVMTemplate.ensure(accel=accel)
+    template = MicroVMTemplate.ensure(accel=accel, image=image)
     bench = MicroVMBench(accel=accel, accel_reason=reason)
     for _ in range(cold_boots):
         bench.cold_boot_s.append(boot_probe(image, accel=accel, timeout_s=300).boot_to_ready_s)

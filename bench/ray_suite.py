@@ -26,6 +26,7 @@ two reward paths must agree; any difference is a failure (exit code 1 from the C
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 import os
@@ -119,9 +120,9 @@ def run_ray_bench(
     if missing:
         raise InputError(f"rewards could not load {len(missing)} task(s), e.g. {missing[0]}", str(path))
     task_ids = [str(r["task_id"]) for r in records]
-    limits = config.limits.to_limits()
-    reward_config = config.reward.to_reward_config()
-    sandboxes = config.pool.resolved_size()
+    limits = config.limits
+    reward_config = config.reward
+    sandboxes = config.pool.sandboxes
     cores = os.cpu_count() or 1
 
     def pairs(copies: int) -> list[tuple[Any, str]]:
@@ -151,7 +152,7 @@ def run_ray_bench(
         grader = RayGrader(
             None,
             pool_size=sandboxes,
-            pool_config=config.pool.to_pool_config(size=1),
+            pool_config=dataclasses.replace(config.pool, size=1),
             reward_config=reward_config,
             limits=limits,
             # "local": always a fresh embedded instance. With no address, ray.init would join the
@@ -169,7 +170,7 @@ def run_ray_bench(
             bench.failures.append(f"ray: {grader.capacity} sandboxes live, wanted {sandboxes}")
 
         start = time.perf_counter()
-        pool = Pool(config.pool.to_pool_config(size=sandboxes))
+        pool = Pool(dataclasses.replace(config.pool, size=sandboxes))
         local = Grader(pool, reward_config, limits)
         local.grade_batch(workload[: 2 * sandboxes])
         bench.pool_start_s = time.perf_counter() - start
@@ -278,7 +279,7 @@ def _run_scaling(bench: RayBench, workload: list[tuple[Any, str]], counts: list[
                 continue
             logger.info("scaling: %d worker node(s), %d programs", count, n)
             start = time.perf_counter()
-            with RayGrader(cluster.address, pool_config=config.pool.to_pool_config(size=1), limits=limits,
+            with RayGrader(cluster.address, pool_config=dataclasses.replace(config.pool, size=1), limits=limits,
                            reward_config=reward_config) as grader:  # fmt: skip
                 grader.grade_batch(workload[: 2 * max(1, grader.capacity)])  # warm every sandbox
                 start_s = time.perf_counter() - start

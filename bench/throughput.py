@@ -190,7 +190,7 @@ def run_bench(
     if missing:
         raise InputError(f"rewards could not load {len(missing)} task(s), e.g. {missing[0]}", str(path))
     with Harness(config, workers=workers, backend=backend) as harness:
-        n_workers = harness.config.pool.resolved_size()
+        n_workers = harness.config.pool.sandboxes
         result = BenchResult(workers=n_workers, backend=harness.config.pool.backend, repeat=repeat)
         # Each copy gets its own trailing comment: the Grader runs identical programs of a
         # batch only once, and the bench must time every program, not a cache hit.
@@ -198,7 +198,7 @@ def run_bench(
         pairs = [(problems[t], f"{solutions[t]}\n# bench copy {r}\n") for r in range(repeat) for t, _ in programs]
         n = len(workload)
 
-        limits = harness.config.limits.to_limits()
+        limits = harness.config.limits
         requests = [ExecRequest(code=src, limits=limits) for src in workload]
 
         start = time.perf_counter()

@@ -3,7 +3,7 @@
 Public surface::
 
     from harness import (
-        HarnessConfig, PoolSettings, LimitsSettings, RewardSettings, GradingSettings,
+        HarnessConfig, GradingSettings,  # + vmpool.PoolConfig, vmpool.Limits, rewards.RewardConfig
         load_config, config_from_dict, describe_config,          # typed YAML config
         Harness, grade,                                          # offline grading
         GraderLike, verdict_row,                                 # the grading seam
@@ -33,9 +33,6 @@ from typing import TYPE_CHECKING, Any
 from ._config import (
     GradingSettings,
     HarnessConfig,
-    LimitsSettings,
-    PoolSettings,
-    RewardSettings,
     config_from_dict,
     describe_config,
     load_config,
@@ -84,13 +81,10 @@ __all__ = [
     "HarnessError",
     "InputError",
     "InputIssue",
-    "LimitsSettings",
-    "PoolSettings",
     "RayGrader",
     "ResultRow",
     "ResultStore",
     "RewardBatch",
-    "RewardSettings",
     "Sample",
     "SampleSet",
     "config_from_dict",

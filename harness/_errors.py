@@ -28,30 +28,33 @@ class ConfigError(HarnessError, ValueError):
         message: what is wrong, e.g. ``"must be >= 1, got 0"``.
         key: dotted key path of the offending field, e.g. ``"pool.size"`` (may be empty).
         source: the config file the value came from (may be empty).
+        problems: every ``(key path, message)`` found when a file has several; default
+            ``[(key, message)]``. Each is one line of the message.
     """
 
-    def __init__(self, message: str, key: str = "", source: str = "") -> None:
+    def __init__(self, message: str, key: str = "", source: str = "",
+                 problems: list[tuple[str, str]] | None = None) -> None:
         self.message = message
         self.key = key
         self.source = source
+        self.problems = problems if problems is not None else [(key, message)]
         super().__init__(self._render())
 
     def _render(self) -> str:
-        parts = [p for p in (self.source, self.key) if p]
-        return ": ".join([*parts, self.message])
+        return "\n".join(": ".join(p for p in (self.source, key, message) if p) for key, message in self.problems)
 
     def located(self, key_prefix: str = "", source: str = "") -> ConfigError:
-        """Return a copy whose key path is prefixed and whose source is filled in.
+        """Return a copy whose key paths are prefixed and whose source is filled in.
 
         Args:
-            key_prefix: section path to put in front of the key (``"pool"``).
+            key_prefix: section path to put in front of each key (``"pool"``).
             source: file name, used only when the error has none yet.
 
         Returns:
             A new :class:`ConfigError` with the fuller location.
         """
-        key = ".".join(p for p in (key_prefix, self.key) if p)
-        return ConfigError(self.message, key=key, source=self.source or source)
+        problems = [(".".join(p for p in (key_prefix, key) if p), message) for key, message in self.problems]
+        return ConfigError(problems[0][1], problems[0][0], self.source or source, problems)
 
     def __str__(self) -> str:
         return self._render()

@@ -208,7 +208,7 @@ class Harness:
         if pool is not None and grader is not None:
             raise TypeError("pass a pool or a grader, not both")
         self.config = (config or HarnessConfig()).with_overrides(workers=workers, backend=backend)
-        self.reward_config: RewardConfig = self.config.reward.to_reward_config()
+        self.reward_config: RewardConfig = self.config.reward
         self._pool = pool
         self._owns_pool = pool is None
         self._given_grader = grader
@@ -225,7 +225,7 @@ class Harness:
         if self._given_grader is not None:
             raise AttributeError(f"this Harness grades with {type(self._given_grader).__name__}; it has no pool")
         if self._pool is None:
-            pool_config = self.config.pool.to_pool_config()
+            pool_config = self.config.pool
             logger.info("starting sandbox pool: %s", pool_config)
             self._pool = Pool(pool_config)
         return self._pool
@@ -239,7 +239,7 @@ class Harness:
         if self._grader is None:
             grading = self.config.grading
             self._grader = Grader(
-                self.pool, reward_config=self.reward_config, default_limits=self.config.limits.to_limits(),
+                self.pool, reward_config=self.reward_config, default_limits=self.config.limits,
                 wall_factor=grading.wall_factor, wall_slack_s=grading.wall_slack_s,
             )
         return self._grader

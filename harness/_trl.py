@@ -134,7 +134,7 @@ class _CodeRewardBase:
     @classmethod
     def from_config(cls, config: HarnessConfig, **kwargs: Any) -> Any:
         """Build from a :class:`harness.HarnessConfig` (pool, limits and reward sections)."""
-        return cls(config.reward.to_reward_config(), config.limits.to_limits(), config.pool.to_pool_config(), **kwargs)
+        return cls(config.reward, config.limits, config.pool, **kwargs)
 
     # ------------------------------------------------------------------ lifecycle
     @property

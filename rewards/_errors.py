@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from vmpool import SettingsError
+
 __all__ = ["RewardsError", "ProblemFormatError", "RewardConfigError"]
 
 
@@ -30,5 +32,6 @@ class ProblemFormatError(RewardsError, ValueError):
         super().__init__(f"{where}:{what} {message}")
 
 
-class RewardConfigError(RewardsError, ValueError):
-    """A :class:`~rewards.RewardConfig` value is invalid; the message says what to change."""
+class RewardConfigError(RewardsError, SettingsError):
+    """A :class:`~rewards.RewardConfig` value is invalid: ``key`` names the field, the message
+    says what to change (a ``vmpool.SettingsError``, so one loader reads every config)."""

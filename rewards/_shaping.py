@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 from ._errors import RewardConfigError
 
@@ -16,46 +16,49 @@ __all__ = ["RewardConfig", "compute_reward"]
 _KINDS = ("binary", "fraction", "weighted")
 
 
+def _setting(help_text: str, default: object) -> Any:
+    return field(default=default, metadata={"help": help_text})
+
+
 @dataclass(frozen=True)
 class RewardConfig:
-    """How verdicts become rewards.
+    """How verdicts become rewards; every field's help is in its metadata.
 
-    Args:
-        kind: ``"binary"``: ``pass_bonus`` if every test passed, else 0.0.
-            ``"fraction"``: fraction of tests passed, in [0, 1].
-            ``"weighted"``: ``pass_bonus`` * passed + ``fraction_weight`` * fraction, with
-            ``no_code_penalty`` / ``syntax_error_penalty`` replacing it when there was no code or
-            it did not compile.
-        pass_bonus: reward of a full pass (binary, weighted); > 0.
-        fraction_weight: weight of the passed fraction (weighted); >= 0.
-        no_code_penalty: reward when no code was found (weighted); <= 0.
-        syntax_error_penalty: reward when the code does not compile (weighted); <= 0.
+    ``binary``: ``pass_bonus`` if every test passed, else 0.0. ``fraction``: the fraction of
+    tests passed, in [0, 1]. ``weighted``: ``pass_bonus`` * passed + ``fraction_weight`` *
+    fraction, with ``no_code_penalty`` / ``syntax_error_penalty`` replacing it when there
+    was no code or it did not compile.
 
     Raises:
         RewardConfigError: a value is out of range; the message says what to change.
     """
 
-    kind: str = "binary"
-    pass_bonus: float = 1.0
-    fraction_weight: float = 0.1
-    no_code_penalty: float = -0.2
-    syntax_error_penalty: float = -0.1
+    kind: str = _setting(
+        "'binary': pass_bonus on a full pass, else 0; 'fraction': share of tests passed; 'weighted': "
+        "pass_bonus on a full pass + fraction_weight x share of tests passed, with the penalties below "
+        "replacing it when there is no code or it does not compile", "binary")
+    pass_bonus: float = _setting("reward of a full pass ('binary', 'weighted'); > 0", 1.0)
+    fraction_weight: float = _setting("weight of the share of tests passed ('weighted'); >= 0", 0.1)
+    no_code_penalty: float = _setting("reward when the completion holds no code ('weighted'); <= 0", -0.2)
+    syntax_error_penalty: float = _setting("reward when the code does not compile ('weighted'); <= 0", -0.1)
 
     def __post_init__(self) -> None:
+        def fail(name: str, rule: str) -> RewardConfigError:
+            return RewardConfigError(f"is {getattr(self, name)!r}: {rule}", name, owner="RewardConfig")
+
         if self.kind not in _KINDS:
-            raise RewardConfigError(f"RewardConfig.kind is {self.kind!r}: set it to one of {', '.join(_KINDS)}")
+            raise fail("kind", f"set it to one of {', '.join(_KINDS)}")
         for name in ("pass_bonus", "fraction_weight", "no_code_penalty", "syntax_error_penalty"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-                raise RewardConfigError(f"RewardConfig.{name} is {value!r}: set it to a finite number")
+                raise fail(name, "set it to a finite number")
         if self.pass_bonus <= 0:
-            raise RewardConfigError(f"RewardConfig.pass_bonus is {self.pass_bonus}: set it to a number > 0")
+            raise fail("pass_bonus", "set it to a number > 0")
         if self.fraction_weight < 0:
-            raise RewardConfigError(f"RewardConfig.fraction_weight is {self.fraction_weight}: set it to a number >= 0")
+            raise fail("fraction_weight", "set it to a number >= 0")
         for name in ("no_code_penalty", "syntax_error_penalty"):
             if getattr(self, name) > 0:
-                raise RewardConfigError(f"RewardConfig.{name} is {getattr(self, name)}: set it to 0 or a negative "
-                                        "number (a positive value would reward broken output)")
+                raise fail(name, "set it to 0 or a negative number (a positive value would reward broken output)")
 
 
 def compute_reward(verdict: Verdict, cfg: RewardConfig | None = None) -> float | None:

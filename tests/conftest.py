@@ -27,3 +27,18 @@ def no_leaks() -> Iterator[None]:
             break
         time.sleep(0.05)
     assert not leaked, f"processes left behind: {sorted(leaked)}"
+
+
+@pytest.fixture(scope="session")
+def guest_image() -> object:
+    """The default microvm guest image, built once per run when missing (cached on disk):
+    the product never builds one on its own (a Pool only finds it)."""
+    from vmpool import ImageConfig, build_image
+
+    return build_image(ImageConfig())
+
+
+@pytest.fixture(autouse=True)
+def _microvm_needs_the_image(request: pytest.FixtureRequest) -> None:
+    if request.node.get_closest_marker("microvm") is not None:
+        request.getfixturevalue("guest_image")

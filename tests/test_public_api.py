@@ -13,8 +13,9 @@ PUBLIC = {
         "BACKENDS", "BackendUnavailableError", "Checkpoint", "Companion", "CompanionResult", "ExecRequest",
         "ExecResult", "ImageConfig", "ImageConfigError", "ImagePaths", "Limits", "MicroVMSandbox", "MicroVMTemplate",
         "NamespaceSandbox", "PRELOADED_MODULES", "PROTOCOL_VERSION", "Pool", "PoolClosedError", "PoolConfig",
-        "Sandbox", "SandboxError", "SandboxSetupError", "SandboxStartError", "Status", "VmpoolError", "boot_probe",
-        "build_image", "choose_accel", "load_image_config", "resolve_backend",
+        "Sandbox", "SandboxError", "SandboxSetupError", "SandboxStartError", "SettingsError", "Status", "VmpoolError", "boot_probe",
+        "build_image", "choose_accel", "describe_settings", "find_image", "load_image_config", "load_settings",
+        "resolve_backend", "settings_from_dict",
     ],
     rewards: [
         "AssertTests", "CallCase", "CallTests", "FORMATS", "Grader", "Outcome", "Problem", "ProblemFormatError",
@@ -25,8 +26,8 @@ PUBLIC = {
     ],
     harness: [
         "AsyncCodeReward", "CodeReward", "ConfigError", "DemoReport", "GradeSummary",
-        "GradingSettings", "Harness", "HarnessConfig", "HarnessError", "InputError", "InputIssue", "LimitsSettings",
-        "PoolSettings", "RayGrader", "ResultRow", "ResultStore", "RewardBatch", "RewardSettings",
+        "GradingSettings", "Harness", "HarnessConfig", "HarnessError", "InputError", "InputIssue",
+        "RayGrader", "ResultRow", "ResultStore", "RewardBatch",
         "Sample", "SampleSet", "bundled_dataset", "config_from_dict", "describe_config", "format_summary", "grade", "grade_ray",
         "grade_ray_data", "load_config", "ray_grader", "verdict_row", "GraderLike", "pass_at_k", "read_results", "read_samples", "run_demo",
         "summarize",

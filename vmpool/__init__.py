@@ -21,13 +21,14 @@ from ._errors import (
     SandboxStartError,
     VmpoolError,
 )
-from ._image import ImageConfig, ImagePaths, build_image, load_image_config
+from ._image import ImageConfig, ImagePaths, build_image, find_image, load_image_config
 from ._image_boot import boot_probe
 from ._image_config import ImageConfigError
 from ._microvm import Checkpoint, MicroVMSandbox, MicroVMTemplate, choose_accel
 from ._namespace import NamespaceSandbox
 from ._pool import BACKENDS, Pool, PoolConfig, Sandbox, resolve_backend
 from ._protocol import PRELOADED_MODULES, PROTOCOL_VERSION
+from ._settings import SettingsError, describe_settings, load_settings, settings_from_dict
 from ._types import Companion, CompanionResult, ExecRequest, ExecResult, Limits, Status
 
 __all__ = [
@@ -54,11 +55,16 @@ __all__ = [
     "SandboxError",
     "SandboxSetupError",
     "SandboxStartError",
+    "SettingsError",
     "Status",
     "VmpoolError",
     "boot_probe",
     "build_image",
     "choose_accel",
+    "describe_settings",
+    "find_image",
     "load_image_config",
+    "load_settings",
     "resolve_backend",
+    "settings_from_dict",
 ]

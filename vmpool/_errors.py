@@ -8,7 +8,10 @@ Exception tree::
     ├── SandboxError              a sandbox died, broke its protocol, or was left unusable by a program
     │   ├── SandboxStartError     it never became ready
     │   └── SandboxSetupError     it could not prepare a run (before any program code ran)
-    └── PoolClosedError           the pool was used after close()
+    ├── PoolClosedError           the pool was used after close()
+    ├── SettingsError             a config value or file is invalid (also a ValueError; _settings.py)
+    │   └── ImageConfigError      ... of the guest image config (also an ImageError)
+    └── ImageError                a guest image could not be built (_image_config.py)
 """
 
 from __future__ import annotations

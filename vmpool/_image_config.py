@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from ._errors import VmpoolError
+from ._settings import SettingsError, describe_settings, load_settings, settings_from_dict
 
 GUEST_DIR = Path(__file__).with_name("_guest")
 AGENT_SRC = GUEST_DIR / "agent.py"
@@ -61,15 +59,8 @@ class ImageError(VmpoolError):
     """The guest image could not be built (a package, a tool or the kernel is missing or wrong)."""
 
 
-class ImageConfigError(ImageError, ValueError):
+class ImageConfigError(SettingsError, ImageError):
     """A bad :class:`ImageConfig` value or image config file; the message names the key."""
-
-    def __init__(self, message: str, key: str = "", source: str = "") -> None:
-        self.message = message
-        self.key = key
-        self.source = source
-        prefix = ": ".join(p for p in (source, key) if p)
-        super().__init__(f"{prefix}: {message}" if prefix else message)
 
 
 def _help(text: str, **kwargs: Any) -> Any:
@@ -107,85 +98,58 @@ class ImageConfig:
     def __post_init__(self) -> None:
         kp = self.kernel_package
         if not isinstance(kp, str) or not _PKG_NAME.match(kp):
-            raise ImageConfigError(
-                f"must be a Debian package name such as 'linux-image-cloud-amd64', got {kp!r}", "kernel_package"
-            )
+            raise ImageConfigError(f"must be a Debian package name such as 'linux-image-cloud-amd64', got {kp!r}",
+                                   "kernel_package", owner="ImageConfig")
         extra = self.extra_packages
         if isinstance(extra, str) or not isinstance(extra, Iterable):
-            raise ImageConfigError(
-                f"must be a list of Debian package names (e.g. [python3-numpy]), got {extra!r}", "extra_packages"
-            )
+            raise ImageConfigError(f"must be a list of Debian package names (e.g. [python3-numpy]), got {extra!r}",
+                                   "extra_packages", owner="ImageConfig")
         extra = tuple(extra)
         for name in extra:
             if not isinstance(name, str) or not _PKG_NAME.match(name):
-                raise ImageConfigError(
-                    f"{name!r} is not a Debian package name (lowercase letters, digits, + - .)", "extra_packages"
-                )
+                raise ImageConfigError(f"{name!r} is not a Debian package name (lowercase letters, digits, + - .)",
+                                       "extra_packages", owner="ImageConfig")
         if len(set(extra)) != len(extra):
             dup = sorted({n for n in extra if extra.count(n) > 1})
-            raise ImageConfigError(f"lists {', '.join(dup)} more than once; remove the duplicates", "extra_packages")
+            raise ImageConfigError(f"lists {', '.join(dup)} more than once; remove the duplicates", "extra_packages",
+                                   owner="ImageConfig")
         object.__setattr__(self, "extra_packages", extra)
         mem = self.memory_mb
         if isinstance(mem, bool) or not isinstance(mem, int) or not 128 <= mem <= 65536:
             raise ImageConfigError(
                 f"must be an integer number of MiB from 128 (Python and the initramfs need it) to 65536, got {mem!r}",
-                "memory_mb",
-            )
+                "memory_mb", owner="ImageConfig")
         cd = self.cache_dir
         if not isinstance(cd, (str, os.PathLike)) or not str(cd).strip():
-            raise ImageConfigError(f"must be a directory path, got {cd!r}", "cache_dir")
+            raise ImageConfigError(f"must be a directory path, got {cd!r}", "cache_dir", owner="ImageConfig")
         object.__setattr__(self, "cache_dir", os.path.abspath(os.path.expanduser(str(cd))))
 
 
 def describe_image_config() -> list[tuple[str, str, str]]:
     """``(key, default, help)`` for every :class:`ImageConfig` field."""
-    rows = []
-    for f in dataclasses.fields(ImageConfig):
-        default = f.default if f.default_factory is dataclasses.MISSING else f.default_factory()
-        rows.append((f.name, repr(default), f.metadata.get("help", "")))
-    return rows
+    return describe_settings(ImageConfig)
 
 
 def load_image_config(path: str | os.PathLike[str]) -> ImageConfig:
-    """Load an :class:`ImageConfig` from YAML: a mapping of its field names (strict keys).
+    """Load an :class:`ImageConfig` from YAML: a mapping of its field names (see :func:`vmpool.load_settings`).
 
     Raises:
-        ImageConfigError: unreadable file, invalid YAML, an unknown key or a bad value;
-            the message names the file and the key.
+        ImageConfigError: unreadable file, invalid YAML, unknown keys or bad values, all at
+            once; the message names the file and each key.
     """
-    source = str(path)
     try:
-        text = Path(path).read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ImageConfigError(f"cannot read image config: {exc.strerror or exc}", source=source) from exc
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise ImageConfigError(f"invalid YAML: {getattr(exc, 'problem', None) or exc}", source=source) from exc
-    return image_config_from_dict({} if data is None else data, source)
+        return load_settings(ImageConfig, path)
+    except SettingsError as exc:
+        raise _image_error(exc) from None
 
 
 def image_config_from_dict(data: Any, source: str = "<dict>") -> ImageConfig:
     """Build an :class:`ImageConfig` from a mapping, rejecting unknown keys and wrong types."""
-    if not isinstance(data, Mapping):
-        raise ImageConfigError(f"must be a mapping of image settings, got {type(data).__name__}", source=source)
-    known = {f.name for f in dataclasses.fields(ImageConfig)}
-    for key in data:
-        if key not in known:
-            raise ImageConfigError(f"unknown key; valid keys: {', '.join(sorted(known))}", str(key), source)
-    kwargs = dict(data)
-    if "extra_packages" in kwargs:
-        value = kwargs["extra_packages"]
-        if value is None:
-            kwargs["extra_packages"] = ()
-        elif not isinstance(value, list):
-            raise ImageConfigError(
-                f"must be a list of package names, got {type(value).__name__}", "extra_packages", source
-            )
-    if "cache_dir" in kwargs and kwargs["cache_dir"] is None:
-        del kwargs["cache_dir"]
     try:
-        return ImageConfig(**kwargs)
-    except ImageConfigError as exc:
-        raise ImageConfigError(exc.message, exc.key, source) from None
+        return settings_from_dict(ImageConfig, data, source)
+    except SettingsError as exc:
+        raise _image_error(exc) from None
 
+
+def _image_error(exc: SettingsError) -> ImageConfigError:
+    return ImageConfigError(exc.message, exc.key, exc.source, problems=exc.problems)

@@ -40,8 +40,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ._agent_client import AgentSandbox
-from ._errors import SandboxError, SandboxStartError
-from ._image import ImageConfig, ImagePaths, build_image, probe_kvm, qemu_command
+from ._errors import BackendUnavailableError, SandboxError, SandboxStartError
+from ._image import ImageConfig, ImagePaths, find_image, probe_kvm, qemu_command
 from ._protocol import FrameChannel
 from ._qmp import QMPClient, QMPError
 from ._types import Status
@@ -128,18 +128,34 @@ class MicroVMTemplate:
 
     @classmethod
     def ensure(cls, image_config: ImageConfig | None = None, accel: str = "auto",
-               boot_timeout_s: float = 180.0) -> MicroVMTemplate:  # fmt: skip
-        """Build the image if needed, then return its snapshot, making it if needed.
+               boot_timeout_s: float = 180.0, *, image: ImagePaths | None = None) -> MicroVMTemplate:  # fmt: skip
+        """The snapshot of a built guest image, made (one cold boot) if it is not cached yet.
 
-        Snapshots are cached next to the image, keyed by everything that must match
-        at restore (QEMU version, accelerator, memory, recipe version); a file lock
+        Builds no image and runs no apt tool: the image is ``image``, or the one
+        :func:`vmpool.build_image` built for ``image_config`` (``python -m harness image
+        build``). Snapshots are cached next to the image, keyed by everything that must
+        match at restore (QEMU version, accelerator, memory, recipe version); a file lock
         makes concurrent pools (or Ray actors) wait for one boot instead of racing.
 
+        Args:
+            image_config: which image (and its guest memory); default ``ImageConfig()``.
+            accel: ``auto`` (KVM if a probe boot works, else TCG), ``kvm`` or ``tcg``.
+            boot_timeout_s: deadline of the template's cold boot.
+            image: a built image to use instead of looking one up for ``image_config``.
+
         Raises:
+            BackendUnavailableError: no image is built for ``image_config`` (the message
+                gives the command that builds it).
             SandboxStartError: the template guest did not boot or could not be saved.
         """
         config = image_config or ImageConfig()
-        image = build_image(config)
+        if image is None:
+            image = find_image(config)
+        if image is None:
+            raise BackendUnavailableError(
+                f"no microvm guest image is built for this image config ({config.kernel_package}, extra packages: "
+                f"{', '.join(config.extra_packages) or 'none'}, cache {config.cache_dir}); build it once with "
+                "`python -m harness image build [--config IMAGE.yaml]` or vmpool.build_image(config)")
         accel, reason = choose_accel(image, accel)
         memory_mb = config.memory_mb
         key = hashlib.sha256(json.dumps([TEMPLATE_FORMAT, qemu_version(), accel, memory_mb]).encode()).hexdigest()[:16]

@@ -23,7 +23,7 @@ import threading
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ._errors import (
     BackendUnavailableError,
@@ -34,10 +34,12 @@ from ._errors import (
     VmpoolError,
 )
 from ._namespace import NamespaceSandbox
+from ._settings import SettingsError
 from ._types import ExecRequest, ExecResult, Status
 
 if TYPE_CHECKING:
     from ._image_config import ImageConfig
+    from ._microvm import MicroVMTemplate
 
 logger = logging.getLogger(__name__)
 
@@ -59,59 +61,75 @@ class Sandbox(Protocol):
     def close(self) -> None: ...
 
 
+def _setting(help_text: str, **kwargs: Any) -> Any:
+    return field(metadata={"help": help_text}, **kwargs)
+
+
 @dataclass(frozen=True)
 class PoolConfig:
-    """How a :class:`Pool` is built.
+    """How a :class:`Pool` is built; every field's help is in its metadata (``python -m harness config``).
 
-    Args:
-        backend: ``namespace`` (bubblewrap), ``microvm`` (QEMU microvm clones of a
-            snapshotted guest; KVM where a probe boot works, else TCG) or ``auto``
-            (microvm where KVM really works, else namespace; the choice is logged).
-        size: sandboxes kept warm = programs run at once. Default: CPU count.
-        max_programs_per_sandbox: recycle a sandbox after this many programs, so
-            slow leaks in the interpreter or tmpfs never accumulate.
-        python: interpreter inside the sandbox.
-        tmpfs_mb: size of each sandbox's private /tmp.
-        start_timeout_s: how long a sandbox may take to become ready.
-        transport_slack_s: how long past a program's wall limit the host waits for
-            the sandbox's answer before declaring it dead (transport deadline).
-        image_config: microvm only: YAML file describing the guest image
-            (``configs/image.yaml``); ``None`` uses the default image.
-        accel: microvm only: ``auto`` (KVM if a probe boot works, else TCG), ``kvm``
-            or ``tcg``.
-        pin_cpus: namespace only: pin each sandbox (its agent, tester and programs) to
-            one CPU of this process's affinity set, spread over the host's CPUs by a
-            machine-wide lease, so a program's chain of processes hands over on one CPU
-            (``harness bench`` measures the gain). Turn it off where other heavy work
-            shares these CPUs and the scheduler should be free to move sandboxes.
+    Raises:
+        SettingsError: a value is out of range (``key`` names the field).
     """
 
-    backend: str = field(default="namespace", metadata={"help": "namespace | auto"})
-    size: int = field(default_factory=lambda: os.cpu_count() or 1, metadata={"help": "sandboxes kept warm"})
-    max_programs_per_sandbox: int = field(default=1000, metadata={"help": "recycle after this many programs"})
-    python: str = field(default="/usr/bin/python3", metadata={"help": "interpreter inside the sandbox"})
-    tmpfs_mb: int = field(default=64, metadata={"help": "size of each sandbox's /tmp in MiB"})
-    start_timeout_s: float = field(default=30.0, metadata={"help": "sandbox start deadline"})
-    transport_slack_s: float = field(default=5.0, metadata={"help": "extra seconds past wall_s before a sandbox is declared dead"})
-    image_config: str | None = field(default=None, metadata={"help": "microvm: guest image YAML (None: default image)"})
-    accel: str = field(default="auto", metadata={"help": "microvm: auto | kvm | tcg"})
-    pin_cpus: bool = field(default=True, metadata={"help": "namespace: pin each sandbox to one CPU (leased host-wide)"})
+    backend: str = _setting(
+        "sandbox backend: 'namespace' (bubblewrap), 'microvm' (QEMU microvm clones of a snapshotted guest; "
+        "KVM where a probe boot works, else TCG; needs a built image) or 'auto' (microvm where a built image "
+        "boots under KVM, else namespace; the pool logs its choice)",
+        default="namespace",
+    )
+    size: int | None = _setting(
+        "sandboxes kept warm, i.e. programs run in parallel; null = one per CPU this process may use",
+        default=None,
+    )
+    max_programs_per_sandbox: int = _setting(
+        "recycle a sandbox after this many programs, so slow leaks in its interpreter or tmpfs never add up",
+        default=1000,
+    )
+    python: str = _setting("namespace: the interpreter inside the sandbox", default="/usr/bin/python3")
+    tmpfs_mb: int = _setting("namespace: size of each sandbox's private /tmp, MiB (>= 4)", default=64)
+    start_timeout_s: float = _setting("seconds a sandbox may take to become ready", default=30.0)
+    transport_slack_s: float = _setting(
+        "seconds past a program's wall-clock limit the host waits for the sandbox's answer before it "
+        "declares the sandbox dead (the transport deadline)",
+        default=5.0,
+    )
+    image_config: str | None = _setting(
+        "microvm: guest image YAML (e.g. configs/image.yaml), built beforehand with "
+        "`python -m harness image build`; null = the default image",
+        default=None,
+    )
+    accel: str = _setting("microvm: 'auto' (KVM if a probe boot works, else TCG), 'kvm' or 'tcg'", default="auto")
+    pin_cpus: bool = _setting(
+        "namespace: pin each sandbox (agent, tester, programs) to one CPU, spread over the host by a "
+        "machine-wide lease (faster hand-overs; `harness bench` measures it); false where other heavy "
+        "work shares the CPUs",
+        default=True,
+    )
 
     def __post_init__(self) -> None:
-        if self.backend not in BACKENDS:
-            raise ValueError(f"PoolConfig.backend must be one of {', '.join(BACKENDS)}, got {self.backend!r}")
-        if not isinstance(self.size, int) or self.size < 1:
-            raise ValueError(f"PoolConfig.size must be an integer >= 1, got {self.size!r}")
-        if not isinstance(self.max_programs_per_sandbox, int) or self.max_programs_per_sandbox < 1:
-            raise ValueError(f"PoolConfig.max_programs_per_sandbox must be >= 1, got {self.max_programs_per_sandbox!r}")
-        if self.tmpfs_mb < 4:
-            raise ValueError(f"PoolConfig.tmpfs_mb must be >= 4, got {self.tmpfs_mb!r}")
-        if self.accel not in ACCELS:
-            raise ValueError(f"PoolConfig.accel must be one of {', '.join(ACCELS)}, got {self.accel!r}")
-        if not isinstance(self.pin_cpus, bool):
-            raise ValueError(f"PoolConfig.pin_cpus must be true or false, got {self.pin_cpus!r}")
-        if self.start_timeout_s <= 0 or self.transport_slack_s <= 0:
-            raise ValueError("PoolConfig.start_timeout_s and transport_slack_s must be > 0")
+        def check(ok: bool, name: str, rule: str) -> None:
+            if not ok:
+                raise SettingsError(f"{rule}, got {getattr(self, name)!r}", name, owner="PoolConfig")
+
+        def positive_int(name: str, minimum: int = 1) -> bool:
+            value = getattr(self, name)
+            return isinstance(value, int) and not isinstance(value, bool) and value >= minimum
+
+        check(self.backend in BACKENDS, "backend", f"must be one of {', '.join(BACKENDS)}")
+        check(self.size is None or positive_int("size"), "size", "must be an integer >= 1 or null")
+        check(positive_int("max_programs_per_sandbox"), "max_programs_per_sandbox", "must be an integer >= 1")
+        check(positive_int("tmpfs_mb", 4), "tmpfs_mb", "must be an integer >= 4")
+        check(self.accel in ACCELS, "accel", f"must be one of {', '.join(ACCELS)}")
+        check(isinstance(self.pin_cpus, bool), "pin_cpus", "must be true or false")
+        for name in ("start_timeout_s", "transport_slack_s"):
+            check(getattr(self, name) > 0, name, "must be > 0")
+
+    @property
+    def sandboxes(self) -> int:
+        """The pool size: ``size``, or the number of CPUs this process may run on."""
+        return self.size if self.size is not None else max(1, len(os.sched_getaffinity(0)))
 
 
 def resolve_backend(name: str, image_config: str | None = None) -> str:
@@ -155,22 +173,35 @@ def _image_config(path: str | None) -> ImageConfig:
 
 
 class Pool:
-    """Keeps ``config.size`` sandboxes warm and runs programs in them.
+    """Keeps ``config.sandboxes`` sandboxes warm and runs programs in them.
 
     Thread-safe: :meth:`run` may be called from many threads; :meth:`map` runs a
     batch concurrently over all sandboxes and returns results in input order.
 
+    A pool never builds a guest image (no apt, no downloads): the microvm backend takes
+    ``template`` (a :class:`MicroVMTemplate`) or the image built beforehand for
+    ``config.image_config`` (``python -m harness image build``).
+
+    Args:
+        config: how to build the pool (or pass its fields as keyword ``overrides``).
+        template: microvm only: the snapshot its sandboxes are cloned from.
+
     Raises:
-        BackendUnavailableError: the backend cannot run here (at construction).
+        BackendUnavailableError: the backend cannot run here, or no microvm image is
+            built (the message gives the command that builds it) (at construction).
         SandboxStartError: the first sandbox could not start (at construction).
     """
 
-    def __init__(self, config: PoolConfig | None = None, **overrides: object) -> None:
+    def __init__(self, config: PoolConfig | None = None, *, template: MicroVMTemplate | None = None,
+                 **overrides: object) -> None:
         if config is None:
             config = PoolConfig(**overrides)  # type: ignore[arg-type]
         elif overrides:
             raise TypeError("pass either a PoolConfig or keyword overrides, not both")
-        self.config = config
+        if template is not None and config.backend != "microvm":
+            raise ValueError(f"a template is a microvm snapshot: it needs backend='microvm', not {config.backend!r}")
+        self.template = template
+        self.config = dataclasses.replace(config, size=config.sandboxes)
         self.backend = resolve_backend(config.backend, config.image_config)
         self._factory: Callable[[], Sandbox] = self._make_factory()
         self._idle: queue.Queue[Sandbox | None] = queue.Queue()
@@ -182,10 +213,10 @@ class Pool:
         # Every sandbox is spawned from these long-lived threads: bubblewrap's
         # --die-with-parent (PR_SET_PDEATHSIG) fires when the *thread* that forked it
         # exits, so spawning from a short-lived caller thread would kill the sandbox.
-        self._spawner = ThreadPoolExecutor(max_workers=min(config.size, 4), thread_name_prefix="vmpool-spawn")
+        self._spawner = ThreadPoolExecutor(max_workers=min(self.config.sandboxes, 4), thread_name_prefix="vmpool-spawn")
         try:
             # Start the sandboxes concurrently: the pool is ready when all are.
-            for sandbox in self._spawner.map(lambda _: self._spawn(), range(config.size)):
+            for sandbox in self._spawner.map(lambda _: self._spawn(), range(self.config.sandboxes)):
                 self._idle.put(sandbox)
         except BaseException:
             self.close()
@@ -200,9 +231,10 @@ class Pool:
         if self.backend == "microvm":
             from ._microvm import MicroVMSandbox, MicroVMTemplate
 
-            # Built once per pool (and cached on disk): the image, then its snapshot.
-            self.template = MicroVMTemplate.ensure(_image_config(cfg.image_config), accel=cfg.accel)
-            template = self.template
+            # The given template, else the snapshot of the built image (made once, cached on
+            # disk); never an image build: that is `harness image build`'s job.
+            template = self.template or MicroVMTemplate.ensure(_image_config(cfg.image_config), accel=cfg.accel)
+            self.template = template
             return lambda: MicroVMSandbox(template, start_timeout_s=cfg.start_timeout_s,
                                           transport_slack_s=cfg.transport_slack_s)
         raise BackendUnavailableError(f"unknown backend {self.backend!r}")
@@ -343,7 +375,7 @@ class Pool:
             if self._closed:
                 raise PoolClosedError("pool is closed")
             if self._executor is None:
-                self._executor = ThreadPoolExecutor(max_workers=self.config.size,
+                self._executor = ThreadPoolExecutor(max_workers=self.config.sandboxes,
                                                     thread_name_prefix="vmpool")
             return self._executor
 

@@ -9,6 +9,9 @@ from __future__ import annotations
 import enum
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
+
+from ._settings import SettingsError
 
 __all__ = ["Status", "Limits", "Companion", "CompanionResult", "ExecRequest", "ExecResult"]
 
@@ -42,44 +45,48 @@ class Status(str, enum.Enum):
         return self is Status.SANDBOX_ERROR
 
 
+def _setting(help_text: str, default: object) -> Any:
+    return field(default=default, metadata={"help": help_text})
+
+
 @dataclass(frozen=True)
 class Limits:
-    """Hard limits applied to one program run.
+    """Hard limits applied to one program run; every field's help is in its metadata.
 
-    Args:
-        wall_s: wall-clock deadline in seconds; everything the run started is killed at it.
-        cpu_s: CPU-time limit in seconds of the program (fractions hold: the agent polls
-            it; RLIMIT_CPU is the backstop); ``None`` means ``ceil(wall_s) + 1``. Graders
-            judge the time limit on this and make ``wall_s`` a backstop well above it, so
-            verdicts do not depend on how loaded the host is.
-        memory_mb: address-space limit (RLIMIT_AS) in MiB.
-        max_processes: processes the program may have at once (RLIMIT_NPROC, per sandbox uid).
-        max_open_files: RLIMIT_NOFILE.
-        output_bytes: cap on each of stdout, stderr and the report channel.
-        file_size_bytes: largest file the program may write (RLIMIT_FSIZE).
+    ``cpu_s`` is what graders judge the time limit on; they make ``wall_s`` a backstop
+    well above it, so verdicts do not depend on how loaded the host is.
+
+    Raises:
+        SettingsError: a value is out of range (``key`` names the field).
     """
 
-    wall_s: float = 10.0
-    cpu_s: float | None = None
-    memory_mb: int = 512
-    max_processes: int = 32
-    max_open_files: int = 64
-    output_bytes: int = 1 << 20
-    file_size_bytes: int = 16 << 20
+    wall_s: float = _setting(
+        "wall-clock deadline per program, seconds: everything the run started is killed at it "
+        "(graders set it as a backstop from grading.wall_factor / wall_slack_s and judge the time limit "
+        "on cpu_s; with cpu_s null the time limit is wall_s)", 10.0)
+    cpu_s: float | None = _setting(
+        "CPU-time limit per program, seconds (fractions hold: the agent polls it; RLIMIT_CPU is the "
+        "backstop); null = ceil(wall_s) + 1 for a bare pool, wall_s when grading", None)
+    memory_mb: int = _setting("address-space limit per program (RLIMIT_AS), MiB; >= 32", 512)
+    max_processes: int = _setting("processes a program may have at once (RLIMIT_NPROC per sandbox uid)", 32)
+    max_open_files: int = _setting("open file descriptors per program (RLIMIT_NOFILE); >= 16", 64)
+    output_bytes: int = _setting("cap on each of stdout, stderr and the report channel, bytes", 1 << 20)
+    file_size_bytes: int = _setting("largest file a program may write (RLIMIT_FSIZE), bytes", 16 << 20)
 
     def __post_init__(self) -> None:
+        def fail(name: str, rule: str) -> SettingsError:
+            return SettingsError(f"{rule}, got {getattr(self, name)!r}", name, owner="Limits")
+
         if not self.wall_s > 0:
-            raise ValueError(f"Limits.wall_s must be > 0, got {self.wall_s!r}")
+            raise fail("wall_s", "must be > 0")
         if self.cpu_s is not None and not self.cpu_s > 0:
-            raise ValueError(f"Limits.cpu_s must be > 0 or None, got {self.cpu_s!r}")
+            raise fail("cpu_s", "must be > 0 or null")
+        minimum = {"memory_mb": 32, "max_open_files": 16}  # the interpreter itself needs these
         for name in ("memory_mb", "max_processes", "max_open_files", "output_bytes", "file_size_bytes"):
             value = getattr(self, name)
-            if not isinstance(value, int) or value <= 0:
-                raise ValueError(f"Limits.{name} must be a positive integer, got {value!r}")
-        if self.memory_mb < 32:
-            raise ValueError(f"Limits.memory_mb must be >= 32 (the interpreter needs it), got {self.memory_mb}")
-        if self.max_open_files < 16:
-            raise ValueError(f"Limits.max_open_files must be >= 16, got {self.max_open_files}")
+            least = minimum.get(name, 1)
+            if isinstance(value, bool) or not isinstance(value, int) or value < least:
+                raise fail(name, f"must be an integer >= {least}")
 
     @property
     def effective_cpu_s(self) -> float:

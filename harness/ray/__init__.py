@@ -9,6 +9,7 @@ and the streaming Ray Data path (:func:`grade_ray_data`).
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -41,9 +42,8 @@ def ray_grader(config: HarnessConfig | None = None, *, workers: int | None = Non
         **ray_options: further :class:`RayGrader` arguments (``actors_per_node``, ``resources``...).
     """
     config = (config or HarnessConfig()).with_overrides(workers=workers, backend=backend)
-    settings = config.pool
-    return RayGrader(address, pool_config=settings.to_pool_config(size=1), reward_config=config.reward.to_reward_config(),
-                     limits=config.limits.to_limits(), **{"pool_size": settings.size, **ray_options})
+    return RayGrader(address, pool_config=dataclasses.replace(config.pool, size=1), reward_config=config.reward,
+                     limits=config.limits, **{"pool_size": config.pool.size, **ray_options})
 
 
 def grade_ray(

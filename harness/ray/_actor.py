@@ -51,7 +51,7 @@ class GraderActorImpl:
                  limits: Limits | None = None) -> None:
         self.pool = Pool(pool_config)
         self.grader = Grader(self.pool, reward_config=reward_config, default_limits=limits)
-        self.size = pool_config.size
+        self.size = self.pool.config.sandboxes
         self.graded = 0
         self._lock = threading.Lock()
 

@@ -16,6 +16,7 @@ does not resume (a non-empty output directory is refused unless ``resume=False``
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -125,8 +126,8 @@ class _GradeBatch:
     """Ray Data UDF (run in an actor pool): staged sample rows -> result rows."""
 
     def __init__(self, problems: dict[str, Problem], config: HarnessConfig, pool_config: PoolConfig) -> None:
-        self.impl = GraderActorImpl(pool_config, config.reward.to_reward_config(), config.limits.to_limits())
-        self.reward_config = config.reward.to_reward_config()
+        self.impl = GraderActorImpl(pool_config, config.reward, config.limits)
+        self.reward_config = config.reward
         self.error_chars = config.grading.error_chars
         self.problems = problems
 
@@ -219,7 +220,7 @@ def grade_ray_data(
         issues.extend(sample_issues)
         issues.sort(key=lambda i: (i.path, i.line))
         if staged:
-            pool_config = config.pool.to_pool_config(size=config.pool.size or 2)
+            pool_config = dataclasses.replace(config.pool, size=config.pool.size or 2)
             cpus = int(ray.cluster_resources().get("CPU", 1))
             n_actors = concurrency or max(1, cpus - 1)
             ds = ray.data.read_parquet(str(staging))

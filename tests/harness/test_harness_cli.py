@@ -26,7 +26,7 @@ def test_config_command_validates(tmp_path: Path) -> None:
     bad.write_text("pool:\n  size: 0\n")
     res = _harness("config", "--config", str(bad))
     assert res.returncode == 2
-    assert f"error: {bad}: pool.size: must be >= 1, got 0" in res.stderr
+    assert f"error: {bad}: pool.size: must be an integer >= 1 or null, got 0" in res.stderr
 
 
 def test_grade_bad_output_extension_is_usage_error(tmp_path: Path, humaneval_slice: tuple[Path, list[dict]]) -> None:

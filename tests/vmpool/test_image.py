@@ -65,7 +65,7 @@ def test_config_rejects_bad_values(kwargs, key, words):
     with pytest.raises(ImageConfigError) as info:
         ImageConfig(**kwargs)
     assert info.value.key == key
-    assert str(info.value).startswith(f"{key}: ") and words in str(info.value)
+    assert str(info.value).startswith(f"ImageConfig.{key}: ") and words in str(info.value)
 
 
 def test_load_image_config(tmp_path):
@@ -75,10 +75,10 @@ def test_load_image_config(tmp_path):
     assert c.extra_packages == ("python3-six",) and c.memory_mb == 512 and c.cache_dir == "/tmp/imgs"
     assert load_image_config("configs/image.yaml") == ImageConfig()
     cases = {
-        "memory: 256\n": "memory: unknown key; valid keys: cache_dir, extra_packages, kernel_package, memory_mb",
+        "memory: 256\n": "memory: unknown key (known keys here: kernel_package, extra_packages, memory_mb, cache_dir)",
         "memory_mb: 64\n": "memory_mb: must be",
-        "extra_packages: python3-six\n": "extra_packages: must be a list",
-        "- a\n- b\n": "must be a mapping",
+        "extra_packages: python3-six\n": "extra_packages: expected a list",
+        "- a\n- b\n": "expected a mapping",
         "memory_mb: [\n": "invalid YAML",
     }
     for text, message in cases.items():
@@ -86,7 +86,7 @@ def test_load_image_config(tmp_path):
         bad.write_text(text)
         with pytest.raises(ImageConfigError) as info:
             load_image_config(bad)
-        assert str(info.value).startswith(f"{bad}: ") and message in str(info.value), str(info.value)
+        assert str(info.value).startswith(f"{bad}") and message in str(info.value), str(info.value)
     with pytest.raises(ImageConfigError, match="cannot read"):
         load_image_config(tmp_path / "missing.yaml")
 

@@ -1,4 +1,4 @@
-"""Finding a built guest image runs no apt tool, and backend auto never builds one."""
+"""Finding a built guest image runs no apt tool; neither backend auto nor a microvm Pool ever builds one."""
 
 from __future__ import annotations
 
@@ -10,8 +10,7 @@ from pathlib import Path
 import pytest
 
 import vmpool
-from vmpool import ImageConfig
-from vmpool._image_build import find_image
+from vmpool import BackendUnavailableError, ImageConfig, Pool, PoolConfig, find_image
 
 
 @pytest.fixture
@@ -36,6 +35,18 @@ def test_auto_without_a_built_image_is_namespace_and_says_how_to_build(
     with caplog.at_level(logging.INFO, logger="vmpool"):
         assert vmpool.resolve_backend("auto", str(config)) == "namespace"
     assert "python -m harness image build --config" in caplog.text
+
+
+def test_a_microvm_pool_without_a_built_image_says_how_to_build_it(tmp_path: Path, no_tools: None) -> None:
+    config = tmp_path / "image.yaml"
+    config.write_text(f"cache_dir: {tmp_path / 'cache'}\n")
+    with pytest.raises(BackendUnavailableError, match=r"no microvm guest image is built.*python -m harness image build"):
+        Pool(PoolConfig(backend="microvm", size=1, image_config=str(config)))
+
+
+def test_a_template_needs_the_microvm_backend() -> None:
+    with pytest.raises(ValueError, match="needs backend='microvm'"):
+        Pool(PoolConfig(backend="namespace", size=1), template=object())  # type: ignore[arg-type]
 
 
 @pytest.mark.microvm

@@ -23,8 +23,8 @@ SLOW = Limits(wall_s=20.0)  # TCG runs Python ~17x slower than native
 
 
 @pytest.fixture(scope="module")
-def template() -> MicroVMTemplate:
-    return MicroVMTemplate.ensure()
+def template(guest_image) -> MicroVMTemplate:
+    return MicroVMTemplate.ensure(image=guest_image)
 
 
 @pytest.fixture(scope="module")
