@@ -153,7 +153,6 @@ def run_ray_bench(
             None,
             pool_size=sandboxes,
             pool_config=dataclasses.replace(config.pool, size=1),
-            reward_config=reward_config,
             limits=limits,
             # "local": always a fresh embedded instance. With no address, ray.init would join the
             # latest `ray start` cluster on this machine (/tmp/ray/ray_current_cluster), e.g. another run's.
@@ -171,7 +170,7 @@ def run_ray_bench(
 
         start = time.perf_counter()
         pool = Pool(dataclasses.replace(config.pool, size=sandboxes))
-        local = Grader(pool, reward_config, limits)
+        local = Grader(pool, limits)
         local.grade_batch(workload[: 2 * sandboxes])
         bench.pool_start_s = time.perf_counter() - start
 
@@ -237,7 +236,7 @@ def run_ray_bench(
     # ------------------------------------------------------------ 3: simulated nodes
     if nodes:
         bench.scaling_repeat = scaling_repeat
-        _run_scaling(bench, pairs(scaling_repeat), sorted(set(nodes)), config, limits, reward_config)
+        _run_scaling(bench, pairs(scaling_repeat), sorted(set(nodes)), config, limits)
 
     bench.load_avg_end = os.getloadavg()
     bench.wall_s = time.perf_counter() - started
@@ -245,7 +244,7 @@ def run_ray_bench(
 
 
 def _run_scaling(bench: RayBench, workload: list[tuple[Any, str]], counts: list[int], config: HarnessConfig,
-                 limits: Any, reward_config: Any) -> None:  # fmt: skip
+                 limits: Any) -> None:  # fmt: skip
     """RayGrader on a ``ray.cluster_utils.Cluster`` grown to each node count in turn."""
     import ray
     from ray.cluster_utils import Cluster
@@ -279,8 +278,8 @@ def _run_scaling(bench: RayBench, workload: list[tuple[Any, str]], counts: list[
                 continue
             logger.info("scaling: %d worker node(s), %d programs", count, n)
             start = time.perf_counter()
-            with RayGrader(cluster.address, pool_config=dataclasses.replace(config.pool, size=1), limits=limits,
-                           reward_config=reward_config) as grader:  # fmt: skip
+            with RayGrader(cluster.address, pool_config=dataclasses.replace(config.pool, size=1),
+                           limits=limits) as grader:
                 grader.grade_batch(workload[: 2 * max(1, grader.capacity)])  # warm every sandbox
                 start_s = time.perf_counter() - start
                 sandboxes = grader.capacity

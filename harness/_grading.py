@@ -239,7 +239,7 @@ class Harness:
         if self._grader is None:
             grading = self.config.grading
             self._grader = Grader(
-                self.pool, reward_config=self.reward_config, default_limits=self.config.limits,
+                self.pool, default_limits=self.config.limits,
                 wall_factor=grading.wall_factor, wall_slack_s=grading.wall_slack_s,
             )
         return self._grader

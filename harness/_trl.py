@@ -239,7 +239,7 @@ class _CodeRewardBase:
         except VmpoolError as exc:
             logger.error("%s: the sandbox pool cannot start (%s); rewards of this batch are None", self.__name__, exc)
             pool = _BrokenPool(exc)
-        verdicts = Grader(pool, self.reward_config, self.limits).grade_batch(items)
+        verdicts = Grader(pool, self.limits).grade_batch(items)
         ran = [v for v in verdicts if v.exec_status is not None]
         if ran and all(v.passed is None for v in ran) and pool is self._pool and self._owns_pool:
             # Nothing that needed a sandbox got one: start from a fresh pool next call.

@@ -123,7 +123,6 @@ class Grader:
 
     Args:
         pool: anything with ``map(list[ExecRequest]) -> list[ExecResult]`` (a ``vmpool.Pool``).
-        reward_config: how verdicts become rewards (:meth:`rewards`).
         default_limits: limits of every run; the time limit is its ``cpu_s`` (or, when that
             is ``None``, its ``wall_s``), judged on CPU time; a problem's ``time_limit_s`` /
             ``memory_mb`` override the time limit / ``memory_mb``.
@@ -135,15 +134,13 @@ class Grader:
         ValueError: ``wall_factor`` < 1 or ``wall_slack_s`` < 0.
     """
 
-    def __init__(self, pool: Any, reward_config: RewardConfig | None = None,
-                 default_limits: Limits | None = None, *, wall_factor: float = 3.0,
+    def __init__(self, pool: Any, default_limits: Limits | None = None, *, wall_factor: float = 3.0,
                  wall_slack_s: float = 2.0) -> None:
         if not wall_factor >= 1.0:
             raise ValueError(f"wall_factor must be >= 1 (the backstop sits above the time limit), got {wall_factor!r}")
         if not wall_slack_s >= 0.0:
             raise ValueError(f"wall_slack_s must be >= 0, got {wall_slack_s!r}")
         self.pool = pool
-        self.reward_config = reward_config or RewardConfig()
         self.default_limits = default_limits or Limits()
         self.wall_factor = wall_factor
         self.wall_slack_s = wall_slack_s
@@ -228,9 +225,18 @@ class Grader:
             raise RuntimeError(f"pool.map returned {len(results)} results for {len(requests)} requests")
         return results
 
-    def rewards(self, items: Iterable[tuple[Problem, Any]]) -> list[float | None]:
-        """Rewards of many samples under ``reward_config`` (``None`` = infrastructure failure)."""
-        return [compute_reward(v, self.reward_config) for v in self.grade_batch(items)]
+    def rewards(self, items: Iterable[tuple[Problem, Any]],
+                reward_config: RewardConfig | None = None) -> list[float | None]:
+        """Grade many samples and shape each verdict with :func:`compute_reward`.
+
+        Args:
+            items: ``(problem, completion)`` pairs.
+            reward_config: how verdicts become rewards (default ``RewardConfig()``: binary).
+
+        Returns:
+            One reward per item, in order; ``None`` exactly for an infrastructure failure.
+        """
+        return [compute_reward(v, reward_config) for v in self.grade_batch(items)]
 
     # ------------------------------------------------------------------ planning
     def _limits(self, problem: Problem) -> Limits:

@@ -89,3 +89,45 @@ def test_guest_copies_of_host_facts_are_equal() -> None:
 
     assert agent.PROTOCOL == vmpool.PROTOCOL_VERSION
     assert tuple(agent.PRELOAD) == vmpool.PRELOADED_MODULES
+
+
+def _guest_status_literals() -> set[str]:
+    """Every string the guest sources put where a status goes: ``"status": "..."`` entries,
+    ``verdict = "..."`` (also as the first of a tuple assignment) and ``_classify``'s returns."""
+    found: set[str] = set()
+
+    def text(node: ast.AST | None) -> str | None:
+        return node.value if isinstance(node, ast.Constant) and isinstance(node.value, str) else None
+
+    for path in sorted((REPO / "vmpool" / "_guest").glob("*.py")):
+        tree = ast.parse(path.read_text(), str(path))
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Dict):
+                found.update(v for k, val in zip(node.keys, node.values)
+                             if text(k) == "status" and (v := text(val)) is not None)
+            elif isinstance(node, ast.Assign):
+                for target in node.targets:
+                    if isinstance(target, ast.Name) and target.id == "verdict" and (v := text(node.value)):
+                        found.add(v)
+                    if (isinstance(target, ast.Tuple) and isinstance(target.elts[0], ast.Name)
+                            and target.elts[0].id == "verdict" and isinstance(node.value, ast.Tuple)
+                            and (v := text(node.value.elts[0]))):
+                        found.add(v)
+            elif isinstance(node, ast.FunctionDef) and node.name == "_classify":
+                found.update(v for r in ast.walk(node) if isinstance(r, ast.Return) and (v := text(r.value)))
+    return found
+
+
+def test_guest_statuses_are_the_hosts() -> None:
+    import vmpool
+
+    sys.path.insert(0, str(REPO / "vmpool" / "_guest"))  # the guest modules import each other by bare name
+    try:
+        import _vmpool_run
+    finally:
+        sys.path.remove(str(REPO / "vmpool" / "_guest"))
+    host = {s.value for s in vmpool.Status}
+    assert set(_vmpool_run.STATUSES) <= host
+    assert host - set(_vmpool_run.STATUSES) == {"sandbox_killed"}  # decided by the pool alone
+    used = _guest_status_literals()
+    assert used == set(_vmpool_run.STATUSES), used ^ set(_vmpool_run.STATUSES)

@@ -42,8 +42,8 @@ def ray_grader(config: HarnessConfig | None = None, *, workers: int | None = Non
         **ray_options: further :class:`RayGrader` arguments (``actors_per_node``, ``resources``...).
     """
     config = (config or HarnessConfig()).with_overrides(workers=workers, backend=backend)
-    return RayGrader(address, pool_config=dataclasses.replace(config.pool, size=1), reward_config=config.reward,
-                     limits=config.limits, **{"pool_size": config.pool.size, **ray_options})
+    return RayGrader(address, pool_config=dataclasses.replace(config.pool, size=1), limits=config.limits,
+                     **{"pool_size": config.pool.size, **ray_options})
 
 
 def grade_ray(

@@ -19,7 +19,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from rewards import Grader, Problem, RewardConfig, Verdict
+from rewards import Grader, Problem, Verdict
 from vmpool import Limits, Pool, PoolConfig
 
 __all__ = [
@@ -43,14 +43,12 @@ class GraderActorImpl:
 
     Args:
         pool_config: the ``vmpool.PoolConfig`` of this actor's pool (``size`` = sandboxes).
-        reward_config: passed to ``rewards.Grader`` (not used to grade, kept for symmetry).
         limits: default per-program limits.
     """
 
-    def __init__(self, pool_config: PoolConfig, reward_config: RewardConfig | None = None,
-                 limits: Limits | None = None) -> None:
+    def __init__(self, pool_config: PoolConfig, limits: Limits | None = None) -> None:
         self.pool = Pool(pool_config)
-        self.grader = Grader(self.pool, reward_config=reward_config, default_limits=limits)
+        self.grader = Grader(self.pool, default_limits=limits)
         self.size = self.pool.config.sandboxes
         self.graded = 0
         self._lock = threading.Lock()

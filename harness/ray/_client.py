@@ -52,7 +52,6 @@ class RayGrader(_ChunkScheduler):
         pool_size: sandboxes per actor. Default: the actor's CPUs (at least 1).
         pool_config: other ``vmpool.PoolConfig`` fields (backend, recycling...); its ``size``
             is replaced by the per-actor size.
-        reward_config: reward shaping for :meth:`rewards`.
         limits: default per-program limits.
         resources: custom Ray resources each actor needs (e.g. ``{"grader": 1}``); only nodes
             offering them get actors.
@@ -85,7 +84,6 @@ class RayGrader(_ChunkScheduler):
         cores_per_actor: float | None = None,
         pool_size: int | None = None,
         pool_config: PoolConfig | None = None,
-        reward_config: RewardConfig | None = None,
         limits: Limits | None = None,
         resources: Mapping[str, float] | None = None,
         chunk_size: int | None = None,
@@ -111,7 +109,6 @@ class RayGrader(_ChunkScheduler):
         self.cores_per_actor = cores_per_actor
         self.pool_size = pool_size
         self.pool_config = pool_config or PoolConfig(size=1)
-        self.reward_config = reward_config or RewardConfig()
         self.default_limits = limits or Limits()
         self.resources = dict(resources or {})
         self.chunk_size = chunk_size
@@ -157,7 +154,7 @@ class RayGrader(_ChunkScheduler):
             max_restarts=self.max_restarts,
             max_task_retries=0,  # resubmission is ours: to a live actor, bounded, exactly-once
             runtime_env=self.runtime_env or None,
-        ).remote(pool_config, self.reward_config, self.default_limits)
+        ).remote(pool_config, self.default_limits)
         slot = _Slot(node_id=node_id, index=index, num_cpus=num_cpus, actor=actor, capacity=size)
         self._slots.append(slot)
         self._probes[actor.ready.remote()] = slot
@@ -250,9 +247,10 @@ class RayGrader(_ChunkScheduler):
         """Grade one completion (see :meth:`grade_batch`)."""
         return self.grade_batch([(problem, completion)])[0]
 
-    def rewards(self, items: Iterable[tuple[Problem, Any]]) -> list[float | None]:
-        """Rewards under ``reward_config`` (``None`` = infrastructure failure)."""
-        return [compute_reward(v, self.reward_config) for v in self.grade_batch(items)]
+    def rewards(self, items: Iterable[tuple[Problem, Any]],
+                reward_config: RewardConfig | None = None) -> list[float | None]:
+        """Rewards under ``reward_config`` (default binary; ``None`` = infrastructure failure)."""
+        return [compute_reward(v, reward_config) for v in self.grade_batch(items)]
 
     def grade_batch(self, items: Iterable[tuple[Problem, Any]]) -> list[Verdict]:
         """Grade many samples over the actors; one verdict per item, in input order.

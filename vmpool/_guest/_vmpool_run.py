@@ -28,6 +28,12 @@ from _vmpool_procs import (
 )
 from _vmpool_tester import _tester_for
 
+# Every status this agent sends. The host's vmpool.Status has each one, plus
+# sandbox_killed, which only the pool decides (tests/test_structure.py checks both, and
+# that no other status literal appears in the guest). An unknown status reaching the
+# host is an anomaly of the program, never a verdict.
+STATUSES = ("ok", "runtime_error", "timeout", "memory_limit", "output_limit", "sandbox_error")
+
 
 def _write_files(workdir: str, files: dict) -> None:
     for name, spec in files.items():
