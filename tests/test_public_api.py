@@ -7,6 +7,7 @@ import pytest
 import harness
 import rewards
 import vmpool
+import vmpool.image
 
 PUBLIC = {
     vmpool: [
@@ -16,6 +17,11 @@ PUBLIC = {
         "Sandbox", "SandboxError", "SandboxSetupError", "SandboxStartError", "SettingsError", "Status", "VmpoolError", "boot_probe",
         "build_image", "choose_accel", "describe_settings", "find_image", "load_image_config", "load_settings",
         "resolve_backend", "settings_from_dict",
+    ],
+    vmpool.image: [
+        "AGENT_PORT", "ImageConfig", "ImageConfigError", "ImageError", "ImagePaths", "build_image",
+        "describe_image_config", "find_image", "image_config_from_dict", "image_key", "load_image_config",
+        "min_memory_mb", "resolve_packages",
     ],
     rewards: [
         "AssertTests", "CallCase", "CallTests", "FORMATS", "Grader", "Outcome", "Problem", "ProblemFormatError",
@@ -45,5 +51,8 @@ def test_public_names_are_pinned(module):
 def test_exception_trees():
     assert issubclass(rewards.ProblemFormatError, rewards.RewardsError)
     assert issubclass(rewards.RewardConfigError, rewards.RewardsError)
+    assert issubclass(rewards.RewardConfigError, vmpool.SettingsError)
+    assert issubclass(vmpool.ImageConfigError, vmpool.SettingsError)
+    assert issubclass(vmpool.SettingsError, vmpool.VmpoolError) and issubclass(vmpool.SettingsError, ValueError)
     assert issubclass(harness.ConfigError, harness.HarnessError)
     assert issubclass(harness.InputError, harness.HarnessError)

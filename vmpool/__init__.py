@@ -21,15 +21,14 @@ from ._errors import (
     SandboxStartError,
     VmpoolError,
 )
-from ._image import ImageConfig, ImagePaths, build_image, find_image, load_image_config
-from ._image_boot import boot_probe
-from ._image_config import ImageConfigError
 from ._microvm import Checkpoint, MicroVMSandbox, MicroVMTemplate, choose_accel
 from ._namespace import NamespaceSandbox
 from ._pool import BACKENDS, Pool, PoolConfig, Sandbox, resolve_backend
 from ._protocol import PRELOADED_MODULES, PROTOCOL_VERSION
+from ._qemu import boot_probe
 from ._settings import SettingsError, describe_settings, load_settings, settings_from_dict
 from ._types import Companion, CompanionResult, ExecRequest, ExecResult, Limits, Status
+from .image import ImageConfig, ImageConfigError, ImagePaths, build_image, find_image, load_image_config
 
 __all__ = [
     "BACKENDS",

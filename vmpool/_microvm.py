@@ -41,10 +41,11 @@ from pathlib import Path
 
 from ._agent_client import AgentSandbox
 from ._errors import BackendUnavailableError, SandboxError, SandboxStartError
-from ._image import ImageConfig, ImagePaths, find_image, probe_kvm, qemu_command
 from ._protocol import FrameChannel
+from ._qemu import probe_kvm, qemu_command
 from ._qmp import QMPClient, QMPError
 from ._types import Status
+from .image import ImageConfig, ImagePaths, find_image
 
 logger = logging.getLogger(__name__)
 

@@ -38,8 +38,8 @@ from ._settings import SettingsError
 from ._types import ExecRequest, ExecResult, Status
 
 if TYPE_CHECKING:
-    from ._image_config import ImageConfig
     from ._microvm import MicroVMTemplate
+    from .image import ImageConfig
 
 logger = logging.getLogger(__name__)
 
@@ -145,8 +145,8 @@ def resolve_backend(name: str, image_config: str | None = None) -> str:
     if not os.path.exists("/dev/kvm"):
         logger.info("backend auto: namespace (no /dev/kvm on this host)")
         return "namespace"
-    from ._image_build import find_image
     from ._microvm import choose_accel
+    from .image import find_image
 
     try:
         image = find_image(_image_config(image_config))
@@ -167,7 +167,7 @@ def resolve_backend(name: str, image_config: str | None = None) -> str:
 
 
 def _image_config(path: str | None) -> ImageConfig:
-    from ._image import ImageConfig, load_image_config
+    from .image import ImageConfig, load_image_config
 
     return load_image_config(path) if path else ImageConfig()
 

@@ -13,17 +13,8 @@ import time
 
 import pytest
 
-from vmpool._image import (
-    PROBE_REQUEST,
-    ImageConfig,
-    ImageConfigError,
-    boot_probe,
-    build_image,
-    image_key,
-    load_image_config,
-    probe_kvm,
-    resolve_packages,
-)
+from vmpool._qemu import PROBE_REQUEST, boot_probe, probe_kvm
+from vmpool.image import ImageConfig, ImageConfigError, build_image, image_key, load_image_config, resolve_packages
 
 pytestmark = pytest.mark.microvm
 

@@ -13,10 +13,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ._image_apt import _download, _run, remembered_packages, resolve_packages
-from ._image_config import AGENT_PORT, PRUNE, ImageConfig, ImageConfigError, ImageError
-from ._image_key import _key_hash, _sha256_file, image_key
-from ._image_rootfs import (
+from ._apt import _download, _run, remembered_packages, resolve_packages
+from ._config import AGENT_PORT, PRUNE, ImageConfig, ImageConfigError, ImageError
+from ._key import _key_hash, _sha256_file, image_key
+from ._rootfs import (
     _extract_vmlinux,
     _install_modules,
     _link_alternatives,
@@ -26,7 +26,7 @@ from ._image_rootfs import (
     _write_cpio,
 )
 
-logger = logging.getLogger("vmpool._image")  # the image builder keeps one logger, named as before the split
+logger = logging.getLogger("vmpool.image")  # one logger for the whole image builder
 
 
 @dataclass(frozen=True)

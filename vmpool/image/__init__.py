@@ -17,31 +17,27 @@ same inputs again returns the existing directory ("cached"); a build happens in 
 temp directory renamed into place at the end, so an interrupted build leaves
 nothing that looks complete.
 
-Host tools: ``apt-get``/``apt-cache``/``dpkg-deb`` (Debian), ``lz4`` (Debian package
-``lz4``; the Python ``lz4`` package is used when the CLI is missing) and, for
-booting, ``qemu-system-x86_64`` (``qemu-system-x86``).
+Host tools: ``apt-get``/``apt-cache``/``dpkg-deb`` (Debian) and ``lz4`` (Debian package
+``lz4``; the Python ``lz4`` package is used when the CLI is missing). Booting an image is
+:mod:`vmpool._qemu`'s job (command line, boot probe, KVM probe), snapshots and clones
+:mod:`vmpool._microvm`'s; a ``Pool`` only ever *finds* a built image.
 
 Public API::
 
     config = load_image_config("configs/image.yaml")      # or ImageConfig(...)
     paths = build_image(config)                           # ImagePaths(dir, vmlinux, initramfs, manifest)
     paths = find_image(config)                            # the built one, or None: builds nothing, no apt
-    report = boot_probe(paths)                            # BootReport: boot-to-ready seconds, ...
-    ok, reason = probe_kvm(paths, timeout_s=10)
-    argv = qemu_command(paths, sock, log, accel="tcg")    # the QEMU command line used
 
-Implementation (this module re-exports it): ``_image_config`` (constants, config, YAML
-loader), ``_image_apt`` (package resolution and download), ``_image_key`` (content
-key), ``_image_build`` (:func:`build_image`), ``_image_rootfs`` (kernel, modules,
-root filesystem, cpio) and ``_image_boot`` (QEMU command line, boot probe).
+Modules: ``_config`` (builder constants, :class:`ImageConfig`, its loader), ``_apt``
+(package resolution and download), ``_key`` (content key), ``_build`` (:func:`build_image`,
+:func:`find_image`) and ``_rootfs`` (kernel, modules, root filesystem, cpio).
 """
 
 from __future__ import annotations
 
-from ._image_apt import resolve_packages
-from ._image_boot import PROBE_REQUEST, BootReport, boot_probe, host_tsc_khz, probe_kvm, qemu_command
-from ._image_build import ImagePaths, build_image, find_image, min_memory_mb
-from ._image_config import (
+from ._apt import resolve_packages
+from ._build import ImagePaths, build_image, find_image, min_memory_mb
+from ._config import (
     AGENT_PORT,
     ImageConfig,
     ImageConfigError,
@@ -50,26 +46,20 @@ from ._image_config import (
     image_config_from_dict,
     load_image_config,
 )
-from ._image_key import image_key
+from ._key import image_key
 
 __all__ = [
     "AGENT_PORT",
-    "PROBE_REQUEST",
-    "BootReport",
     "ImageConfig",
     "ImageConfigError",
     "ImageError",
     "ImagePaths",
     "build_image",
-    "find_image",
     "describe_image_config",
-    "host_tsc_khz",
+    "find_image",
     "image_config_from_dict",
-    "boot_probe",
     "image_key",
-    "min_memory_mb",
     "load_image_config",
-    "probe_kvm",
-    "qemu_command",
+    "min_memory_mb",
     "resolve_packages",
 ]

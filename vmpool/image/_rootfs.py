@@ -13,9 +13,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ._image_config import GUEST_PYTHON, INIT_SRC, OPTIONAL_MODULES, REQUIRED_MODULES, ImageError, agent_sources
+from ._config import GUEST_PYTHON, INIT_SRC, OPTIONAL_MODULES, REQUIRED_MODULES, ImageError, agent_sources
 
-logger = logging.getLogger("vmpool._image")  # the image builder keeps one logger, named as before the split
+logger = logging.getLogger("vmpool.image")  # one logger for the whole image builder
 
 
 def _elf_complete(data: bytes | memoryview) -> bool:

@@ -1,4 +1,4 @@
-"""Guest image config: builder constants, :class:`ImageConfig` and its YAML loader (see :mod:`vmpool._image`)."""
+"""Guest image config: builder constants, :class:`ImageConfig` and its YAML loader (see :mod:`vmpool.image`)."""
 
 from __future__ import annotations
 
@@ -9,10 +9,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ._errors import VmpoolError
-from ._settings import SettingsError, describe_settings, load_settings, settings_from_dict
+from .._errors import VmpoolError
+from .._settings import SettingsError, describe_settings, load_settings, settings_from_dict
 
-GUEST_DIR = Path(__file__).with_name("_guest")
+GUEST_DIR = Path(__file__).resolve().parents[1] / "_guest"
 AGENT_SRC = GUEST_DIR / "agent.py"
 
 

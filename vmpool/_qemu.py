@@ -18,11 +18,11 @@ from pathlib import Path
 from typing import Any
 
 from ._errors import SandboxStartError, VmpoolError
-from ._image_build import ImagePaths, min_memory_mb
-from ._image_config import AGENT_PORT
 from ._protocol import FrameChannel
+from .image._build import ImagePaths, min_memory_mb
+from .image._config import AGENT_PORT
 
-logger = logging.getLogger("vmpool._image")  # the image builder keeps one logger, named as before the split
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)

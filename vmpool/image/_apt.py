@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from ._image_config import (
+from ._config import (
     _APT_ENV,
     BASE_PACKAGES,
     BUILD_FORMAT,
@@ -21,9 +21,9 @@ from ._image_config import (
     ImageConfigError,
     ImageError,
 )
-from ._image_key import _key_hash
+from ._key import _key_hash
 
-logger = logging.getLogger("vmpool._image")  # the image builder keeps one logger, named as before the split
+logger = logging.getLogger("vmpool.image")  # one logger for the whole image builder
 
 
 _APT_CACHE_DIR: list[str] = []  # where apt keeps its binary package cache (set per build)

@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from ._image_config import BUILD_FORMAT, INIT_SRC, OPTIONAL_MODULES, REQUIRED_MODULES, ImageConfig, agent_sources
+from ._config import BUILD_FORMAT, INIT_SRC, OPTIONAL_MODULES, REQUIRED_MODULES, ImageConfig, agent_sources
 
 
 def _sha256_file(path: Path | str) -> str:
