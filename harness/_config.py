@@ -34,7 +34,8 @@ __all__ = ["GradingSettings", "HarnessConfig", "config_from_dict", "describe_con
 logger = logging.getLogger(__name__)
 
 BACKENDS = VMPOOL_BACKENDS  # what vmpool.Pool accepts: namespace, microvm, auto
-DEFAULT_KS = (1, 5, 10, 100)
+# pass@k reported when grading.ks is null: every k up to 10, then these, as far as the samples allow.
+AUTO_KS_ABOVE_10 = (20, 50, 100, 200, 500, 1000)
 
 
 def _help(text: str, **kwargs: Any) -> Any:
@@ -61,9 +62,10 @@ class GradingSettings:
         "programs graded per chunk; results are flushed after each chunk, so an interruption loses at most one chunk",
         default=256,
     )
-    ks: tuple[int, ...] = _help(
-        "pass@k values to report (each only when every task has at least k graded samples)",
-        default=DEFAULT_KS,
+    ks: tuple[int, ...] | None = _help(
+        "pass@k values to report, each only when every task has at least k graded samples; null = every k "
+        "from 1 to the smallest per-task sample count (up to 10; beyond it 20, 50, 100, 200, 500, 1000)",
+        default=None,
     )
     error_chars: int = _help("longest error excerpt kept per result row, characters", default=300)
     wall_factor: float = _help(
@@ -78,7 +80,9 @@ class GradingSettings:
         _positive(self, "error_chars", 0)
         _require(self.wall_factor >= 1, "wall_factor", f"must be >= 1, got {self.wall_factor!r}")
         _require(self.wall_slack_s >= 0, "wall_slack_s", f"must be >= 0, got {self.wall_slack_s!r}")
-        _require(len(self.ks) > 0, "ks", "must list at least one k")
+        if self.ks is None:
+            return
+        _require(len(self.ks) > 0, "ks", "must list at least one k (or be null: every k the samples allow)")
         for k in self.ks:
             _require(
                 isinstance(k, int) and not isinstance(k, bool) and k >= 1,

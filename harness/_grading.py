@@ -13,7 +13,7 @@ import logging
 import os
 import time
 from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Protocol, Self
@@ -33,6 +33,7 @@ from ._io import (
     read_samples,
     samples_from_records,
 )
+from ._resume import completion_digest, plan_resume, problem_digest, settings_digest
 from ._summary import GradeSummary, summarize
 
 __all__ = ["GraderLike", "Harness", "grade", "load_problem_index", "resolve_task_ids", "verdict_row"]
@@ -51,7 +52,8 @@ class GraderLike(Protocol):
         ...
 
 
-def verdict_row(sample: Sample, verdict: Verdict, reward_config: RewardConfig, error_chars: int) -> ResultRow:
+def verdict_row(sample: Sample, verdict: Verdict, reward_config: RewardConfig, error_chars: int, *,
+                problem_sha: str = "", settings_sha: str = "") -> ResultRow:
     """The output row of ``sample`` graded to ``verdict``: the one place a verdict becomes a row.
 
     Args:
@@ -59,6 +61,8 @@ def verdict_row(sample: Sample, verdict: Verdict, reward_config: RewardConfig, e
         verdict: its ``rewards.Verdict``.
         reward_config: how the verdict becomes the row's reward.
         error_chars: the most characters of error text the row keeps (see ``rewards.excerpt``).
+        problem_sha / settings_sha: digests of the problem and of the settings it was
+            graded under, stored so a resumed run can tell whether the row still holds.
 
     Returns:
         The :class:`ResultRow`; reward is None exactly when ``passed`` is None.
@@ -75,6 +79,10 @@ def verdict_row(sample: Sample, verdict: Verdict, reward_config: RewardConfig, e
         tests_total=verdict.tests_total,
         wall_s=float(verdict.wall_s or 0.0),
         error=excerpt(verdict.error, error_chars),
+        problem_id=sample.problem_id if sample.problem_id != sample.task_id else "",
+        completion_sha=completion_digest(sample.completion),
+        problem_sha=problem_sha,
+        settings_sha=settings_sha,
     )
 
 
@@ -137,15 +145,32 @@ def _problem_issue(err: Any, default_path: str) -> InputIssue:
     return InputIssue(path, line, f"{field_name}: {message}" if field_name else message)
 
 
-def resolve_task_ids(
-    samples: Sequence[Sample], index: Mapping[str, Problem], path: str
-) -> tuple[list[Sample], list[InputIssue]]:
-    """Match samples to problems, and renumber ``sample_index`` per matched task.
+def task_matcher(index: Mapping[str, Problem]) -> Callable[[str], str | None]:
+    """A function from a sample's task id to the id of its problem in ``index`` (or None).
 
     A sample's ``task_id`` matches a problem's exactly, or else by the part after the
     last ``/`` when that is unambiguous (MBPP samples usually say ``2`` where the loaded
-    problem is ``MBPP/2``). Rows carry the problem's id, and ``sample_index`` counts the
-    task's samples in input order under that id.
+    problem is ``MBPP/2``).
+    """
+    short: dict[str, str | None] = {}
+    for task_id in index:
+        tail = task_id.rsplit("/", 1)[-1]
+        short[tail] = None if tail in short and short[tail] != task_id else task_id
+
+    def match(task_id: str) -> str | None:
+        return task_id if task_id in index else short.get(task_id)
+
+    return match
+
+
+def resolve_task_ids(
+    samples: Sequence[Sample], index: Mapping[str, Problem], path: str
+) -> tuple[list[Sample], list[InputIssue]]:
+    """Match samples to problems (:func:`task_matcher`), and renumber ``sample_index`` per problem.
+
+    A matched sample keeps its own ``task_id`` (rows carry it as given) and gets the
+    problem's id as ``problem_id``; ``sample_index`` counts the problem's samples in input
+    order, so ``2`` and ``MBPP/2`` samples of one problem never share an index.
 
     Args:
         samples: the samples, in input order.
@@ -155,21 +180,18 @@ def resolve_task_ids(
     Returns:
         ``(matched samples, issues)``: one issue per sample whose task is unknown.
     """
-    short: dict[str, str | None] = {}
-    for task_id in index:
-        tail = task_id.rsplit("/", 1)[-1]
-        short[tail] = None if tail in short and short[tail] != task_id else task_id
+    match = task_matcher(index)
     counters: dict[str, int] = defaultdict(int)
     matched: list[Sample] = []
     issues: list[InputIssue] = []
     for sample in samples:
-        found = sample.task_id if sample.task_id in index else short.get(sample.task_id)
+        found = match(sample.task_id)
         if found is None:
             issue = InputIssue(path, sample.line, f"task_id: unknown task {sample.task_id!r}")
             logger.warning("skipping sample %s", issue)
             issues.append(issue)
             continue
-        matched.append(Sample(found, sample.completion, counters[found], sample.line))
+        matched.append(Sample(sample.task_id, sample.completion, counters[found], sample.line, found))
         counters[found] += 1
     return matched, issues
 
@@ -213,6 +235,7 @@ class Harness:
         self._owns_pool = pool is None
         self._given_grader = grader
         self._grader: Grader | None = None  # the local one, made on first use
+        self.startup_s = 0.0  # seconds spent starting the pool so far (left out of programs/s)
 
     @property
     def pool(self) -> Pool:
@@ -227,7 +250,9 @@ class Harness:
         if self._pool is None:
             pool_config = self.config.pool
             logger.info("starting sandbox pool: %s", pool_config)
+            started = time.perf_counter()
             self._pool = Pool(pool_config)
+            self.startup_s += time.perf_counter() - started
         return self._pool
 
     @property
@@ -275,9 +300,10 @@ class Harness:
             raise RuntimeError(f"grader returned {len(verdicts)} verdicts for {len(pairs)} programs")
         return verdicts
 
-    def to_row(self, sample: Sample, verdict: Verdict) -> ResultRow:
-        """:func:`verdict_row` under this harness's reward config and error length."""
-        return verdict_row(sample, verdict, self.reward_config, self.config.grading.error_chars)
+    def to_row(self, sample: Sample, verdict: Verdict, problem_sha: str = "") -> ResultRow:
+        """:func:`verdict_row` under this harness's reward config, error length and settings digest."""
+        return verdict_row(sample, verdict, self.reward_config, self.config.grading.error_chars,
+                           problem_sha=problem_sha, settings_sha=settings_digest(self.config))
 
     def grade(
         self,
@@ -290,6 +316,10 @@ class Harness:
         problem_format: str = "auto",
     ) -> GradeSummary:
         """Grade every sample not yet in ``out`` and summarise the whole output.
+
+        Resuming keeps a stored row only while the sample's completion, its problem and the
+        grading settings are the ones it was graded with (each row stores their digests);
+        the others are graded again and the summary says how many.
 
         Args:
             problems: problems file or iterable of ``rewards.Problem``.
@@ -304,10 +334,12 @@ class Harness:
             The :class:`GradeSummary` over every row in ``out``.
 
         Raises:
-            InputError: unreadable problems/samples/output, or no usable problems.
+            InputError: unreadable problems/samples/output, ``out`` naming an input file, an
+                ``out`` holding rows of another run (with ``resume``), or no usable problems.
             vmpool.VmpoolError: when the sandbox pool cannot start (rows flushed so far are kept).
         """
         output_format(out)  # a bad output name fails before any work is done
+        check_output_is_not_an_input(out, problems=problems, samples=samples)
         index, issues = load_problem_index(problems, problem_format)
         if isinstance(samples, SampleSet):
             sample_set = samples
@@ -321,16 +353,18 @@ class Harness:
         issues.sort(key=lambda i: (i.path, i.line))
 
         store = ResultStore(out, resume=resume)
-        todo = [s for s in known if not store.is_done(s.task_id, s.sample_index)]
-        logger.info("%d samples to grade, %d already in %s", len(todo), len(known) - len(todo), out)
+        problem_shas = {pid: problem_digest(index[pid]) for pid in {s.problem_id for s in known}}
+        plan = plan_resume(store, known, problem_shas, settings_digest(self.config))
+        todo = plan.todo
+        logger.info("%d samples to grade, %d already in %s", len(todo), plan.kept, out)
         batch = self.config.grading.batch_size
-        started = time.perf_counter()
+        started, startup_before = time.perf_counter(), self.startup_s
         bar = _progress_bar(len(todo), progress)
         try:
             for start in range(0, len(todo), batch):
                 chunk = todo[start : start + batch]
-                verdicts = self.verdicts([(index[s.task_id], s.completion) for s in chunk])
-                store.append([self.to_row(s, v) for s, v in zip(chunk, verdicts, strict=True)])
+                verdicts = self.verdicts([(index[s.problem_id], s.completion) for s in chunk])
+                store.append([self.to_row(s, v, problem_shas[s.problem_id]) for s, v in zip(chunk, verdicts, strict=True)])
                 bar.update(len(chunk))
         finally:
             bar.close()
@@ -339,11 +373,40 @@ class Harness:
             store.rows,
             self.config.grading.ks,
             n_graded=len(todo),
-            n_resumed=store.resumed,
+            n_resumed=plan.kept,
+            n_regraded=plan.n_stale,
             wall_s=time.perf_counter() - started,
+            startup_s=self.startup_s - startup_before,
             input_issues=issues,
             out=str(out),
         )
+
+
+def check_output_is_not_an_input(out: PathLike, *, directory: bool = False, **inputs: Any) -> None:
+    """Refuse an output that is (or whose journal is) one of the input files, or, for a
+    directory output (which ``--no-resume`` clears), one that holds an input.
+
+    Args:
+        out: the results path.
+        directory: ``out`` is an output directory (the Ray Data path).
+        **inputs: the run's inputs by name (``problems=...``); non-paths are ignored.
+
+    Raises:
+        InputError: naming the input flag, before anything is read or written.
+    """
+    target = Path(out).resolve()
+    outputs = {target, target.with_name(target.name + ".partial.jsonl")}
+    for name, value in inputs.items():
+        path = getattr(value, "path", value)  # a SampleSet remembers its file
+        if not isinstance(path, (str, os.PathLike)) or not str(path):
+            continue
+        given = Path(path).resolve()
+        if given in outputs:
+            raise InputError(f"--out is the --{name} file: results would be written into the input; "
+                             "pick another --out", str(out))
+        if directory and target in given.parents:
+            raise InputError(f"--out is a directory holding the --{name} file ({path}); the output directory "
+                             "is replaced as a whole, so pick another --out", str(out))
 
 
 class _NoBar:

@@ -68,16 +68,21 @@ class Sample:
     """One completion to grade.
 
     Attributes:
-        task_id: the problem it answers (always a string; integer ids are converted).
+        task_id: the problem it answers, as the sample spells it (always a string;
+            integer ids are converted).
         completion: the model's output: text, a chat message or a list of them.
-        sample_index: 0-based position among this task's samples, in input order.
+        sample_index: 0-based position among this task's samples, in input order (once
+            matched to problems: among the problem's samples).
         line: 1-based line of the samples file it came from (0 when not from a file).
+        problem_id: the id of the problem it was matched to (``MBPP/2`` for a sample
+            that says ``2``); empty until matched.
     """
 
     task_id: str
     completion: Completion
     sample_index: int
     line: int = 0
+    problem_id: str = ""
 
 
 @dataclass
@@ -208,8 +213,8 @@ class ResultRow:
     """One graded sample, as written to the output.
 
     Attributes:
-        task_id: the problem.
-        sample_index: 0-based position among the task's samples.
+        task_id: the sample's own task id, as given in the samples.
+        sample_index: 0-based position among the problem's samples.
         passed: True/False, or None when infrastructure failed (excluded from pass@k).
         reward: the shaped reward, None on infrastructure failure.
         status: the verdict outcome (``passed``, ``failed``, ``timeout``, ``sandbox_error``...).
@@ -217,6 +222,11 @@ class ResultRow:
         tests_total: tests run, when known.
         wall_s: wall-clock seconds the program ran.
         error: short excerpt of what went wrong (empty on a pass).
+        problem_id: the problem's id, where the sample's differs (``MBPP/2`` for ``2``);
+            pass@k groups rows by it.
+        completion_sha / problem_sha / settings_sha: digests of the completion, of the
+            problem and of the grading settings the row was graded with; a resumed run
+            keeps the row only while all three still match.
     """
 
     task_id: str
@@ -228,10 +238,19 @@ class ResultRow:
     tests_total: int | None
     wall_s: float
     error: str
+    problem_id: str = ""
+    completion_sha: str = ""
+    problem_sha: str = ""
+    settings_sha: str = ""
+
+    @property
+    def problem(self) -> str:
+        """The problem this row grades (``problem_id``, else ``task_id``)."""
+        return self.problem_id or self.task_id
 
     @property
     def key(self) -> tuple[str, int]:
-        return (self.task_id, self.sample_index)
+        return (self.problem, self.sample_index)
 
 
 RESULT_COLUMNS: tuple[str, ...] = tuple(ResultRow.__dataclass_fields__)
@@ -251,6 +270,10 @@ def _arrow_schema() -> Any:
             ("tests_total", pa.int64()),
             ("wall_s", pa.float64()),
             ("error", pa.string()),
+            ("problem_id", pa.string()),
+            ("completion_sha", pa.string()),
+            ("problem_sha", pa.string()),
+            ("settings_sha", pa.string()),
         ]
     )
 
@@ -287,8 +310,8 @@ def _row_from_mapping(record: Any) -> ResultRow | str:
     if isinstance(index, bool) or not isinstance(index, int):
         return "sample_index: missing or not an integer"
     values: dict[str, Any] = {name: record.get(name) for name in RESULT_COLUMNS}
-    values["status"] = values["status"] or ""
-    values["error"] = values["error"] or ""
+    for name in ("status", "error", "problem_id", "completion_sha", "problem_sha", "settings_sha"):
+        values[name] = str(values[name] or "")  # absent in outputs of older versions
     values["wall_s"] = float(values["wall_s"] or 0.0)
     return ResultRow(**values)
 
@@ -423,9 +446,29 @@ class ResultStore:
         if self.resumed:
             logger.info("%s: resuming, %d result rows already there", self.path, self.resumed)
 
-    def is_done(self, task_id: str, sample_index: int) -> bool:
-        """Whether a row for this sample is already stored."""
-        return (task_id, sample_index) in self._done
+    def is_done(self, problem: str, sample_index: int) -> bool:
+        """Whether a row for this sample (problem id, index) is already stored."""
+        return (problem, sample_index) in self._done
+
+    def discard(self, keys: Iterable[tuple[str, int]]) -> None:
+        """Drop stored rows (stale ones, to be graded again), on disk before returning.
+
+        The output is rewritten atomically without them, so an interruption afterwards
+        never resumes from a dropped row.
+        """
+        gone = set(keys)
+        self.rows = [r for r in self.rows if r.key not in gone]
+        self._done -= gone
+        self.resumed = len(self.rows)
+        if self.format == "parquet":
+            self.finalize()  # writes every kept row (journal rows included), then drops the journal
+            return
+        tmp = self.path.with_name(f".{self.path.name}.tmp-{os.getpid()}")
+        with open(tmp, "wb") as fh:
+            fh.write(b"".join(_row_json(r) for r in self.rows))
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, self.path)
 
     def append(self, rows: Sequence[ResultRow]) -> None:
         """Store new rows and push them to disk before returning.

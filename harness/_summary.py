@@ -14,7 +14,7 @@ from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
-from ._config import DEFAULT_KS
+from ._config import AUTO_KS_ABOVE_10
 from ._io import InputIssue, ResultRow
 
 __all__ = ["GradeSummary", "format_summary", "pass_at_k", "summarize"]
@@ -57,12 +57,15 @@ class GradeSummary:
         n_tasks: distinct tasks among them.
         n_graded: samples graded by this run.
         n_resumed: rows found in the output and kept (not re-graded).
+        n_regraded: stored rows graded again because their completion, problem or settings changed.
         n_infra_failures: rows with ``passed is None`` (left out of pass@k).
         pass_at_k: ``{k: estimate}`` for each requested k that every task's sample count allows.
         status_counts: rows per verdict outcome.
         mean_reward: mean reward over rows that have one (None when none do).
-        wall_s: seconds spent grading in this run.
-        programs_per_s: ``n_graded / wall_s`` (0 when nothing was graded).
+        wall_s: seconds this run took, sandbox start-up included.
+        startup_s: of which starting the sandbox pool (or the Ray actors).
+        programs_per_s: ``n_graded / (wall_s - startup_s)``: the grading rate (0 when nothing was graded).
+        programs_per_s_overall: ``n_graded / wall_s``, start-up included.
         input_issues: skipped input records (malformed lines, unknown task ids), ``file:line``.
         skipped_ks: requested ks that were too large for the sample counts.
     """
@@ -72,12 +75,15 @@ class GradeSummary:
     n_tasks: int = 0
     n_graded: int = 0
     n_resumed: int = 0
+    n_regraded: int = 0
     n_infra_failures: int = 0
     pass_at_k: dict[int, float] = field(default_factory=dict)
     status_counts: dict[str, int] = field(default_factory=dict)
     mean_reward: float | None = None
     wall_s: float = 0.0
+    startup_s: float = 0.0
     programs_per_s: float = 0.0
+    programs_per_s_overall: float = 0.0
     input_issues: list[InputIssue] = field(default_factory=list)
     skipped_ks: list[int] = field(default_factory=list)
 
@@ -89,12 +95,15 @@ class GradeSummary:
             "n_tasks": self.n_tasks,
             "n_graded": self.n_graded,
             "n_resumed": self.n_resumed,
+            "n_regraded": self.n_regraded,
             "n_infra_failures": self.n_infra_failures,
             "pass_at_k": {f"pass@{k}": v for k, v in self.pass_at_k.items()},
             "status_counts": dict(self.status_counts),
             "mean_reward": self.mean_reward,
             "wall_s": self.wall_s,
+            "startup_s": self.startup_s,
             "programs_per_s": self.programs_per_s,
+            "programs_per_s_overall": self.programs_per_s_overall,
             "input_issues": [str(i) for i in self.input_issues],
             "skipped_ks": list(self.skipped_ks),
         }
@@ -102,11 +111,13 @@ class GradeSummary:
 
 def summarize(
     rows: Iterable[ResultRow],
-    ks: Sequence[int] = DEFAULT_KS,
+    ks: Sequence[int] | None = None,
     *,
     n_graded: int = 0,
     n_resumed: int = 0,
+    n_regraded: int = 0,
     wall_s: float = 0.0,
+    startup_s: float = 0.0,
     input_issues: Sequence[InputIssue] = (),
     out: str = "",
 ) -> GradeSummary:
@@ -115,10 +126,13 @@ def summarize(
     Args:
         rows: every result row of the run's output.
         ks: the pass@k values wanted; each is reported only when ``k <= n`` for every task
-            that has at least one non-infrastructure verdict.
+            that has at least one non-infrastructure verdict. ``None``: every k from 1 to
+            that smallest ``n`` (up to 10; beyond it 20, 50, 100, 200, 500 and 1000).
         n_graded: samples graded in this run (for programs/s).
         n_resumed: rows kept from an earlier run.
-        wall_s: grading time of this run.
+        n_regraded: stored rows that were stale and graded again.
+        wall_s: time this run took.
+        startup_s: of which sandbox start-up (left out of ``programs_per_s``).
         input_issues: skipped input records to report.
         out: the results file name.
 
@@ -132,20 +146,21 @@ def summarize(
     infra = 0
     rewards: list[float] = []
     for row in rows:
-        tasks.add(row.task_id)
+        tasks.add(row.problem)
         statuses[row.status] += 1
         if row.reward is not None:
             rewards.append(row.reward)
         if row.passed is None:
             infra += 1
             continue
-        counts = per_task[row.task_id]
+        counts = per_task[row.problem]
         counts[0] += 1
         counts[1] += int(bool(row.passed))
     min_n = min((n for n, _ in per_task.values()), default=0)
     estimates: dict[int, float] = {}
     skipped: list[int] = []
-    for k in sorted(ks):
+    wanted = ks if ks is not None else [k for k in (*range(1, 11), *AUTO_KS_ABOVE_10) if k <= max(min_n, 1)]
+    for k in sorted(wanted):
         if per_task and k <= min_n:
             estimates[k] = sum(pass_at_k(n, c, k) for n, c in per_task.values()) / len(per_task)
         else:
@@ -156,12 +171,15 @@ def summarize(
         n_tasks=len(tasks),
         n_graded=n_graded,
         n_resumed=n_resumed,
+        n_regraded=n_regraded,
         n_infra_failures=infra,
         pass_at_k=estimates,
         status_counts=dict(sorted(statuses.items(), key=lambda kv: (-kv[1], kv[0]))),
         mean_reward=(math.fsum(rewards) / len(rewards)) if rewards else None,
         wall_s=wall_s,
-        programs_per_s=(n_graded / wall_s) if wall_s > 0 and n_graded else 0.0,
+        startup_s=startup_s,
+        programs_per_s=(n_graded / (wall_s - startup_s)) if wall_s > startup_s and n_graded else 0.0,
+        programs_per_s_overall=(n_graded / wall_s) if wall_s > 0 and n_graded else 0.0,
         input_issues=list(input_issues),
         skipped_ks=skipped,
     )
@@ -186,10 +204,13 @@ def format_summary(summary: GradeSummary, max_issues: int = 20) -> str:
     lines += _table(
         [
             ("tasks", str(summary.n_tasks)),
-            ("samples", f"{summary.n_rows} ({summary.n_graded} graded now, {summary.n_resumed} resumed)"),
+            ("samples", f"{summary.n_rows} ({summary.n_graded} graded now"
+                        + (f", {summary.n_regraded} of them stale rows graded again" if summary.n_regraded else "")
+                        + f", {summary.n_resumed} resumed)"),
             ("infrastructure failures", f"{summary.n_infra_failures} (excluded from pass@k)"),
-            ("wall time", f"{summary.wall_s:.2f} s"),
-            ("programs/s", f"{summary.programs_per_s:.1f}"),
+            ("wall time", f"{summary.wall_s:.2f} s ({summary.startup_s:.2f} s of it starting sandboxes)"),
+            ("programs/s", f"{summary.programs_per_s:.1f} grading ({summary.programs_per_s_overall:.1f} "
+                           "with start-up)"),
             ("mean reward", "n/a" if summary.mean_reward is None else f"{summary.mean_reward:.4f}"),
         ]
     )

@@ -103,6 +103,9 @@ def _convert(value: Any, tp: Any, key: str, problems: list[tuple[str, str]]) -> 
         args = typing.get_args(tp)
         if value is None and type(None) in args:
             return None
+        others = [a for a in args if a is not type(None)]
+        if len(others) == 1 and typing.get_origin(others[0]) is tuple:
+            return _convert(value, others[0], key, problems)  # its own message says which item is wrong
         for arg in args:
             if arg is not type(None):
                 try:

@@ -33,8 +33,9 @@ from vmpool import PoolConfig
 
 from .._config import HarnessConfig
 from .._errors import InputError
-from .._grading import load_problem_index, verdict_row
+from .._grading import check_output_is_not_an_input, load_problem_index, task_matcher, verdict_row
 from .._io import InputIssue, ResultRow, Sample, _arrow_schema, _parse_record, _row_from_mapping
+from .._resume import problem_digest, settings_digest
 from .._summary import GradeSummary, summarize
 from ._actor import GraderActorImpl, default_runtime_env, ensure_ray
 
@@ -53,14 +54,6 @@ def is_directory_output(out: PathLike) -> bool:
     return text.endswith(("/", os.sep)) or Path(text).is_dir()
 
 
-def _short_ids(index: Mapping[str, Problem]) -> dict[str, str | None]:
-    short: dict[str, str | None] = {}
-    for task_id in index:
-        tail = task_id.rsplit("/", 1)[-1]
-        short[tail] = None if tail in short and short[tail] != task_id else task_id
-    return short
-
-
 def stage_samples(samples: PathLike, index: Mapping[str, Problem], staging: Path) -> tuple[int, list[InputIssue]]:
     """Stream the samples file into Parquet shards with the local grader's ``sample_index``.
 
@@ -71,13 +64,13 @@ def stage_samples(samples: PathLike, index: Mapping[str, Problem], staging: Path
     import pyarrow.parquet as pq
 
     name = os.fspath(samples)
-    short = _short_ids(index)
+    match = task_matcher(index)
     counters: dict[str, int] = defaultdict(int)
     issues: list[InputIssue] = []
     staging.mkdir(parents=True, exist_ok=True)
-    schema = pa.schema([("task_id", pa.string()), ("completion", pa.string()), ("sample_index", pa.int64()),
-                        ("line", pa.int64())])
-    buf: dict[str, list[Any]] = {"task_id": [], "completion": [], "sample_index": [], "line": []}
+    schema = pa.schema([("task_id", pa.string()), ("problem_id", pa.string()), ("completion", pa.string()),
+                        ("sample_index", pa.int64()), ("line", pa.int64())])
+    buf: dict[str, list[Any]] = {"task_id": [], "problem_id": [], "completion": [], "sample_index": [], "line": []}
     shards = staged = 0
 
     def flush() -> None:
@@ -106,15 +99,16 @@ def stage_samples(samples: PathLike, index: Mapping[str, Problem], staging: Path
                 issues.append(InputIssue(name, number, parsed))
                 continue
             raw_id, completion = parsed
-            task_id = raw_id if raw_id in index else short.get(raw_id)
-            if task_id is None:
+            problem_id = match(raw_id)
+            if problem_id is None:
                 issues.append(InputIssue(name, number, f"task_id: unknown task {raw_id!r}"))
                 continue
-            buf["task_id"].append(task_id)
+            buf["task_id"].append(raw_id)
+            buf["problem_id"].append(problem_id)
             buf["completion"].append(json.dumps(completion, ensure_ascii=False))
-            buf["sample_index"].append(counters[task_id])
+            buf["sample_index"].append(counters[problem_id])
             buf["line"].append(number)
-            counters[task_id] += 1
+            counters[problem_id] += 1
             staged += 1
             if len(buf["task_id"]) >= _STAGING_ROWS:
                 flush()
@@ -130,15 +124,21 @@ class _GradeBatch:
         self.reward_config = config.reward
         self.error_chars = config.grading.error_chars
         self.problems = problems
+        self.problem_shas: dict[str, str] = {}
+        self.settings_sha = settings_digest(config)
 
     def __call__(self, batch: Any) -> Any:
         import pyarrow as pa
 
         records = batch.to_pylist()
-        samples = [Sample(r["task_id"], json.loads(r["completion"]), int(r["sample_index"]), int(r["line"]))
-                   for r in records]
-        verdicts = self.impl.grade_chunk([(self.problems[s.task_id], s.completion) for s in samples])
-        rows = [asdict(verdict_row(s, v, self.reward_config, self.error_chars))
+        samples = [Sample(r["task_id"], json.loads(r["completion"]), int(r["sample_index"]), int(r["line"]),
+                          r["problem_id"]) for r in records]
+        verdicts = self.impl.grade_chunk([(self.problems[s.problem_id], s.completion) for s in samples])
+        for s in samples:
+            if s.problem_id not in self.problem_shas:
+                self.problem_shas[s.problem_id] = problem_digest(self.problems[s.problem_id])
+        rows = [asdict(verdict_row(s, v, self.reward_config, self.error_chars,
+                                   problem_sha=self.problem_shas[s.problem_id], settings_sha=self.settings_sha))
                 for s, v in zip(samples, verdicts, strict=True)]
         return pa.Table.from_pylist(rows, schema=_arrow_schema())
 
@@ -205,6 +205,7 @@ def grade_ray_data(
 
     config = (config or HarnessConfig()).with_overrides(workers=workers, backend=backend)
     out = Path(out_dir)
+    check_output_is_not_an_input(out, directory=True, problems=problems, samples=samples)
     if out.exists() and any(out.iterdir()):
         if resume:
             raise InputError("output directory is not empty and the Ray Data path does not resume; "

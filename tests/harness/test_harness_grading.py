@@ -90,7 +90,12 @@ def test_grade_jsonl_output_and_records_input(tmp_path: Path, humaneval_slice: t
         "tests_total",
         "wall_s",
         "error",
+        "problem_id",
+        "completion_sha",
+        "problem_sha",
+        "settings_sha",
     }
+    assert lines[0]["problem_id"] == ""  # the sample named the problem by its own id
     assert summary.pass_at_k[1] == 1.0 and summary.programs_per_s > 0
 
 
@@ -158,6 +163,7 @@ def test_mbpp_integer_task_ids_match_and_weighted_rewards(tmp_path: Path) -> Non
         summary = harness.grade(problems, samples, out, progress=False)
     rows = {r.key: r for r in read_results(out)}
     assert summary.input_issues == []
+    assert {r.task_id for r in rows.values()} == {str(first["task_id"]), str(second["task_id"])}  # as given
     assert set(rows) == {
         (f"MBPP/{first['task_id']}", 0),
         (f"MBPP/{first['task_id']}", 1),

@@ -9,7 +9,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from harness import InputError, ResultRow, ResultStore, read_results, read_samples
-from harness._io import output_format, samples_from_records
+from harness._io import RESULT_COLUMNS, output_format, samples_from_records
 
 
 def _lines(path: Path, lines: list[str]) -> Path:
@@ -126,16 +126,9 @@ def test_parquet_schema_and_journal(tmp_path: Path) -> None:
     resumed.finalize()
     assert not journal.exists()
     table = pq.read_table(out)
-    assert table.column_names == [
-        "task_id",
-        "sample_index",
-        "passed",
-        "reward",
-        "status",
-        "tests_passed",
-        "tests_total",
-        "wall_s",
-        "error",
+    assert table.column_names == list(RESULT_COLUMNS) == [
+        "task_id", "sample_index", "passed", "reward", "status", "tests_passed", "tests_total", "wall_s", "error",
+        "problem_id", "completion_sha", "problem_sha", "settings_sha",
     ]
     assert str(table.schema.field("sample_index").type) == "int64"
 

@@ -21,11 +21,11 @@ def test_short_ids_resolve_and_indices_follow_the_problem_id() -> None:
         Sample("2", "e", 1, 5),
     ]
     matched, issues = resolve_task_ids(samples, index, "s.jsonl")
-    assert [(s.task_id, s.sample_index, s.line) for s in matched] == [
-        ("MBPP/2", 0, 1),
-        ("MBPP/2", 1, 2),
-        ("MBPP/3", 0, 3),
-        ("MBPP/2", 2, 5),
+    assert [(s.task_id, s.problem_id, s.sample_index, s.line) for s in matched] == [
+        ("2", "MBPP/2", 0, 1),  # the sample's own id is kept; the problem's is beside it
+        ("MBPP/2", "MBPP/2", 1, 2),
+        ("3", "MBPP/3", 0, 3),
+        ("2", "MBPP/2", 2, 5),
     ]
     assert [str(i) for i in issues] == ["s.jsonl:4: task_id: unknown task '999999'"]
 
