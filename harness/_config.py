@@ -74,8 +74,22 @@ class GradingSettings:
         default=3.0,
     )
     wall_slack_s: float = _help("seconds added to the wall-clock backstop; >= 0", default=2.0)
+    stop_at_first_failure: bool | None = _help(
+        "stdio problems (one run per test case): stop a sample at its first failed case, the rest counting as "
+        "failed; null = when reward.kind is binary (which cannot use the rest)",
+        default=None,
+    )
+    failing_time_budget: float | None = _help(
+        "stdio problems: stop a sample once its failing cases used this many time limits in total (a timeout "
+        "costs one), the rest counting as failed, so a looping completion costs about this much, not one time "
+        "limit per case; correct programs never spend it; null = no budget",
+        default=2.0,
+    )
 
     def __post_init__(self) -> None:
+        if self.failing_time_budget is not None:
+            _require(self.failing_time_budget > 0, "failing_time_budget",
+                     f"must be > 0 or null, got {self.failing_time_budget!r}")
         _positive(self, "batch_size")
         _positive(self, "error_chars", 0)
         _require(self.wall_factor >= 1, "wall_factor", f"must be >= 1, got {self.wall_factor!r}")
@@ -125,6 +139,17 @@ class HarnessConfig:
         except SettingsError as exc:
             raise _config_error(exc, "pool", "command line") from None
         return dataclasses.replace(self, pool=pool)
+
+    def grader_options(self) -> dict[str, Any]:
+        """Keyword arguments of ``rewards.Grader`` these settings ask for (backstop and stop rule)."""
+        grading = self.grading
+        first = grading.stop_at_first_failure
+        return {
+            "wall_factor": grading.wall_factor,
+            "wall_slack_s": grading.wall_slack_s,
+            "stop_at_first_failure": self.reward.kind == "binary" if first is None else first,
+            "failing_time_budget": grading.failing_time_budget,
+        }
 
 
 def _config_error(exc: SettingsError, prefix: str = "", source: str = "") -> ConfigError:

@@ -262,11 +262,7 @@ class Harness:
         if self._given_grader is not None:
             return self._given_grader
         if self._grader is None:
-            grading = self.config.grading
-            self._grader = Grader(
-                self.pool, default_limits=self.config.limits,
-                wall_factor=grading.wall_factor, wall_slack_s=grading.wall_slack_s,
-            )
+            self._grader = Grader(self.pool, default_limits=self.config.limits, **self.config.grader_options())
         return self._grader
 
     def close(self) -> None:

@@ -45,10 +45,9 @@ def problem_digest(problem: Problem) -> str:
 
 
 def settings_digest(config: HarnessConfig) -> str:
-    """Digest of the settings that decide a verdict and its reward: limits, reward shaping, backstop."""
-    grading = config.grading
-    return _digest([dataclasses.asdict(config.limits), dataclasses.asdict(config.reward),
-                    grading.wall_factor, grading.wall_slack_s])
+    """Digest of the settings that decide a verdict and its reward: limits, reward shaping, the
+    wall-clock backstop and the stop rule."""
+    return _digest([dataclasses.asdict(config.limits), dataclasses.asdict(config.reward), config.grader_options()])
 
 
 @dataclass

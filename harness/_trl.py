@@ -117,6 +117,7 @@ class _CodeRewardBase:
         name: str = "code_reward",
         problem_column: str = "problem",
         pool: Any = None,
+        grader_options: Mapping[str, Any] | None = None,
     ) -> None:
         if not isinstance(name, str) or not name:
             raise ValueError(f"name must be a non-empty string, got {name!r}")
@@ -125,6 +126,9 @@ class _CodeRewardBase:
         self.limits = limits or Limits()
         self.pool_config = pool_config or PoolConfig()
         self.problem_column = problem_column
+        # A binary reward cannot use a stdio sample's cases after its first failure.
+        self.grader_options = {"stop_at_first_failure": self.reward_config.kind == "binary",
+                               "failing_time_budget": 2.0, **dict(grader_options or {})}
         self._pool = pool
         self._owns_pool = pool is None
         self._finalizer: weakref.finalize | None = None
@@ -134,7 +138,7 @@ class _CodeRewardBase:
     @classmethod
     def from_config(cls, config: HarnessConfig, **kwargs: Any) -> Any:
         """Build from a :class:`harness.HarnessConfig` (pool, limits and reward sections)."""
-        return cls(config.reward, config.limits, config.pool, **kwargs)
+        return cls(config.reward, config.limits, config.pool, **{"grader_options": config.grader_options(), **kwargs})
 
     # ------------------------------------------------------------------ lifecycle
     @property
@@ -239,7 +243,7 @@ class _CodeRewardBase:
         except VmpoolError as exc:
             logger.error("%s: the sandbox pool cannot start (%s); rewards of this batch are None", self.__name__, exc)
             pool = _BrokenPool(exc)
-        verdicts = Grader(pool, self.limits).grade_batch(items)
+        verdicts = Grader(pool, self.limits, **self.grader_options).grade_batch(items)
         ran = [v for v in verdicts if v.exec_status is not None]
         if ran and all(v.passed is None for v in ran) and pool is self._pool and self._owns_pool:
             # Nothing that needed a sandbox got one: start from a fresh pool next call.
@@ -345,6 +349,10 @@ class CodeReward(_CodeRewardBase):
         problem_column: the column holding the native problem (JSON text or dict).
         pool: an existing pool (anything with ``map``) to use instead; not closed by
             :meth:`close`.
+        grader_options: ``rewards.Grader`` keywords; by default a stdio problem's sample
+            stops at its first failed case when the reward is binary, and once its failing
+            cases used two time limits otherwise (``HarnessConfig.grader_options`` in
+            :meth:`from_config`), so one looping completion does not stall the step.
 
     Example::
 

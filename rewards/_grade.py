@@ -1,8 +1,12 @@
 """Grading: completions + problems -> sandbox requests -> verdicts.
 
 A batch is planned on the host (code extraction, ``compile()`` syntax check, one request per
-assert/call sample or per stdio case, identical requests deduplicated), run with ONE
-``pool.map`` call, then evaluated. A pass needs the tester's ``done`` record with every test
+assert/call sample or per stdio case, identical requests deduplicated), submitted to the pool
+as it is planned (or run with one ``pool.map`` call on a pool without ``submit``), then
+evaluated. A stdio sample may stop early (:mod:`rewards._schedule`): after its first failed
+case when the reward only uses pass/fail, or once its failing cases used their time budget;
+the skipped cases count as failed, and which ones are skipped depends on the case results
+alone, never on timing. A pass needs the tester's ``done`` record with every test
 passed (assert/call kinds: the tester is a separate process the program cannot reach, see
 :mod:`rewards._runner`) or every stdio case's output to match with a clean exit. Any
 ``SANDBOX_ERROR`` in a sample makes its verdict an infrastructure failure (``passed=None``);
@@ -19,17 +23,19 @@ import dataclasses
 import enum
 import logging
 import types
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
+from concurrent.futures import CancelledError
 from dataclasses import dataclass
 from typing import Any
 
 from vmpool import ExecRequest, ExecResult, Limits, Status, VmpoolError
 
-from ._compare import stdout_matches, values_equal
+from ._compare import values_equal
 from ._excerpt import excerpt
 from ._extract import extract_code
 from ._problems import AssertTests, CallTests, Problem, StdioTests
 from ._runner import RunnerReport, build_request, compile_program, parse_report
+from ._schedule import CaseWatch, StopRule, case_passed, stdio_cutoff
 from ._shaping import RewardConfig, compute_reward
 
 __all__ = ["Outcome", "Verdict", "Grader"]
@@ -94,6 +100,7 @@ class _Plan:
     problem: Problem
     verdict: Verdict | None = None  # decided on the host (no code, syntax error)
     request_ids: list[int] = dataclasses.field(default_factory=list)
+    limit_s: float = 0.0  # the time limit its runs were judged on
 
 
 @dataclass
@@ -129,13 +136,19 @@ class Grader:
         wall_factor / wall_slack_s: the wall-clock backstop of a run is
             ``wall_factor * time limit + wall_slack_s`` (it ends programs that sleep or
             block; a loaded host slows programs down, so it sits well above the limit).
+        stop_at_first_failure: a stdio sample stops at its first failed case (the rest
+            count as failed): right for a binary reward, which cannot use them.
+        failing_time_budget: a stdio sample stops once its failing cases used this many
+            time limits in total (a timeout costs one); ``None``: never. Correct programs
+            never hit it: only failing cases spend it.
 
     Raises:
-        ValueError: ``wall_factor`` < 1 or ``wall_slack_s`` < 0.
+        ValueError: ``wall_factor`` < 1, ``wall_slack_s`` < 0 or ``failing_time_budget`` <= 0.
     """
 
     def __init__(self, pool: Any, default_limits: Limits | None = None, *, wall_factor: float = 3.0,
-                 wall_slack_s: float = 2.0) -> None:
+                 wall_slack_s: float = 2.0, stop_at_first_failure: bool = False,
+                 failing_time_budget: float | None = None) -> None:
         if not wall_factor >= 1.0:
             raise ValueError(f"wall_factor must be >= 1 (the backstop sits above the time limit), got {wall_factor!r}")
         if not wall_slack_s >= 0.0:
@@ -144,6 +157,7 @@ class Grader:
         self.default_limits = default_limits or Limits()
         self.wall_factor = wall_factor
         self.wall_slack_s = wall_slack_s
+        self.stop_rule = StopRule(stop_at_first_failure, failing_time_budget)
 
     # ------------------------------------------------------------------ public
     def grade(self, problem: Problem, completion: Any) -> Verdict:
@@ -153,10 +167,11 @@ class Grader:
     def grade_batch(self, items: Iterable[tuple[Problem, Any]]) -> list[Verdict]:
         """Grade many samples in one pass over the pool.
 
-        With a pool that has ``imap`` (a ``vmpool.Pool``), planning, running and judging
-        overlap: each request goes to the pool as soon as its sample is planned, and a
-        sample is judged as soon as its last result is in, so the sandboxes never wait
-        for the host to plan the whole batch first. Otherwise one ``pool.map`` call.
+        With a pool that has ``submit`` (a ``vmpool.Pool``), planning, running and judging
+        overlap: each request goes to the pool as soon as its sample is planned, so the
+        sandboxes never wait for the host to plan the whole batch first, and a stdio
+        sample's queued cases are cancelled once its stop rule has decided. Otherwise one
+        ``pool.map`` call (the same verdicts: the stop rule is applied when judging).
 
         Args:
             items: ``(problem, completion)`` pairs; a completion is a string, chat messages or
@@ -169,49 +184,36 @@ class Grader:
             TypeError: an item's problem is not a :class:`Problem`.
         """
         batch = _Batch()
-        plans: list[_Plan] = []
-
-        def planned() -> Iterator[ExecRequest]:
-            sent = 0
-            for problem, completion in items:
-                plans.append(self._plan(problem, completion, batch))
-                while sent < len(batch.requests):
-                    sent += 1
-                    yield batch.requests[sent - 1]
-
-        imap = getattr(self.pool, "imap", None)
-        if imap is None:
-            requests = list(planned())
-            results_all = self._map(requests)
+        submit = getattr(self.pool, "submit", None)
+        if submit is None:
+            plans = [self._plan(problem, completion, batch) for problem, completion in items]
+            results_all = self._map(batch.requests)
             return [plan.verdict if plan.verdict is not None else self._judge(plan, results_all) for plan in plans]
-        requests_iter = planned()
-        results: list[ExecResult] = []
-        verdicts: list[Verdict] = []
-        judged = 0
-
-        def judge_ready() -> None:
-            nonlocal judged
-            while judged < len(plans):
-                plan = plans[judged]
-                if plan.verdict is None and plan.request_ids and max(plan.request_ids) >= len(results):
-                    return
-                verdicts.append(plan.verdict if plan.verdict is not None else self._judge(plan, results))
-                judged += 1
-
-        try:
-            for result in imap(requests_iter):  # plans (and submits) every item before the first result
-                results.append(result)
-                judge_ready()
-        except VmpoolError as exc:
-            for _ in requests_iter:  # plan what the failure left unplanned
-                pass
-            logger.error("the pool failed after %d of %d requests: %s", len(results), len(batch.requests), exc)
-            results += [ExecResult(status=Status.SANDBOX_ERROR, error=f"pool failed: {exc}")] * (
-                len(batch.requests) - len(results))
-        if len(results) != len(batch.requests):
-            raise RuntimeError(f"pool.imap returned {len(results)} results for {len(batch.requests)} requests")
-        judge_ready()
-        return verdicts
+        watch = CaseWatch(submit, self.stop_rule)
+        plans = []
+        failure: VmpoolError | None = None
+        for problem, completion in items:
+            plan = self._plan(problem, completion, batch)
+            plans.append(plan)
+            if failure is None:
+                try:
+                    watch.submit(batch.requests)
+                except VmpoolError as exc:  # the pool closed under us: what is left is infrastructure
+                    failure = exc
+                    logger.error("the pool failed after %d of the batch's requests: %s", len(watch.futures), exc)
+            if failure is None and isinstance(problem.tests, StdioTests) and plan.request_ids:
+                watch.watch(problem.tests, plan.request_ids, plan.limit_s)
+        results: list[ExecResult | None] = []
+        for future in watch.futures:
+            try:
+                results.append(future.result())
+            except CancelledError:
+                results.append(None)  # a case past its sample's cutoff: never read
+            except VmpoolError as exc:
+                results.append(ExecResult(status=Status.SANDBOX_ERROR, error=f"pool failed: {exc}"))
+        broken = ExecResult(status=Status.SANDBOX_ERROR, error=f"pool failed: {failure}")
+        results += [broken] * (len(batch.requests) - len(results))
+        return [plan.verdict if plan.verdict is not None else self._judge(plan, results) for plan in plans]
 
     def _map(self, requests: list[ExecRequest]) -> Sequence[ExecResult]:
         if not requests:
@@ -262,6 +264,7 @@ class Grader:
             plan.verdict = Verdict(False, Outcome.SYNTAX_ERROR, 0, total, _cut(error))
             return plan
         limits = self._limits(problem)
+        plan.limit_s = limits.effective_cpu_s
 
         requests, index = batch.requests, batch.index
 
@@ -288,38 +291,43 @@ class Grader:
         return plan
 
     # ------------------------------------------------------------------ judging
-    def _judge(self, plan: _Plan, results: Sequence[ExecResult]) -> Verdict:
+    def _judge(self, plan: _Plan, results: Sequence[ExecResult | None]) -> Verdict:
         problem = plan.problem
         total = problem.tests.count
         runs = [results[i] for i in plan.request_ids]
-        wall = sum(r.wall_s for r in runs)
-        broken = next((r for r in runs if r.status is Status.SANDBOX_ERROR), None)
-        if broken is not None:
-            return Verdict(None, Outcome.SANDBOX_ERROR, 0, total, _cut(broken.error or "sandbox error"), wall,
-                           Status.SANDBOX_ERROR)
         tests = problem.tests
         if isinstance(tests, StdioTests):
-            return self._judge_stdio(tests, runs, wall)
-        return self._judge_runner(tests, runs[0], wall)
+            return self._judge_stdio(tests, runs, plan.limit_s)
+        run = runs[0]
+        assert run is not None  # only stdio cases are ever cancelled
+        if run.status is Status.SANDBOX_ERROR:
+            return Verdict(None, Outcome.SANDBOX_ERROR, 0, total, _cut(run.error or "sandbox error"), run.wall_s,
+                           Status.SANDBOX_ERROR)
+        return self._judge_runner(tests, run, run.wall_s)
 
-    @staticmethod
-    def _judge_stdio(tests: StdioTests, runs: list[ExecResult], wall: float) -> Verdict:
-        passed = 0
-        first_fail: tuple[int, ExecResult, str] | None = None
-        for i, (case, res) in enumerate(zip(tests.cases, runs)):
-            if res.status is Status.OK and not res.stdout_truncated and stdout_matches(
-                    res.stdout, case.stdout, float_tol=tests.float_tol, whitespace=tests.whitespace):
-                passed += 1
-                continue
-            if first_fail is None:
-                why = _wrong_output(res.stdout, case.stdout) if res.status is Status.OK else _exec_why(res, None)
-                first_fail = (i, res, why)
+    def _judge_stdio(self, tests: StdioTests, runs: list[ExecResult | None], limit_s: float) -> Verdict:
+        cut = stdio_cutoff(tests, runs, limit_s, self.stop_rule)
+        counted = [r for r in runs[: cut.last + 1] if r is not None]
+        wall = sum(r.wall_s for r in runs if r is not None)
         total = len(tests.cases)
-        if first_fail is None:
+        broken = next((r for r in counted if r.status is Status.SANDBOX_ERROR), None)
+        if broken is not None or cut.reason == "not run":
+            # Infrastructure: a case could not run (a missing result before any stop is a bug of ours).
+            why = broken.error if broken is not None else "a test case was not run"
+            return Verdict(None, Outcome.SANDBOX_ERROR, 0, total, _cut(why or "sandbox error"), wall,
+                           Status.SANDBOX_ERROR)
+        passed = sum(1 for i, r in enumerate(counted) if case_passed(tests, i, r))
+        fail = next(((i, r) for i, r in enumerate(counted) if not case_passed(tests, i, r)), None)
+        if fail is None and cut.last == total - 1:
             return Verdict(True, Outcome.PASSED, passed, total, "", wall, Status.OK)
-        i, res, why = first_fail
+        if fail is None:  # cannot happen: a cutoff is always at a failed case
+            return Verdict(None, Outcome.SANDBOX_ERROR, passed, total, "cases were skipped without a failure", wall,
+                           Status.SANDBOX_ERROR)
+        i, res = fail
+        why = _wrong_output(res.stdout, tests.cases[i].stdout) if res.status is Status.OK else _exec_why(res, None)
         outcome = Outcome.FAILED if res.status is Status.OK else _STATUS_OUTCOME.get(res.status, Outcome.RUNTIME_ERROR)
-        return Verdict(False, outcome, passed, total, _cut(f"case {i}: {why}"), wall, res.status)
+        stopped = f"; {cut.reason}" if cut.reason else ""
+        return Verdict(False, outcome, passed, total, _cut(f"case {i}: {why}{stopped}"), wall, res.status)
 
     def _judge_runner(self, tests: AssertTests | CallTests, res: ExecResult, wall: float) -> Verdict:
         total = tests.count

@@ -21,7 +21,7 @@ import os
 import queue
 import threading
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -369,6 +369,18 @@ class Pool:
         """Like :meth:`map`, yielding results in input order as they complete."""
         executor = self._get_executor()
         return executor.map(self.run, requests)
+
+    def submit(self, request: ExecRequest) -> Future[ExecResult]:
+        """Queue ``request`` on the pool's threads (one per sandbox, first in, first out).
+
+        Returns:
+            A future of its result. Cancelling it before it starts keeps it from running
+            (``Future.cancel`` returns False once it has started; it then runs to its end).
+
+        Raises:
+            PoolClosedError: the pool is closed.
+        """
+        return self._get_executor().submit(self.run, request)
 
     def _get_executor(self) -> ThreadPoolExecutor:
         with self._lock:

@@ -43,6 +43,7 @@ def ray_grader(config: HarnessConfig | None = None, *, workers: int | None = Non
     """
     config = (config or HarnessConfig()).with_overrides(workers=workers, backend=backend)
     return RayGrader(address, pool_config=dataclasses.replace(config.pool, size=1), limits=config.limits,
+                     grader_options=config.grader_options(),
                      **{"pool_size": config.pool.size, **ray_options})
 
 

@@ -44,11 +44,13 @@ class GraderActorImpl:
     Args:
         pool_config: the ``vmpool.PoolConfig`` of this actor's pool (``size`` = sandboxes).
         limits: default per-program limits.
+        grader_options: further ``rewards.Grader`` keywords (backstop, stop rule).
     """
 
-    def __init__(self, pool_config: PoolConfig, limits: Limits | None = None) -> None:
+    def __init__(self, pool_config: PoolConfig, limits: Limits | None = None,
+                 grader_options: Mapping[str, Any] | None = None) -> None:
         self.pool = Pool(pool_config)
-        self.grader = Grader(self.pool, default_limits=limits)
+        self.grader = Grader(self.pool, default_limits=limits, **dict(grader_options or {}))
         self.size = self.pool.config.sandboxes
         self.graded = 0
         self._lock = threading.Lock()

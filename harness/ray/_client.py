@@ -53,6 +53,8 @@ class RayGrader(_ChunkScheduler):
         pool_config: other ``vmpool.PoolConfig`` fields (backend, recycling...); its ``size``
             is replaced by the per-actor size.
         limits: default per-program limits.
+        grader_options: further ``rewards.Grader`` keywords of every actor (backstop, stop rule;
+            :meth:`harness.HarnessConfig.grader_options`).
         resources: custom Ray resources each actor needs (e.g. ``{"grader": 1}``); only nodes
             offering them get actors.
         chunk_size: programs per actor call (default: adaptive, at most 64).
@@ -85,6 +87,7 @@ class RayGrader(_ChunkScheduler):
         pool_size: int | None = None,
         pool_config: PoolConfig | None = None,
         limits: Limits | None = None,
+        grader_options: Mapping[str, Any] | None = None,
         resources: Mapping[str, float] | None = None,
         chunk_size: int | None = None,
         chunks_in_flight: int = 2,
@@ -110,6 +113,7 @@ class RayGrader(_ChunkScheduler):
         self.pool_size = pool_size
         self.pool_config = pool_config or PoolConfig(size=1)
         self.default_limits = limits or Limits()
+        self.grader_options = dict(grader_options or {})
         self.resources = dict(resources or {})
         self.chunk_size = chunk_size
         self.chunks_in_flight = chunks_in_flight
@@ -154,7 +158,7 @@ class RayGrader(_ChunkScheduler):
             max_restarts=self.max_restarts,
             max_task_retries=0,  # resubmission is ours: to a live actor, bounded, exactly-once
             runtime_env=self.runtime_env or None,
-        ).remote(pool_config, self.default_limits)
+        ).remote(pool_config, self.default_limits, self.grader_options)
         slot = _Slot(node_id=node_id, index=index, num_cpus=num_cpus, actor=actor, capacity=size)
         self._slots.append(slot)
         self._probes[actor.ready.remote()] = slot

@@ -120,7 +120,7 @@ class _GradeBatch:
     """Ray Data UDF (run in an actor pool): staged sample rows -> result rows."""
 
     def __init__(self, problems: dict[str, Problem], config: HarnessConfig, pool_config: PoolConfig) -> None:
-        self.impl = GraderActorImpl(pool_config, config.limits)
+        self.impl = GraderActorImpl(pool_config, config.limits, config.grader_options())
         self.reward_config = config.reward
         self.error_chars = config.grading.error_chars
         self.problems = problems

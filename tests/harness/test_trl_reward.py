@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import importlib.util
+import dataclasses
 import json
 import pickle
 import sys
 from collections.abc import Iterator
+from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
 
@@ -132,20 +134,19 @@ def test_mbpp_raw_and_native_tests_columns(pool: Pool) -> None:
 
 def test_identical_samples_run_once_in_one_pool_pass(pool: Pool, mbpp_problem: str,
                                                      monkeypatch: pytest.MonkeyPatch) -> None:
-    calls: list[int] = []
-    real_imap = pool.imap
+    submitted: list[object] = []
+    real_submit = pool.submit
 
-    def counting_imap(requests):
-        seen = list(requests)
-        calls.append(len(seen))
-        return real_imap(seen)
+    def counting_submit(request):
+        submitted.append(request)
+        return real_submit(request)
 
-    monkeypatch.setattr(pool, "imap", counting_imap)
+    monkeypatch.setattr(pool, "submit", counting_submit)
     reward = CodeReward(pool=pool)
     chat_good = [{"role": "assistant", "content": f"```python\n{GOOD}```"}]
     out = _call(reward, [GOOD, GOOD, chat_good, WRONG, WRONG, GOOD, "no code here (", WRONG], mbpp_problem)
     assert out == [1.0, 1.0, 1.0, 0.0, 0.0, 1.0, 0.0, 0.0]
-    assert calls == [2], "one pool pass per reward call, one request per distinct program"
+    assert len(submitted) == 2, "one request per distinct program"
 
 
 # --------------------------------------------------------------------------- logging
@@ -186,8 +187,12 @@ def test_pool_that_cannot_start_gives_none_never_zero(mbpp_problem: str) -> None
 
 
 def test_sandbox_error_results_give_none(pool: Pool, mbpp_problem: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(pool, "imap", lambda reqs: iter([ExecResult(status=Status.SANDBOX_ERROR, error="x")
-                                                          for _ in reqs]))
+    def broken(request: object) -> Future:
+        future: Future = Future()
+        future.set_result(ExecResult(status=Status.SANDBOX_ERROR, error="x"))
+        return future
+
+    monkeypatch.setattr(pool, "submit", broken)
     rec = Recorder()
     out = _call(CodeReward(pool=pool), [GOOD, WRONG], mbpp_problem, rec)
     assert out == [None, None]
@@ -276,3 +281,16 @@ def test_grpo_tiny_example_trains_with_our_reward(monkeypatch: pytest.MonkeyPatc
     assert columns["code_status"] and set(columns["code_status"]) <= {o.value for o in Outcome}
     assert run.correct_rewards == [1.0] * len(run.correct_rewards)
     assert run.wrong_rewards == [0.0] * len(run.wrong_rewards)
+
+
+def test_one_looping_completion_does_not_stall_the_step(pool: Pool) -> None:
+    # A 101-case CodeContests problem: with a binary reward, the looping sample stops at its
+    # first failed case (the queued cases never start), so it costs about one time limit.
+    problem = next(p for p in load_problems(DATA / "code_contests_sample.jsonl") if p.tests.count >= 100)
+    column = json.dumps(problem_to_dict(dataclasses.replace(problem, time_limit_s=0.5)))
+    before = pool.stats["programs"]
+    reward = CodeReward(pool=pool)
+    out = reward(prompts=["p", "p"], completions=["while True:\n    pass\n", "print('?')\n"],
+                 problem=[column, column])
+    assert out == [0.0, 0.0]
+    assert pool.stats["programs"] - before < problem.tests.count // 4

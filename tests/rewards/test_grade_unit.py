@@ -51,28 +51,29 @@ def test_batch_is_one_map_call_and_deduplicated() -> None:
     assert verdicts[4].outcome is Outcome.SYNTAX_ERROR
 
 
-class StreamingPool:
-    """A pool with ``imap``: records when each request was taken, fails after ``fail_after`` results."""
+class SubmittingPool:
+    """A pool with ``submit``: records each request taken, fails after ``fail_after`` submissions."""
 
     def __init__(self, fail_after: int | None = None, fail_at_start: bool = False) -> None:
         self.taken: list[ExecRequest] = []
         self.fail_after, self.fail_at_start = fail_after, fail_at_start
 
-    def imap(self, requests):
-        if self.fail_at_start:
-            raise VmpoolError("pool is closed")
-        self.taken = list(requests)
-        for n, _ in enumerate(self.taken):
-            if self.fail_after is not None and n >= self.fail_after:
-                raise VmpoolError("pool is gone")
-            yield ExecResult(status=Status.SANDBOX_ERROR, error="boom")
+    def submit(self, request):
+        from concurrent.futures import Future
 
-    def map(self, requests):  # pragma: no cover - must not be used when imap exists
-        raise AssertionError("grade_batch used map although the pool has imap")
+        if self.fail_at_start or (self.fail_after is not None and len(self.taken) >= self.fail_after):
+            raise VmpoolError("pool is gone")
+        self.taken.append(request)
+        future: Future = Future()
+        future.set_result(ExecResult(status=Status.SANDBOX_ERROR, error="boom"))
+        return future
+
+    def map(self, requests):  # pragma: no cover - must not be used when submit exists
+        raise AssertionError("grade_batch used map although the pool has submit")
 
 
-def test_imap_pool_gets_each_distinct_request_once_in_order() -> None:
-    pool = StreamingPool()
+def test_submitting_pool_gets_each_distinct_request_once_in_order() -> None:
+    pool = SubmittingPool()
     items = [(P, "def f(): return 1"), (P, "def f(:"), (P, "def f(): return 1"), (P, "def f(): return 3"), (P, "")]
     verdicts = Grader(pool).grade_batch(items)
     assert len(pool.taken) == 2
@@ -80,9 +81,9 @@ def test_imap_pool_gets_each_distinct_request_once_in_order() -> None:
                                              Outcome.SANDBOX_ERROR, Outcome.NO_CODE]
 
 
-@pytest.mark.parametrize("pool", [StreamingPool(fail_after=1), StreamingPool(fail_at_start=True)],
+@pytest.mark.parametrize("pool", [SubmittingPool(fail_after=1), SubmittingPool(fail_at_start=True)],
                          ids=["mid-way", "at-start"])
-def test_imap_failure_leaves_no_sample_without_a_verdict(pool: StreamingPool) -> None:
+def test_a_pool_failure_leaves_no_sample_without_a_verdict(pool: SubmittingPool) -> None:
     items = [(P, f"def f(): return {i}") for i in range(4)] + [(P, "")]
     verdicts = Grader(pool).grade_batch(items)
     assert len(verdicts) == 5
