@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import dataclasses
+import importlib.util
 import json
 import pickle
 import sys
