@@ -4,10 +4,11 @@
 #   python3     - the interpreter programs run on inside the sandbox (/usr/bin/python3)
 #   python3-venv, python3-pip - to build the project's virtual environment
 #   libseccomp2 - compiles the sandbox's seccomp filter (through pyseccomp)
+#   uidmap      - newuidmap/newgidmap: sandbox uids of their own for an ordinary user (subordinate ranges)
 #   qemu-system-x86, lz4 - the microvm backend: QEMU, and unpacking the Debian kernel for the guest image
 set -euo pipefail
 need=()
-for pkg in bubblewrap python3 python3-venv python3-pip libseccomp2 make qemu-system-x86 lz4; do
+for pkg in bubblewrap uidmap python3 python3-venv python3-pip libseccomp2 make qemu-system-x86 lz4; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need+=("$pkg")
 done
 if [ ${#need[@]} -eq 0 ]; then

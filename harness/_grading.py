@@ -375,6 +375,7 @@ class Harness:
             startup_s=self.startup_s - startup_before,
             input_issues=issues,
             out=str(out),
+            isolation_lost=self._pool.isolation_lost if self._pool is not None else "",
         )
 
 

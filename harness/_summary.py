@@ -68,6 +68,8 @@ class GradeSummary:
         programs_per_s_overall: ``n_graded / wall_s``, start-up included.
         input_issues: skipped input records (malformed lines, unknown task ids), ``file:line``.
         skipped_ks: requested ks that were too large for the sample counts.
+        isolation_lost: what the sandboxes lacked compared with the full design ("" = nothing;
+            e.g. run as an ordinary user without subordinate uids).
     """
 
     out: str = ""
@@ -86,6 +88,7 @@ class GradeSummary:
     programs_per_s_overall: float = 0.0
     input_issues: list[InputIssue] = field(default_factory=list)
     skipped_ks: list[int] = field(default_factory=list)
+    isolation_lost: str = ""
 
     def to_dict(self) -> dict[str, object]:
         """A JSON-ready view (input issues as ``file:line: why`` strings)."""
@@ -106,6 +109,7 @@ class GradeSummary:
             "programs_per_s_overall": self.programs_per_s_overall,
             "input_issues": [str(i) for i in self.input_issues],
             "skipped_ks": list(self.skipped_ks),
+            "isolation_lost": self.isolation_lost,
         }
 
 
@@ -120,6 +124,7 @@ def summarize(
     startup_s: float = 0.0,
     input_issues: Sequence[InputIssue] = (),
     out: str = "",
+    isolation_lost: str = "",
 ) -> GradeSummary:
     """Summarise result rows.
 
@@ -135,6 +140,7 @@ def summarize(
         startup_s: of which sandbox start-up (left out of ``programs_per_s``).
         input_issues: skipped input records to report.
         out: the results file name.
+        isolation_lost: what the sandboxes lacked (see :class:`GradeSummary`).
 
     Returns:
         The :class:`GradeSummary`.
@@ -182,6 +188,7 @@ def summarize(
         programs_per_s_overall=(n_graded / wall_s) if wall_s > 0 and n_graded else 0.0,
         input_issues=list(input_issues),
         skipped_ks=skipped,
+        isolation_lost=isolation_lost,
     )
 
 
@@ -223,6 +230,8 @@ def format_summary(summary: GradeSummary, max_issues: int = 20) -> str:
         lines.append(f"  not reported (too few samples per task): {', '.join(f'pass@{k}' for k in summary.skipped_ks)}")
     lines.append("status")
     lines += _table([(status, str(count)) for status, count in summary.status_counts.items()] or [("(none)", "")])
+    if summary.isolation_lost:
+        lines.append(f"isolation: weaker than designed: {summary.isolation_lost}")
     if summary.input_issues:
         lines.append(f"input issues: {len(summary.input_issues)} record(s) skipped")
         lines += [f"  {issue}" for issue in summary.input_issues[:max_issues]]

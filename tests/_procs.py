@@ -4,28 +4,40 @@ from __future__ import annotations
 
 import os
 
-from bench.reliability_cases import descendants  # noqa: F401  (re-exported for the tests)
-from vmpool._uids import UID_BASE, UID_COUNT
+from bench.reliability_cases import descendants
+from vmpool._uids import uid_plan
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as fh:
+            return fh.read().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def _uid_of(pid: int) -> int | None:
+    try:
+        with open(f"/proc/{pid}/status") as fh:
+            fields = dict(line.split(":", 1) for line in fh if ":" in line)
+        if fields.get("State", "").strip().startswith("Z"):
+            return None
+        return int(fields["Uid"].split()[0])
+    except (OSError, KeyError, ValueError):
+        return None
 
 
 def sandbox_processes() -> list[tuple[int, int, str]]:
-    """(pid, uid, cmdline) of every live host process running under a sandbox uid."""
+    """(pid, uid, cmdline) of every live host process running under a leased sandbox uid
+    (root: every sandbox uid; an ordinary user with subordinate uids: tester and program uids)."""
+    plan = uid_plan()
     found = []
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
-        try:
-            with open(f"/proc/{entry}/status") as fh:
-                fields = dict(line.split(":", 1) for line in fh if ":" in line)
-            if fields.get("State", "").strip().startswith("Z"):
-                continue
-            uid = int(fields["Uid"].split()[0])
-            if UID_BASE <= uid < UID_BASE + UID_COUNT:
-                with open(f"/proc/{entry}/cmdline", "rb") as fh:
-                    cmd = fh.read().replace(b"\0", b" ").decode(errors="replace")
-                found.append((int(entry), uid, cmd))
-        except (OSError, KeyError, ValueError):
-            continue
+        uid = _uid_of(int(entry))
+        if uid is not None and plan.owns(uid):
+            found.append((int(entry), uid, _cmdline(int(entry))))
     return found
 
 
@@ -35,20 +47,21 @@ def uid_processes(uid: int) -> list[int]:
 
 def pool_extra_processes(pool) -> dict[int, list[str]]:
     """Processes beyond each live sandbox's own four (outer bwrap, its init, the agent,
-    the program zygote), all under the sandbox's first uid.
+    the program zygote), which run under the sandbox's first uid.
 
-    Anything else under a sandbox uid (its tester and program uids above all) is a
-    program's leftover: the pool must have killed it by the time a result comes back.
+    Anything else in a sandbox's process tree, or under its tester and program uids
+    anywhere on the host, is a program's leftover: the pool must have killed it by the
+    time a result comes back.
     """
     extra = {}
-    with pool._lock:
-        leases = [sb.uids for sb in pool._live if hasattr(sb, "uids")]
-    procs_now = sandbox_processes()
-    for uids in leases:
-        own = [cmd for _, u, cmd in procs_now if u == uids[0]]
-        rest = [cmd for _, u, cmd in procs_now if u in uids[1:]]
+    sandboxes = [sb for sb in pool.sandboxes() if hasattr(sb, "uids") and sb.pid]
+    leased = sandbox_processes()
+    for sb in sandboxes:
+        tree = {sb.pid} | descendants(sb.pid)
+        own = [_cmdline(pid) for pid in tree if _uid_of(pid) == sb.uids[0]]
+        rest = [_cmdline(pid) for pid in tree if _uid_of(pid) in sb.uids[1:]]
+        rest += [cmd for pid, u, cmd in leased if u in sb.uids[1:] and pid not in tree]
         rest += [cmd for cmd in own if "bwrap" not in cmd and "agent.py" not in cmd]
         if rest or len(own) > 4:
-            extra[uids[0]] = own + rest
+            extra[sb.uids[0]] = own + rest
     return extra
-

@@ -8,14 +8,18 @@ dirs; an empty environment; all capabilities dropped; a seccomp filter
 (:mod:`vmpool._seccomp`); host uids of its own per sandbox (:mod:`vmpool._uids`);
 rlimits per program set by the agent.
 
-Run as root, the sandbox's user namespace maps three uids: 0 (the agent, which keeps
-only the capabilities it needs to drop children to other uids, kill them and clean
-up after them, all confined to this namespace), 65533 (the trusted tester) and 65534
-(programs), each to a host uid of this sandbox's lease. bubblewrap creates the
-namespace and waits (``--userns-block-fd``) while this process writes the maps. Run as
-an ordinary user, the namespace maps one uid and everything in the sandbox shares it
-(the agent says so in its hello, and this module logs it): programs are then still
-isolated from the host and from other sandboxes, not from their own tester.
+The sandbox's user namespace maps three uids: 0 (the agent, which keeps only the
+capabilities it needs to drop children to other uids, kill them and clean up after
+them, all confined to this namespace), 65533 (the trusted tester) and 65534 (programs).
+bubblewrap creates the namespace and waits (``--userns-block-fd``) while the host writes
+the maps (:mod:`vmpool._uids` says where the host uids come from). Run as root, each of
+the three is a host uid of this sandbox's lease and this process writes the maps. Run
+as an ordinary user with a subordinate uid range, the tester and programs get leased
+subordinate uids (``newuidmap``/``newgidmap`` write the maps) and the agent runs as the
+user. Run as an ordinary user without one, the namespace maps one uid and everything
+in the sandbox shares it (the agent says so in its hello, this module logs it, and
+:attr:`NamespaceSandbox.isolation_lost` says it): programs are then still isolated from
+the host and from other sandboxes, not from their own tester.
 
 What is not: the kernel is shared with the host (a kernel exploit escapes, which
 is what the microvm backend is for); CPU time is bounded per program but not
@@ -43,7 +47,7 @@ from ._cpus import CpuLease, lease_cpu
 from ._errors import BackendUnavailableError, SandboxError, SandboxStartError
 from ._protocol import PROTOCOL_VERSION, FrameChannel
 from ._seccomp import seccomp_bpf
-from ._uids import UidLease, lease_uid
+from ._uids import UidLease, lease_uid, uid_plan
 
 logger = logging.getLogger(__name__)
 
@@ -58,9 +62,8 @@ AGENT_CAPS = ("CAP_SETUID", "CAP_SETGID", "CAP_KILL", "CAP_CHOWN", "CAP_FOWNER",
 
 
 @functools.lru_cache(maxsize=1)
-def _warn_shared_uid() -> None:
-    logger.warning("not root: namespace sandboxes map one uid, so programs share it with their tester "
-                   "(isolated from the host and from other sandboxes, not from the process that tests them)")
+def _warn_shared_uid(why: str) -> None:
+    logger.warning("%s", why)
 
 
 def bwrap_path() -> str:
@@ -137,13 +140,14 @@ class NamespaceSandbox(AgentSandbox):
         super().__init__(transport_slack_s)
         self._proc: subprocess.Popen[bytes] | None = None
         self._cpu: CpuLease | None = None
-        self._lease: UidLease | None = lease_uid()
+        self._lease: UidLease | None = lease_uid()  # None: one uid for everything (see _uids)
         if pin_cpu:
             self._cpu = lease_cpu()
             if self._cpu is None:
                 logger.info("namespace sandbox runs unpinned: no CPU lease to be had")
         self._stderr = tempfile.TemporaryFile()
         self.uid_separation = False
+        self.isolation_lost = ""  # what this sandbox lacks compared with a root one ("" = nothing)
         try:
             self._start(python, tmpfs_mb, start_timeout_s)
         except BaseException:
@@ -152,15 +156,20 @@ class NamespaceSandbox(AgentSandbox):
 
     @property
     def uid(self) -> int:
-        """The first host uid of this sandbox's lease (the agent's)."""
-        assert self._lease is not None
-        return self._lease.uid
+        """The host uid of the agent (and of bwrap and the program zygote)."""
+        if self._lease is not None and self._lease.plan.mode == "root":
+            return self._lease.uid
+        return os.getuid()
 
     @property
     def uids(self) -> tuple[int, ...]:
-        """Every host uid this sandbox's processes may run as."""
-        assert self._lease is not None
-        return self._lease.uids
+        """Every host uid this sandbox's processes may run as: the agent's, then the tester's and
+        the programs' where they have their own."""
+        if self._lease is None:
+            return (os.getuid(),)
+        if self._lease.plan.mode == "root":
+            return self._lease.uids
+        return (os.getuid(), *self._lease.uids)
 
     @property
     def cpu(self) -> int | None:
@@ -202,19 +211,20 @@ class NamespaceSandbox(AgentSandbox):
         ]
 
     def _start(self, python: str, tmpfs_mb: int, start_timeout_s: float) -> None:
-        is_root = os.geteuid() == 0
-        bpf = seccomp_bpf(block_userns=is_root)
+        mapped = self._lease is not None  # the host writes a three-uid map (root, or subordinate uids)
+        is_root = mapped and self._lease is not None and self._lease.plan.mode == "root"
+        bpf = seccomp_bpf(block_userns=mapped)
         rfd, wfd = os.pipe()
         # The filter is small (well under a pipe buffer), so writing it before the
         # reader starts cannot block.
         os.write(wfd, bpf)
         os.close(wfd)
-        block_r, block_w = os.pipe() if is_root else (-1, -1)
-        info_r, info_w = os.pipe() if is_root else (-1, -1)
-        child_fds = (rfd, block_r, info_w) if is_root else (rfd,)
+        block_r, block_w = os.pipe() if mapped else (-1, -1)
+        info_r, info_w = os.pipe() if mapped else (-1, -1)
+        child_fds = (rfd, block_r, info_w) if mapped else (rfd,)
         try:
             self._proc = subprocess.Popen(
-                self._command(python, tmpfs_mb, rfd, (block_r, info_w) if is_root else None),
+                self._command(python, tmpfs_mb, rfd, (block_r, info_w) if mapped else None),
                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._stderr,
                 pass_fds=child_fds, env={"PATH": "/usr/bin:/bin"}, close_fds=True,
                 # Root: drop to the leased uid so the sandbox owns nothing on the host.
@@ -229,7 +239,7 @@ class NamespaceSandbox(AgentSandbox):
         finally:
             for fd in child_fds:
                 os.close(fd)
-        if is_root:
+        if mapped:
             self._map_uids(info_r, block_w, time.monotonic() + start_timeout_s)
         assert self._proc.stdin is not None and self._proc.stdout is not None
         chan = FrameChannel(self._proc.stdout.fileno(), self._proc.stdin.fileno())
@@ -244,7 +254,8 @@ class NamespaceSandbox(AgentSandbox):
             raise SandboxStartError(f"agent speaks protocol {hello.get('protocol')!r}, expected {PROTOCOL_VERSION}")
         self.uid_separation = bool(hello.get("uid_separation"))
         if not self.uid_separation:
-            _warn_shared_uid()
+            self.isolation_lost = uid_plan().lost or "the sandbox's agent runs without uid separation"
+            _warn_shared_uid(self.isolation_lost)
         logger.debug("namespace sandbox ready: uids %s, python %s", self.uids, hello.get("python"))
 
     def _map_uids(self, info_r: int, block_w: int, deadline: float) -> None:
@@ -258,13 +269,27 @@ class NamespaceSandbox(AgentSandbox):
                     raise SandboxStartError(f"bwrap did not report its namespace: {self._diagnostics()}")
                 data += chunk
             child = int(json.loads(data[: data.index(b"}") + 1])["child-pid"])
-            agent, tester, program = self.uids
-            mapping = f"0 {agent} 1\n{TESTER_UID} {tester} 1\n{PROGRAM_UID} {program} 1\n"
-            for name in ("uid_map", "gid_map"):
-                with open(f"/proc/{child}/{name}", "w") as fh:
-                    fh.write(mapping)
+            lease = self._lease
+            assert lease is not None
+            if lease.plan.mode == "root":
+                agent, tester, program = lease.uids
+                mapping = f"0 {agent} 1\n{TESTER_UID} {tester} 1\n{PROGRAM_UID} {program} 1\n"
+                for name in ("uid_map", "gid_map"):
+                    with open(f"/proc/{child}/{name}", "w") as fh:
+                        fh.write(mapping)
+            else:
+                # Subordinate ids: the setuid helpers check them against /etc/subuid and
+                # /etc/subgid. The agent keeps the user's own id: bwrap, running as it, must
+                # stay mapped to build the sandbox's root.
+                for tool, own, (tester, program) in (("newuidmap", os.getuid(), lease.uids),
+                                                      ("newgidmap", os.getgid(), lease.gids)):
+                    done = subprocess.run([tool, str(child), "0", str(own), "1", str(TESTER_UID), str(tester), "1",
+                                           str(PROGRAM_UID), str(program), "1"], capture_output=True, text=True,
+                                          timeout=max(1.0, deadline - time.monotonic()))
+                    if done.returncode != 0:
+                        raise OSError(f"{tool} failed: {done.stderr.strip() or done.returncode}")
             os.write(block_w, b"1")
-        except (OSError, ValueError, KeyError) as exc:
+        except (OSError, ValueError, KeyError, subprocess.TimeoutExpired) as exc:
             raise SandboxStartError(f"cannot map the sandbox's uids: {exc}") from exc
         finally:
             os.close(info_r)

@@ -356,6 +356,12 @@ class Pool:
             return result
         raise AssertionError("unreachable")
 
+    @property
+    def isolation_lost(self) -> str:
+        """What this pool's sandboxes lack compared with the full design ("" = nothing), e.g.
+        the tester and program sharing a uid when run as an ordinary user without subordinate uids."""
+        return next((lost for sb in self.sandboxes() if (lost := getattr(sb, "isolation_lost", ""))), "")
+
     def sandboxes(self) -> list[Sandbox]:
         """The pool's live sandboxes now (a copy: sandboxes come and go as they are retired)."""
         with self._lock:

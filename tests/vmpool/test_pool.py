@@ -9,8 +9,9 @@ import time
 
 import pytest
 
-from tests._procs import pool_extra_processes, sandbox_processes
+from tests._procs import _cmdline, descendants, pool_extra_processes, sandbox_processes
 from vmpool import ExecRequest, Limits, Pool, PoolClosedError, PoolConfig, SandboxStartError, Status
+from vmpool._uids import uid_plan
 
 FAST = Limits(wall_s=3.0)
 
@@ -124,19 +125,25 @@ def test_no_process_survives_close_including_daemons():
               "    os.setsid()\n"
               "    time.sleep(60)\n"
               "time.sleep(60)\n")
+    before = descendants(os.getpid())
     p = Pool(PoolConfig(size=2))
-    uids = {sb.uid for sb in p._live}
+    uids = {u for sb in p.sandboxes() for u in sb.uids if uid_plan().owns(u)}
     # Leave programs running (and daemonised) in both sandboxes while closing.
     import threading
     threads = [threading.Thread(target=lambda: _swallow(p, daemon)) for _ in range(2)]
     for t in threads:
         t.start()
     time.sleep(0.7)
-    assert any(u in uids for _, u, _ in sandbox_processes())
+    running = descendants(os.getpid()) - before
+    assert any("sleep" in _cmdline(pid) or "python" in _cmdline(pid) for pid in running)
     p.close()
     for t in threads:
         t.join(10)
     assert not [proc for proc in sandbox_processes() if proc[1] in uids]
+    deadline = time.monotonic() + 5
+    while descendants(os.getpid()) - before and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not descendants(os.getpid()) - before
     with pytest.raises(PoolClosedError):
         p.run(ExecRequest(code="print(1)"))
 
