@@ -1,29 +1,36 @@
-"""Command line: ``python -m harness {grade,demo,bench,config,image}``.
+"""Command line: ``harness {grade,problems,demo,bench,config,image}`` (also ``python -m harness``).
 
 Exit codes: 0 success; 1 the demo's verdicts or the bench's checks were not as
-expected; 2 bad usage, config or input (the message names file, line or key);
-3 the sandbox pool could not run (infrastructure, e.g. bubblewrap missing).
+expected; 2 bad usage, config or input (the message names file, line or key), and with
+``grade --strict`` skipped input records; 3 the sandbox pool could not run
+(infrastructure, e.g. bubblewrap missing). The handlers are in :mod:`harness._cli_commands`.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import logging
+import os
 import sys
-import tempfile
 from collections.abc import Sequence
-from pathlib import Path
 
 from rewards import FORMATS
 
-from ._config import BACKENDS, HarnessConfig, describe_config, load_config
-from ._errors import ConfigError, HarnessError
-from ._summary import format_summary
+from ._config import BACKENDS
+from ._errors import HarnessError
 
 __all__ = ["build_parser", "main"]
 
-logger = logging.getLogger(__name__)
+REWARD_KINDS = ("binary", "fraction", "weighted")
+
+
+def _version() -> str:
+    from importlib import metadata
+
+    try:
+        return metadata.version("code-reward-harness")
+    except metadata.PackageNotFoundError:  # a checkout on sys.path, not installed
+        return "unknown (not installed)"
 
 
 def _positive_int(text: str) -> int:
@@ -36,86 +43,92 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+    return value
+
+
+def _ks(text: str) -> tuple[int, ...]:
+    parts = [p.strip() for p in text.split(",") if p.strip()]
+    if not parts:
+        raise argparse.ArgumentTypeError("expected ks such as 1,2,5")
+    return tuple(_positive_int(p) for p in parts)
+
+
 def _add_pool_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", metavar="YAML", help="harness config file (default: built-in defaults)")
-    parser.add_argument(
-        "--workers", type=_positive_int, metavar="N", help="sandboxes in the pool (overrides pool.size)"
-    )
-    parser.add_argument("--backend", choices=BACKENDS, help="sandbox backend (overrides pool.backend)")
+    parser.add_argument("--workers", type=_positive_int, metavar="N", help="sandboxes in the pool (pool.size)")
+    parser.add_argument("--backend", choices=BACKENDS, help="sandbox backend (pool.backend)")
+    parser.add_argument("--timeout", type=_positive_float, metavar="S",
+                        help="time limit per program in CPU seconds (limits.cpu_s; a problem's own limit wins)")
+    parser.add_argument("--memory-mb", type=_positive_int, metavar="N",
+                        help="memory limit per program, MiB (limits.memory_mb)")
+    parser.add_argument("--reward-kind", choices=REWARD_KINDS, help="reward shaping (reward.kind)")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The argument parser of ``python -m harness``."""
-    parser = argparse.ArgumentParser(
-        prog="python -m harness", description="Sandboxed grading of model-written programs."
-    )
+    """The argument parser of ``harness`` / ``python -m harness``."""
+    parser = argparse.ArgumentParser(prog="harness", description="Sandboxed grading of model-written programs.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-v info, -vv debug)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     g = sub.add_parser("grade", help="grade a samples file against problems; write one row per sample")
-    g.add_argument(
-        "--problems", required=True, metavar="PATH", help="problems file (HumanEval, MBPP, CodeContests, ...)"
-    )
-    g.add_argument(
-        "--samples", required=True, metavar="PATH", help='samples JSONL: {"task_id": ..., "completion": ...} per line'
-    )
-    g.add_argument(
-        "--out", required=True, metavar="PATH", help="results file, .parquet or .jsonl (resumed if it exists)"
-    )
-    g.add_argument(
-        "--format", default="auto", choices=("auto", *FORMATS), help="problems file format (default: auto-detect)"
-    )
-    g.add_argument(
-        "--no-resume", action="store_true", help="start the output afresh instead of skipping graded samples"
-    )
+    g.add_argument("--problems", required=True, metavar="PATH",
+                   help="problems file (native JSONL, HumanEval, MBPP, CodeContests, LiveCodeBench)")
+    g.add_argument("--samples", required=True, metavar="PATH",
+                   help='samples JSONL, one {"task_id": ..., "completion": ...} per line; - reads standard input')
+    g.add_argument("--out", required=True, metavar="PATH",
+                   help="results file, .parquet or .jsonl (resumed if it exists); with --ray, a directory "
+                        "ending in / for the Ray Data path")
+    g.add_argument("--format", default="auto", choices=("auto", *FORMATS),
+                   help="problems file format (default: auto-detect)")
+    g.add_argument("--no-resume", action="store_true",
+                   help="start the output afresh: deletes the rows in --out (a whole --out directory on the "
+                        "Ray Data path) instead of keeping the ones still valid")
+    g.add_argument("--k", type=_ks, metavar="K,K,...", help="pass@k values to report, e.g. 1,2,5 (grading.ks; "
+                   "default: every k the per-task sample count allows)")
+    g.add_argument("--strict", action="store_true",
+                   help="exit with status 2 when input records were skipped (malformed lines, unknown tasks)")
     g.add_argument("--no-progress", action="store_true", help="no progress bar")
     g.add_argument("--json", action="store_true", help="print the summary as JSON instead of a table")
-    g.add_argument(
-        "--ray",
-        action="store_true",
-        help="grade on Ray pool actors (--workers = sandboxes per actor); an --out directory "
-        "(ending in /) streams the samples through Ray Data into Parquet files",
-    )
-    g.add_argument(
-        "--address",
-        metavar="ADDR",
-        help="Ray cluster to join with --ray: auto, ray://host:10001 or host:port "
-        "(default: RAY_ADDRESS inside a Ray job, else an embedded local Ray)",
-    )
+    g.add_argument("--ray", action="store_true",
+                   help="grade on Ray pool actors (--workers = sandboxes per actor); an --out directory "
+                        "(ending in /) streams the samples through Ray Data into Parquet files")
+    g.add_argument("--address", metavar="ADDR",
+                   help="Ray cluster to join with --ray: auto, ray://host:10001 or host:port "
+                        "(default: RAY_ADDRESS inside a Ray job, else an embedded local Ray)")
     _add_pool_options(g)
 
-    d = sub.add_parser(
-        "demo", help="grade bundled HumanEval: canonical (must pass), wrong and hacking completions (must fail)"
-    )
+    p = sub.add_parser("problems", help="list a problems file's task ids, or convert it to the native schema")
+    p.add_argument("path", metavar="PATH", help="problems file (any supported format)")
+    p.add_argument("--format", default="auto", choices=("auto", *FORMATS), help="its format (default: auto-detect)")
+    p.add_argument("--native", action="store_true", help="write the problems as native JSONL instead of listing")
+    p.add_argument("--out", metavar="PATH", help="with --native: the file to write (default: standard output)")
+
+    d = sub.add_parser("demo", help="grade bundled HumanEval: canonical (must pass), wrong and hacking completions "
+                                    "(must fail)")
     d.add_argument("--out", metavar="DIR", help="directory for samples and results (default: a new temp dir)")
     d.add_argument("--limit", type=_positive_int, metavar="N", help="only the first N tasks")
     d.add_argument("--no-progress", action="store_true", help="no progress bar")
     _add_pool_options(d)
 
     b = sub.add_parser("bench", help="sandboxed grading throughput vs fork-per-program and python3 -c baselines")
-    b.add_argument(
-        "--repeat",
-        type=_positive_int,
-        default=10,
-        metavar="N",
-        help="copies of the 164 HumanEval programs (default 10)",
-    )
-    b.add_argument(
-        "--latency-samples",
-        type=int,
-        default=164,
-        metavar="N",
-        help="programs timed one at a time for the per-program overhead (default 164; 0 skips)",
-    )
+    b.add_argument("--repeat", type=_positive_int, default=10, metavar="N",
+                   help="copies of the 164 HumanEval programs (default 10)")
+    b.add_argument("--latency-samples", type=int, default=164, metavar="N",
+                   help="programs timed one at a time for the per-program overhead (default 164; 0 skips)")
     b.add_argument("--skip-naive", action="store_true", help="skip the slow python3 -c baseline")
-    b.add_argument(
-        "--suite",
-        choices=("throughput", "microvm", "ray", "reliability"),
-        default="throughput",
-        help="throughput: sandboxed vs fork vs python3 -c (default); microvm: snapshot clones vs cold boots; "
-        "ray: RayGrader vs the local pool (throughput, GRPO reward latency, 1-2-4 simulated nodes); "
-        "reliability: soak (RELIABILITY_SOAK_N programs, default 2000), faults, hostile programs, hacks",
-    )
+    b.add_argument("--suite", choices=("throughput", "microvm", "ray", "reliability"), default="throughput",
+                   help="throughput: sandboxed vs fork vs python3 -c (default); microvm: snapshot clones vs cold "
+                        "boots; ray: RayGrader vs the local pool (throughput, GRPO reward latency, 1-2-4 simulated "
+                        "nodes); reliability: soak (RELIABILITY_SOAK_N programs, default 2000), faults, hostile "
+                        "programs, hacks")
     b.add_argument("--json-out", metavar="PATH", help="also write the numbers as JSON")
     _add_pool_options(b)
 
@@ -125,105 +138,9 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--json", action="store_true", help="print the image paths and cache state as JSON")
 
     c = sub.add_parser("config", help="print every config key with its value and help text")
-    c.add_argument("--config", metavar="YAML", help="config file to validate and show (default: built-in defaults)")
+    _add_pool_options(c)  # the config file to validate and show, and the flags that override it
+    c.add_argument("--yaml", action="store_true", help="print it as a YAML config file to paste and edit")
     return parser
-
-
-def _config(path: str | None) -> HarnessConfig:
-    return load_config(path) if path else HarnessConfig()
-
-
-def _cmd_grade(args: argparse.Namespace) -> int:
-    from ._grading import grade
-
-    if args.address and not args.ray:
-        raise ConfigError("--address needs --ray", key="address")
-    options = {
-        "config": _config(args.config),
-        "workers": args.workers,
-        "backend": args.backend,
-        "progress": not args.no_progress,
-        "resume": not args.no_resume,
-        "problem_format": args.format,
-    }
-    if args.ray:
-        from .ray import grade_ray
-
-        summary = grade_ray(args.problems, args.samples, args.out, address=args.address, **options)
-    else:
-        summary = grade(args.problems, args.samples, args.out, **options)
-    print(json.dumps(summary.to_dict(), indent=2) if args.json else format_summary(summary))
-    return 0
-
-
-def _cmd_demo(args: argparse.Namespace) -> int:
-    from ._demo import format_demo, run_demo
-
-    out_dir = args.out or tempfile.mkdtemp(prefix="harness-demo-")
-    report = run_demo(
-        out_dir,
-        _config(args.config),
-        workers=args.workers,
-        backend=args.backend,
-        limit=args.limit,
-        progress=not args.no_progress,
-    )
-    print(format_summary(report.summary))
-    print()
-    print(format_demo(report))
-    return 0 if report.ok else 1
-
-
-def _cmd_bench(args: argparse.Namespace) -> int:
-    import os
-
-    # The suites live in the source tree beside the packages (bench/), not in the install.
-    checkout = Path(__file__).resolve().parents[1]
-    if not (checkout / "bench" / "__init__.py").is_file():
-        print("error: the benchmark suites are the source tree's bench/ package, and this harness is not "
-              "installed from a checkout: clone the repository and run python -m harness bench there",
-              file=sys.stderr)
-        return 2
-    if str(checkout) not in sys.path:
-        sys.path.insert(0, str(checkout))
-    from bench import Options, run_suite
-    options = Options(config=_config(args.config), repeat=args.repeat, workers=args.workers, backend=args.backend,
-                      latency_samples=args.latency_samples, naive=not args.skip_naive,
-                      soak_n=int(os.environ.get("RELIABILITY_SOAK_N", "2000")))
-    report = run_suite(args.suite, options)
-    print(report.format())
-    if args.json_out:
-        with open(args.json_out, "w", encoding="utf-8") as fh:
-            json.dump(report.to_dict(), fh, indent=2)
-    return 0 if report.ok else 1
-
-
-def _cmd_image(args: argparse.Namespace) -> int:
-    from vmpool import ImageConfig, ImageConfigError, build_image, load_image_config
-
-    try:
-        config = load_image_config(args.config) if args.config else ImageConfig()
-    except ImageConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    paths = build_image(config)
-    state = "cached" if paths.cached else "built"
-    if args.json:
-        print(json.dumps({"dir": str(paths.dir), "vmlinux": str(paths.vmlinux), "initramfs": str(paths.initramfs),
-                          "manifest": str(paths.manifest), "cached": paths.cached}))  # fmt: skip
-    else:
-        print(f"{paths.dir} ({state})")
-    return 0
-
-
-def _cmd_config(args: argparse.Namespace) -> int:
-    config = _config(args.config)
-    print(f"# {args.config or 'built-in defaults'}: valid")
-    for key, _default, help_text in describe_config():
-        section, name = key.split(".", 1)
-        value = getattr(getattr(config, section), name)
-        print(f"{key} = {value!r}\n    {help_text}")
-    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -235,16 +152,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     Returns:
         The process exit code.
     """
+    from . import _cli_commands
+
     args = build_parser().parse_args(argv)
     level = logging.WARNING if args.verbose == 0 else logging.INFO if args.verbose == 1 else logging.DEBUG
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
-    handlers = {"grade": _cmd_grade, "demo": _cmd_demo, "bench": _cmd_bench, "config": _cmd_config,
-                "image": _cmd_image}
+    _quiet_ray(args.verbose)
     try:
-        return handlers[args.command](args)
+        return _cli_commands.HANDLERS[args.command](args)
     except HarnessError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:
+        # The reader went away (`harness config | head`): not an error of ours, and no traceback.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+    except KeyboardInterrupt:
+        print("interrupted: results flushed so far are kept; re-run to resume", file=sys.stderr)
+        return 130
     except Exception as exc:
         # Infrastructure failures of the pool are reported, not dumped as tracebacks.
         from vmpool import VmpoolError
@@ -253,6 +178,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"error: sandbox pool: {exc}", file=sys.stderr)
         return 3
-    except KeyboardInterrupt:
-        print("interrupted: results flushed so far are kept; re-run to resume", file=sys.stderr)
-        return 130
+
+
+def _quiet_ray(verbose: int) -> None:
+    """Ray's own start-up chatter (and its workers' log lines) only with -v."""
+    if verbose == 0:
+        logging.getLogger("ray").setLevel(logging.ERROR)
+        logging.getLogger("ray.data").setLevel(logging.ERROR)

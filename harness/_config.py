@@ -19,7 +19,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -116,29 +116,43 @@ class HarnessConfig:
                                  metadata={"help": "reward shaping (rewards.RewardConfig)"})
     grading: GradingSettings = field(default_factory=GradingSettings, metadata={"help": "offline grading"})
 
-    def with_overrides(self, *, workers: int | None = None, backend: str | None = None) -> HarnessConfig:
-        """Return a copy with the pool size and/or backend replaced (CLI flags win over the file).
+    def with_overrides(self, *, workers: int | None = None, backend: str | None = None,
+                       timeout_s: float | None = None, memory_mb: int | None = None,
+                       reward_kind: str | None = None, ks: Sequence[int] | None = None) -> HarnessConfig:
+        """Return a copy with common keys replaced (CLI flags win over the file); None keeps a key.
 
         Args:
-            workers: new pool size, or None to keep.
-            backend: new backend, or None to keep.
+            workers: ``pool.size``.
+            backend: ``pool.backend``.
+            timeout_s: the time limit per program: ``limits.cpu_s`` (and ``limits.wall_s``).
+            memory_mb: ``limits.memory_mb``.
+            reward_kind: ``reward.kind``.
+            ks: ``grading.ks``.
 
         Returns:
             The new config.
 
         Raises:
-            ConfigError: if an override is invalid.
+            ConfigError: if an override is invalid (key ``pool.size``... , source "command line").
         """
-        changes: dict[str, Any] = {}
-        if workers is not None:
-            changes["size"] = workers
-        if backend is not None:
-            changes["backend"] = backend
-        try:
-            pool = dataclasses.replace(self.pool, **changes)
-        except SettingsError as exc:
-            raise _config_error(exc, "pool", "command line") from None
-        return dataclasses.replace(self, pool=pool)
+        sections: dict[str, tuple[Any, dict[str, Any]]] = {
+            "pool": (self.pool, {"size": workers, "backend": backend}),
+            "limits": (self.limits, {"cpu_s": timeout_s, "wall_s": timeout_s, "memory_mb": memory_mb}),
+            "reward": (self.reward, {"kind": reward_kind}),
+            "grading": (self.grading, {"ks": None if ks is None else tuple(ks)}),
+        }
+        replaced: dict[str, Any] = {}
+        for name, (section, changes) in sections.items():
+            changes = {k: v for k, v in changes.items() if v is not None}
+            if not changes:
+                continue
+            try:
+                replaced[name] = dataclasses.replace(section, **changes)
+            except SettingsError as exc:
+                raise _config_error(exc, name, "command line") from None
+            except ConfigError as exc:
+                raise exc.located(name, "command line") from None
+        return dataclasses.replace(self, **replaced)
 
     def grader_options(self) -> dict[str, Any]:
         """Keyword arguments of ``rewards.Grader`` these settings ask for (backstop and stop rule)."""
@@ -210,3 +224,38 @@ def describe_config(cls: type = HarnessConfig, prefix: str = "") -> list[tuple[s
         ``(key path, default, help)`` triples, sections first-to-last as declared.
     """
     return describe_settings(cls, prefix)
+
+
+def config_to_yaml(config: HarnessConfig | None = None, *, comments: bool = True) -> str:
+    """A YAML config file holding ``config`` (every key, help text as comments), ready to edit.
+
+    ``load_config`` reads it back to an equal config.
+
+    Args:
+        config: the config to write (default: the built-in defaults).
+        comments: put each key's help text above it.
+
+    Returns:
+        The YAML text.
+    """
+    import textwrap
+
+    import yaml
+
+    config = config or HarnessConfig()
+    helps = {key: text for key, _, text in describe_config()}
+    lines = ["# harness config: every key, with its help (python -m harness config --yaml)."]
+    for section in dataclasses.fields(HarnessConfig):
+        lines.append("")
+        lines.append(f"{section.name}:")
+        value = getattr(config, section.name)
+        for f in dataclasses.fields(value):
+            item = getattr(value, f.name)
+            item = list(item) if isinstance(item, tuple) else item
+            text = yaml.safe_dump(item, default_flow_style=True, width=10_000).strip()
+            text = text[:-4].rstrip() if text.endswith("\n...") else text.removesuffix("...").strip()
+            if comments:
+                help_text = helps.get(f"{section.name}.{f.name}", "")
+                lines += ["  # " + part for part in textwrap.wrap(help_text, 96)]
+            lines.append(f"  {f.name}: {text}")
+    return "\n".join(lines) + "\n"

@@ -344,6 +344,11 @@ class Harness:
         else:
             sample_set = samples_from_records(samples)
         issues.extend(sample_set.issues)
+        if not sample_set.samples:
+            skipped = f" ({len(sample_set.issues)} malformed: {sample_set.issues[0]})" if sample_set.issues else ""
+            raise InputError(f"no samples to grade{skipped}: expected one "
+                             '{"task_id": ..., "completion": ...} object per line', sample_set.path or "<samples>")
+        check_output_writable(out)
         known, unknown = resolve_task_ids(sample_set.samples, index, sample_set.path or "<samples>")
         issues.extend(unknown)
         issues.sort(key=lambda i: (i.path, i.line))
@@ -377,6 +382,25 @@ class Harness:
             out=str(out),
             isolation_lost=self._pool.isolation_lost if self._pool is not None else "",
         )
+
+
+def check_output_writable(out: PathLike) -> None:
+    """Refuse an output this process cannot write, before any grading starts.
+
+    Raises:
+        InputError: naming the output and why (read-only mount, no permission, not a directory...).
+    """
+    target = Path(out)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if target.exists() and not os.access(target, os.W_OK):
+            raise PermissionError(13, "permission denied")
+        probe = target.with_name(f".{target.name}.write-test-{os.getpid()}")
+        probe.open("wb").close()
+        probe.unlink()
+    except OSError as exc:
+        raise InputError(f"cannot write the output here ({exc.strerror or exc}); pick another --out",
+                         str(out)) from exc
 
 
 def check_output_is_not_an_input(out: PathLike, *, directory: bool = False, **inputs: Any) -> None:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import sys
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
@@ -179,7 +180,7 @@ def read_samples(path: str | os.PathLike[str]) -> SampleSet:
     stable across re-runs on the same file.
 
     Args:
-        path: the JSONL file.
+        path: the JSONL file; ``"-"`` reads standard input.
 
     Returns:
         The :class:`SampleSet`; malformed lines are in ``.issues`` (``file:line: why``).
@@ -189,7 +190,10 @@ def read_samples(path: str | os.PathLike[str]) -> SampleSet:
     """
     name = str(path)
     try:
-        data = Path(path).read_bytes()
+        if name == "-":
+            name, data = "<stdin>", sys.stdin.buffer.read()
+        else:
+            data = Path(path).read_bytes()
     except OSError as exc:
         raise InputError(f"cannot read samples: {exc.strerror or exc}", name) from exc
     records: list[tuple[int, Any]] = []

@@ -323,8 +323,11 @@ def detect_format(path: str) -> str:
         if isinstance(obj, dict):
             fmt = _detect(obj)
             if fmt is None:
-                raise ProblemFormatError(path, number, "", f"unknown record format (keys: {sorted(obj)[:8]}); "
-                                         f"pass fmt= one of {FORMATS}")
+                keys = sorted(obj)
+                shown = ", ".join(keys[:12]) + (f" and {len(keys) - 12} more" if len(keys) > 12 else "")
+                raise ProblemFormatError(path, number, "", f"unknown problem record format (its keys: {shown}); "
+                                         f"name the format: --format {{{','.join(FORMATS)}}} on the command "
+                                         "line, fmt= in rewards.load_problems")
             return fmt
     raise ProblemFormatError(path, 0, "", "no JSON object found: cannot detect the format")
 

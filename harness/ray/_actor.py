@@ -22,6 +22,8 @@ from typing import Any
 from rewards import Grader, Problem, Verdict
 from vmpool import Limits, Pool, PoolConfig
 
+from .._errors import ConfigError
+
 __all__ = [
     "GraderActorImpl",
     "alive_nodes",
@@ -150,8 +152,14 @@ def ensure_ray(address: str | None, *, num_cpus: int | None = None,
         kwargs.setdefault("address", "local")
         ray.init(**kwargs)
     else:
-        logger.info("joining Ray cluster %s", address or os.environ.get("RAY_ADDRESS"))
-        ray.init(address=address, **kwargs)
+        where = address or os.environ.get("RAY_ADDRESS")
+        logger.info("joining Ray cluster %s", where)
+        try:
+            ray.init(address=address, **kwargs)
+        except (ConnectionError, TimeoutError) as exc:
+            raise ConfigError(
+                f"no Ray cluster answers at {where!r} ({exc}); start one with `ray start --head` (then "
+                "--address auto), or leave --address out to run an embedded local Ray", key="address") from exc
     return True
 
 

@@ -218,3 +218,16 @@ def test_values_int_expectations_are_exact_under_any_tolerance(a: int, e: int, t
 def test_stdout_int_expectations_are_exact_under_any_tolerance(a: int, e: int, tol: float) -> None:
     assert stdout_matches(str(a), str(e), float_tol=tol) is (a == e)
     assert stdout_matches(f"{a}.0", str(e), float_tol=tol) is False
+
+
+def test_the_documented_call_value_rule() -> None:
+    """README "call": Python's == on the JSON data, except bools and integers under float_tol."""
+    from rewards import values_equal
+
+    assert values_equal(3.0, 3) and values_equal(3, 3.0)  # as `assert f() == 3` would accept
+    assert values_equal((1, 2), [1, 2]) and values_equal([1, (2, 3)], [1, [2, 3]])  # JSON has no tuples
+    assert not values_equal(True, 1) and not values_equal(1, True) and not values_equal(0, False)
+    assert not values_equal([True], [1]) and not values_equal({"a": 1}, {"a": True})
+    assert not values_equal(5.0, 5, float_tol=1e-9) and values_equal(5, 5.0, float_tol=1e-9)
+    assert values_equal(float("nan"), float("nan")) and not values_equal({"a": 1}, {"a": 1, "b": 2})
+    assert not values_equal("1", 1) and not values_equal(None, 0)
