@@ -39,7 +39,7 @@ def bundled_dataset(name: str = "humaneval.jsonl") -> Path:
     """Path of a dataset bundled with the rewards package.
 
     Args:
-        name: file name inside ``rewards/data``.
+        name: a bundled dataset's name (``humaneval``, ``mbpp``...) or file name (see ``rewards.data_path``).
 
     Returns:
         The path.
@@ -49,10 +49,10 @@ def bundled_dataset(name: str = "humaneval.jsonl") -> Path:
     """
     import rewards
 
-    path = Path(rewards.__file__).resolve().parent / "data" / name
-    if not path.exists():
-        raise InputError("bundled dataset is missing", str(path))
-    return path
+    try:
+        return rewards.data_path(name)
+    except FileNotFoundError as exc:
+        raise InputError(str(exc), name) from exc
 
 
 @dataclass

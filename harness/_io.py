@@ -129,17 +129,20 @@ def _parse_record(record: Any) -> tuple[str, Completion] | str:
     """Validate one decoded samples record: ``(task_id, completion)`` or an error message."""
     if not isinstance(record, Mapping):
         return f"expected a JSON object, got {type(record).__name__}"
+    keys = ", ".join(sorted(map(str, record))) or "none"
     if "task_id" not in record:
-        return "task_id: missing"
+        return f"task_id: missing (the record's keys: {keys})"
     task_id = record["task_id"]
     if isinstance(task_id, bool) or not isinstance(task_id, (str, int)):
         return f"task_id: expected a string or integer, got {type(task_id).__name__}"
-    if "completion" not in record:
-        return "completion: missing"
-    problem = _check_completion(record["completion"])
+    # evalplus writes "solution" (the whole program) where others write "completion".
+    name = "completion" if "completion" in record else "solution" if "solution" in record else None
+    if name is None:
+        return f"completion: missing (expected \"completion\" or \"solution\"; the record's keys: {keys})"
+    problem = _check_completion(record[name])
     if problem:
-        return problem
-    return str(task_id), record["completion"]
+        return problem.replace("completion:", f"{name}:", 1)
+    return str(task_id), record[name]
 
 
 def samples_from_records(records: Iterable[Mapping[str, Any]], path: str = "<records>") -> SampleSet:

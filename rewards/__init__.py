@@ -29,6 +29,7 @@ from ._adapters import (
     restricted_loads,
 )
 from ._compare import stdout_matches, values_equal
+from ._data import DATASETS, data_path
 from ._errors import ProblemFormatError, RewardConfigError, RewardsError
 from ._excerpt import excerpt
 from ._extract import extract_code
@@ -50,6 +51,7 @@ __all__ = [
     "AssertTests",
     "CallCase",
     "CallTests",
+    "DATASETS",
     "FORMATS",
     "Grader",
     "Outcome",
@@ -65,6 +67,7 @@ __all__ = [
     "Tests",
     "Verdict",
     "compute_reward",
+    "data_path",
     "excerpt",
     "extract_code",
     "load_problems",

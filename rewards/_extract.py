@@ -13,6 +13,25 @@ logger = logging.getLogger(__name__)
 # An opening fence: ``` or ~~~ (3+), optional info string. Only python/py/untagged blocks count.
 _FENCE_RE = re.compile(r"^[ \t]{0,3}(`{3,}|~{3,})[ \t]*([^\s`]*)[^\n]*$", re.MULTILINE)
 _PYTHON_TAGS = {"", "python", "py", "python3", "py3"}
+# Reasoning that models emit before the answer (DeepSeek-R1, Qwen3...): never the program.
+_THINK_RE = re.compile(r"<think>.*?</think>", re.DOTALL | re.IGNORECASE)
+
+
+def _without_thinking(text: str) -> str:
+    """``text`` with ``<think>...</think>`` blocks removed; an unclosed ``<think>`` runs to the end
+    (the model never finished thinking), and text before a lone ``</think>`` (the opening tag was
+    in the prompt) is thinking too."""
+    text = _THINK_RE.sub("", text)
+    lower = text.lower()
+    close = lower.rfind("</think>")
+    if close >= 0:
+        text, lower = text[close + len("</think>"):], lower[close + len("</think>"):]
+    start = lower.find("<think>")
+    return text[:start] if start >= 0 else text
+
+
+def _defines(code: str, name: str) -> bool:
+    return re.search(rf"^[ \t]*(?:async[ \t]+)?(?:def|class)[ \t]+{re.escape(name)}\b", code, re.MULTILINE) is not None
 
 
 def _message_text(message: Any) -> str | None:
@@ -67,27 +86,34 @@ def _fenced_blocks(text: str) -> list[tuple[str, str]]:
         pos = end.end()
 
 
-def extract_code(completion: Any) -> str | None:
+def extract_code(completion: Any, entry_point: str = "") -> str | None:
     """The program in a completion, or ``None`` when there is none.
+
+    ``<think>...</think>`` reasoning is removed first (see :func:`_without_thinking`).
 
     Args:
         completion: a string; a list of chat messages (``{"role", "content"}`` dicts, the last
             assistant message is used; ``content`` may be a string or a list of parts); or a
             single message dict. Anything else yields ``None``.
+        entry_point: the function the tests call: among several fenced blocks, the last one
+            that defines it (``def``/``class``) is the program.
 
     Returns:
-        The body of the last ```python / ```py / untagged fenced block (an unterminated final
-        fence counts); the whole text when there is no fence; ``None`` for empty or whitespace-only
-        code. Never raises.
+        The body of the last ```python / ```py / untagged fenced block (the last one defining
+        ``entry_point`` when one does; an unterminated final fence counts); the whole text when
+        there is no fence; ``None`` for empty or whitespace-only code. Never raises.
     """
     try:
         text = _completion_text(completion)
         if text is None or not text.strip():
             return None
-        text = text.replace("\r\n", "\n")
+        text = _without_thinking(text.replace("\r\n", "\n"))
+        if not text.strip():
+            return None
         blocks = [body for tag, body in _fenced_blocks(text) if tag in _PYTHON_TAGS]
         if blocks:
-            code = blocks[-1]
+            defining = [b for b in blocks if entry_point and _defines(b, entry_point)]
+            code = (defining or blocks)[-1]
         elif _FENCE_RE.search(text):
             return None  # only non-Python blocks (```json, ```bash...): no program here
         else:

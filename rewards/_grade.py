@@ -254,7 +254,7 @@ class Grader:
             raise TypeError(f"grade items must be (Problem, completion) pairs, got a {type(problem).__name__}")
         plan = _Plan(problem=problem)
         total = problem.tests.count
-        code = extract_code(completion)
+        code = extract_code(completion, problem.entry_point or "")
         if code is None:
             plan.verdict = Verdict(False, Outcome.NO_CODE, 0, total, "no code found in the completion")
             return plan

@@ -42,7 +42,11 @@ def test_core_install_has_no_heavy_dependency(core_venv: Path) -> None:
 
 
 def test_core_install_grades_the_bundled_data(core_venv: Path, tmp_path: Path) -> None:
-    problems = REPO / "rewards" / "data" / "humaneval.jsonl"
+    # The bundled data is found in the installed package, far from any checkout.
+    where = subprocess.run([str(core_venv), "-c", "import rewards; print(rewards.data_path('humaneval'))"],
+                           capture_output=True, text=True, timeout=120, check=True, cwd="/")
+    problems = Path(where.stdout.strip())
+    assert problems.is_file() and REPO not in problems.parents
     rows = [json.loads(line) for line in problems.read_text().splitlines()[:8]]
     samples = tmp_path / "samples.jsonl"
     samples.write_text("".join(json.dumps({"task_id": r["task_id"], "completion": r["canonical_solution"]}) + "\n"

@@ -45,7 +45,7 @@ def test_read_samples_indexes_per_task_and_reports_bad_lines(tmp_path: Path) -> 
     issues = {i.line: i.message for i in result.issues}
     assert sorted(issues) == [3, 5, 6, 8, 10]
     assert issues[3].startswith("invalid JSON")
-    assert issues[5] == "task_id: missing"
+    assert issues[5].startswith("task_id: missing (the record's keys: ")
     assert issues[6].startswith("completion: expected a string, a chat message or a list of them")
     assert issues[8].startswith("expected a JSON object")
     assert issues[10] == "completion[0].content: expected a string"
@@ -70,7 +70,7 @@ def test_samples_from_records() -> None:
         [{"task_id": "a", "completion": "x"}, {"task_id": "a"}, {"task_id": "a", "completion": "y"}]
     )
     assert [s.sample_index for s in result] == [0, 1]
-    assert [(i.line, i.message) for i in result.issues] == [(2, "completion: missing")]
+    assert [(i.line, i.message.split(" (")[0]) for i in result.issues] == [(2, "completion: missing")]
 
 
 def _row(task: str, index: int, passed: bool | None = True) -> ResultRow:
@@ -170,3 +170,16 @@ def test_output_format(name: str, fmt: str) -> None:
 def test_output_format_rejects_unknown() -> None:
     with pytest.raises(InputError, match="must end in"):
         output_format("results.csv")
+
+
+def test_evalplus_solution_samples_and_the_keys_a_bad_record_has(tmp_path: Path) -> None:
+    path = tmp_path / "s.jsonl"
+    path.write_text('{"task_id": "HumanEval/0", "solution": "def f(): pass"}\n'
+                    '{"task_id": "HumanEval/1", "answer": "x", "model": "m"}\n'
+                    '{"id": 3, "completion": "x"}\n')
+    got = read_samples(path)
+    assert [(s.task_id, s.completion) for s in got.samples] == [("HumanEval/0", "def f(): pass")]
+    messages = [i.message for i in got.issues]
+    assert 'completion: missing (expected "completion" or "solution"; the record\'s keys: answer, model, task_id)' \
+        in messages
+    assert "task_id: missing (the record's keys: completion, id)" in messages

@@ -139,3 +139,24 @@ def test_infrastructure_failure_is_none_never_zero(kind: str) -> None:
 def test_reward_config_validation(kwargs: dict, hint: str) -> None:
     with pytest.raises(RewardConfigError, match=hint):
         RewardConfig(**kwargs)
+
+
+def test_thinking_is_never_the_program() -> None:
+    from rewards import extract_code
+
+    assert extract_code("<think>maybe ```python\nprint(0)\n```</think>\n```python\nprint(1)\n```") == "print(1)\n"
+    assert extract_code("<think>\nprint(0)\n</think>print(1)\n").strip() == "print(1)"
+    assert extract_code("print(0) is wrong</think>\n```python\nprint(2)\n```") == "print(2)\n"  # tag in the prompt
+    assert extract_code("<think>I never finished ```python\nprint(0)\n```") is None
+    assert extract_code([{"role": "assistant", "content": "<THINK>x</THINK>```py\nprint(3)\n```"}]) == "print(3)\n"
+
+
+def test_the_block_that_defines_the_entry_point_wins() -> None:
+    from rewards import extract_code
+
+    text = ("```python\ndef add(a, b):\n    return a + b\n```\nUsage:\n```python\nprint(add(1, 2))\n```\n")
+    assert extract_code(text, "add") == "def add(a, b):\n    return a + b\n"
+    assert extract_code(text) == "print(add(1, 2))\n"  # no entry point known: the last block
+    assert extract_code(text, "mul") == "print(add(1, 2))\n"  # none defines it: the last block
+    two = "```python\ndef f():\n    return 1\n```\n```python\ndef f():\n    return 2\n```"
+    assert extract_code(two, "f") == "def f():\n    return 2\n"  # the last defining one
