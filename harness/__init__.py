@@ -13,7 +13,7 @@ Public surface::
         read_samples, read_results,
         run_demo, DemoReport, bundled_dataset,                   # the demo and the bundled data
         CodeReward, AsyncCodeReward, RewardBatch,                # TRL reward functions
-        HarnessError, ConfigError, InputError,                   # exceptions
+        HarnessError, ConfigError, InputError, NoTestsError,     # exceptions
     )
 
 Exception tree::
@@ -38,7 +38,7 @@ from ._config import (
     load_config,
 )
 from ._demo import DemoReport, bundled_dataset, run_demo
-from ._errors import ConfigError, HarnessError, InputError
+from ._errors import ConfigError, HarnessError, InputError, NoTestsError
 from ._grading import GraderLike, Harness, grade, verdict_row
 from ._io import InputIssue, ResultRow, ResultStore, Sample, SampleSet, read_results, read_samples
 from ._summary import GradeSummary, format_summary, pass_at_k, summarize
@@ -81,6 +81,7 @@ __all__ = [
     "HarnessError",
     "InputError",
     "InputIssue",
+    "NoTestsError",
     "RayGrader",
     "ResultRow",
     "ResultStore",

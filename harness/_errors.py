@@ -4,8 +4,10 @@ Exception tree::
 
     HarnessError                 base of everything the harness raises on purpose
     ├── ConfigError              a config file or value is invalid (names file and key path)
-    └── InputError               a problems/samples/results input cannot be used at all
-                                 (names the file, and the line where there is one)
+    ├── InputError               a problems/samples/results input cannot be used at all
+    │                            (names the file, and the line where there is one)
+    └── NoTestsError             the TRL reward found no column to take tests from in any row
+                                 (names the columns it looked for; also a LookupError)
 
 A single malformed record inside an otherwise readable input is *not* an exception:
 it is reported as an :class:`InputIssue` and skipped, so one bad line never sinks a batch.
@@ -14,7 +16,7 @@ Program failures are never exceptions either: they come back as verdicts.
 
 from __future__ import annotations
 
-__all__ = ["ConfigError", "HarnessError", "InputError"]
+__all__ = ["ConfigError", "HarnessError", "InputError", "NoTestsError"]
 
 
 class HarnessError(Exception):
@@ -75,3 +77,11 @@ class InputError(HarnessError, ValueError):
         self.line = line
         loc = path if line is None else f"{path}:{line}"
         super().__init__(f"{loc}: {message}" if loc else message)
+
+
+class NoTestsError(HarnessError, LookupError):
+    """No row of a reward batch has a column the tests can come from (a wiring mistake).
+
+    The message names the columns looked for and the ones the batch has. A batch where only
+    some rows lack tests is not an error: those rows get ``None``.
+    """

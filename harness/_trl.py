@@ -40,6 +40,8 @@ from typing import TYPE_CHECKING, Any
 from rewards import Grader, Outcome, Problem, RewardConfig, Verdict, compute_reward, problem_from_dict, problem_from_row
 from vmpool import Limits, Pool, PoolConfig, VmpoolError
 
+from ._errors import NoTestsError
+
 if TYPE_CHECKING:
     from ._config import HarnessConfig
 
@@ -71,10 +73,6 @@ class RewardBatch:
     statuses: list[str]
     tests_passed: list[int | None]
     metrics: dict[str, float]
-
-
-class _NoTestsError(LookupError):
-    """A row has none of the columns tests can come from."""
 
 
 class _BrokenPool:
@@ -230,7 +228,7 @@ class _CodeRewardBase:
                     obj[k] = _as_obj(row[k]) if k == "test_imports" else row[k]
             key = ("mbpp", json.dumps(obj, sort_keys=True, default=str))
             return self._cached(key, lambda: problem_from_row(obj, "mbpp", "column 'test_list'", index))
-        raise _NoTestsError(
+        raise NoTestsError(
             f"row {index} has no tests: expected a {col!r} column (native problem JSON), a 'tests' column, "
             f"HumanEval's 'test' + 'entry_point' or MBPP's 'test_list'; got columns {sorted(row)}"
         )
@@ -263,7 +261,7 @@ class _CodeRewardBase:
 
         Raises:
             ValueError: a column's length differs from the number of completions.
-            LookupError: no row could be matched to tests (no recognised column at all).
+            NoTestsError: no row could be matched to tests (no recognised column at all).
         """
         n = len(completions)
         columns = {k: v for k, v in columns.items() if k not in _TRL_KWARGS}
@@ -275,18 +273,23 @@ class _CodeRewardBase:
             raise ValueError(f"got {len(prompt_list)} prompts for {n} completions")
 
         problems: list[Problem | None] = []
-        unmatched: list[_NoTestsError] = []
+        unmatched: list[NoTestsError] = []
+        bad: list[str] = []
         for i in range(n):
             row = {k: v[i] for k, v in columns.items()}
             try:
                 problems.append(self._row_problem(row, prompt_list[i], i))
             except (LookupError, ValueError, TypeError) as exc:  # ProblemFormatError, bad JSON: the data's fault
-                if isinstance(exc, _NoTestsError):
+                if isinstance(exc, NoTestsError):
                     unmatched.append(exc)
-                logger.warning("%s: row %d: unusable problem (%s); its reward is None", self.__name__, i, exc)
+                bad.append(f"row {i}: {exc}")
                 problems.append(None)
         if n and len(unmatched) == n:
             raise unmatched[0]  # no row has tests at all: a wiring mistake, not bad data
+        if bad:  # one warning per batch, however many rows
+            more = f"; and {len(bad) - 3} more" if len(bad) > 3 else ""
+            logger.warning("%s: %d of %d rows have an unusable problem, their rewards are None: %s%s",
+                           self.__name__, len(bad), n, "; ".join(bad[:3]), more)
 
         start = time.monotonic()
         items = [(p, c) for p, c in zip(problems, completions) if p is not None]

@@ -32,7 +32,7 @@ PUBLIC = {
     ],
     harness: [
         "AsyncCodeReward", "CodeReward", "ConfigError", "DemoReport", "GradeSummary",
-        "GradingSettings", "Harness", "HarnessConfig", "HarnessError", "InputError", "InputIssue",
+        "GradingSettings", "Harness", "HarnessConfig", "HarnessError", "InputError", "InputIssue", "NoTestsError",
         "RayGrader", "ResultRow", "ResultStore", "RewardBatch",
         "Sample", "SampleSet", "bundled_dataset", "config_from_dict", "describe_config", "format_summary", "grade", "grade_ray",
         "grade_ray_data", "load_config", "ray_grader", "verdict_row", "GraderLike", "pass_at_k", "read_results", "read_samples", "run_demo",

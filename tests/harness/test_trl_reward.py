@@ -6,6 +6,7 @@ import asyncio
 import dataclasses
 import importlib.util
 import json
+import logging
 import pickle
 import sys
 from collections.abc import Iterator
@@ -15,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from harness import AsyncCodeReward, CodeReward, RewardBatch
+from harness import AsyncCodeReward, CodeReward, NoTestsError, RewardBatch
 from rewards import Outcome, RewardConfig, load_problems, problem_to_dict
 from vmpool import ExecResult, Limits, Pool, PoolConfig, Status
 
@@ -199,15 +200,22 @@ def test_sandbox_error_results_give_none(pool: Pool, mbpp_problem: str, monkeypa
     assert rec.metrics["code/infra_failures"] == [2.0] and "code/pass_rate" not in rec.metrics
 
 
-def test_bad_rows_are_none_and_missing_columns_raise(pool: Pool, mbpp_problem: str) -> None:
+def test_bad_rows_are_none_and_missing_columns_raise(pool: Pool, mbpp_problem: str,
+                                                    caplog: pytest.LogCaptureFixture) -> None:
     rec = Recorder()
     reward = CodeReward(pool=pool)
-    out = reward(prompts=["p", "p"], completions=[GOOD, GOOD], problem=[mbpp_problem, "{not json"],
-                 log_extra=rec.log_extra, log_metric=rec.log_metric)
-    assert out == [1.0, None]
-    assert rec.extra["code_status"] == ["passed", "bad_problem"] and rec.metrics["code/bad_problems"] == [1.0]
-    with pytest.raises(LookupError, match="no tests"):
+    with caplog.at_level(logging.WARNING, logger="harness"):
+        out = reward(prompts=["p"] * 4, completions=[GOOD] * 4,
+                     problem=[mbpp_problem, "{not json", '{"task_id": "x"}', "[]"],
+                     log_extra=rec.log_extra, log_metric=rec.log_metric)
+    assert out == [1.0, None, None, None]
+    assert rec.extra["code_status"] == ["passed"] + ["bad_problem"] * 3 and rec.metrics["code/bad_problems"] == [3.0]
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1, [r.getMessage() for r in warnings]  # one per batch, not per row
+    assert "3 of 4 rows" in warnings[0].getMessage() and "column 'problem'" in warnings[0].getMessage()
+    with pytest.raises(NoTestsError, match="no tests: expected a 'problem' column") as info:
         reward(prompts=["p"], completions=[GOOD], answer=["1"])
+    assert "got columns ['answer']" in str(info.value) and isinstance(info.value, LookupError)
     with pytest.raises(ValueError, match="one value per completion"):
         reward(prompts=["p", "p"], completions=[GOOD, GOOD], problem=[mbpp_problem])
 
