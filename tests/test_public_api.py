@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 import harness
+import harness.verl
 import rewards
 import vmpool
 import vmpool.image
@@ -18,6 +19,7 @@ PUBLIC = {
         "build_image", "choose_accel", "describe_settings", "find_image", "load_image_config", "load_settings",
         "resolve_backend", "settings_from_dict",
     ],
+    harness.verl: ["compute_score", "problem_from_ground_truth"],
     vmpool.image: [
         "AGENT_PORT", "ImageConfig", "ImageConfigError", "ImageError", "ImagePaths", "build_image",
         "describe_image_config", "find_image", "image_config_from_dict", "image_key", "load_image_config",
