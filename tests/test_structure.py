@@ -58,7 +58,7 @@ def test_dependencies_point_one_way() -> None:
     found = []
     for path in _modules():
         own = path.relative_to(REPO).parts[0]
-        if path == REPO / "harness" / "_cli.py":
+        if path == REPO / "harness" / "_cli_commands.py":  # `harness bench` runs the suites
             below_here: tuple[str, ...] = ()
         else:
             below_here = below.get(own, ())
