@@ -40,7 +40,8 @@ from ._config import (
 from ._demo import DemoReport, bundled_dataset, run_demo
 from ._errors import ConfigError, HarnessError, InputError, NoTestsError
 from ._grading import GraderLike, Harness, grade, verdict_row
-from ._io import InputIssue, ResultRow, ResultStore, Sample, SampleSet, read_results, read_samples
+from ._io import InputIssue, ResultRow, Sample, SampleSet, read_samples
+from ._store import ResultStore, read_results
 from ._summary import GradeSummary, format_summary, pass_at_k, summarize
 
 if TYPE_CHECKING:  # the real types for checkers; at run time they load on first use

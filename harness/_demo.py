@@ -17,7 +17,7 @@ from pathlib import Path
 from ._config import HarnessConfig
 from ._errors import InputError
 from ._grading import Harness
-from ._io import read_results
+from ._store import read_results
 from ._summary import GradeSummary
 
 __all__ = ["WRONG_COMPLETIONS", "DemoReport", "bundled_dataset", "run_demo"]

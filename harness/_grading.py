@@ -26,7 +26,6 @@ from ._errors import InputError
 from ._io import (
     InputIssue,
     ResultRow,
-    ResultStore,
     Sample,
     SampleSet,
     output_format,
@@ -34,6 +33,7 @@ from ._io import (
     samples_from_records,
 )
 from ._resume import completion_digest, plan_resume, problem_digest, settings_digest
+from ._store import ResultStore
 from ._summary import GradeSummary, summarize
 
 __all__ = ["GraderLike", "Harness", "grade", "load_problem_index", "resolve_task_ids", "verdict_row"]
@@ -305,13 +305,13 @@ class Harness:
         self,
         problems: PathLike | Iterable[Problem],
         samples: PathLike | SampleSet | Iterable[Mapping[str, Any]],
-        out: PathLike,
+        out: PathLike | None = None,
         *,
         progress: bool = True,
         resume: bool = True,
         problem_format: str = "auto",
     ) -> GradeSummary:
-        """Grade every sample not yet in ``out`` and summarise the whole output.
+        """Grade every sample not yet in ``out`` and summarise the whole output (its rows in ``.rows``).
 
         Resuming keeps a stored row only while the sample's completion, its problem and the
         grading settings are the ones it was graded with (each row stores their digests);
@@ -321,21 +321,23 @@ class Harness:
             problems: problems file or iterable of ``rewards.Problem``.
             samples: samples JSONL file, a :class:`SampleSet`, or sample records
                 (``{"task_id", "completion"}`` mappings).
-            out: results file; ``.parquet``/``.pq`` or ``.jsonl``/``.ndjson``.
+            out: results file; ``.parquet``/``.pq`` or ``.jsonl``/``.ndjson``; ``None``: nothing
+                is written, the rows are only in the summary's ``rows``.
             progress: show a tqdm progress bar.
             resume: keep rows already in ``out`` and skip their samples (False: start over).
             problem_format: format for ``rewards.load_problems`` when ``problems`` is a path.
 
         Returns:
-            The :class:`GradeSummary` over every row in ``out``.
+            The :class:`GradeSummary` over every row in ``out``; ``.rows`` holds them.
 
         Raises:
             InputError: unreadable problems/samples/output, ``out`` naming an input file, an
                 ``out`` holding rows of another run (with ``resume``), or no usable problems.
             vmpool.VmpoolError: when the sandbox pool cannot start (rows flushed so far are kept).
         """
-        output_format(out)  # a bad output name fails before any work is done
-        check_output_is_not_an_input(out, problems=problems, samples=samples)
+        if out is not None:
+            output_format(out)  # a bad output name fails before any work is done
+            check_output_is_not_an_input(out, problems=problems, samples=samples)
         index, issues = load_problem_index(problems, problem_format)
         if isinstance(samples, SampleSet):
             sample_set = samples
@@ -348,7 +350,8 @@ class Harness:
             skipped = f" ({len(sample_set.issues)} malformed: {sample_set.issues[0]})" if sample_set.issues else ""
             raise InputError(f"no samples to grade{skipped}: expected one "
                              '{"task_id": ..., "completion": ...} object per line', sample_set.path or "<samples>")
-        check_output_writable(out)
+        if out is not None:
+            check_output_writable(out)
         known, unknown = resolve_task_ids(sample_set.samples, index, sample_set.path or "<samples>")
         issues.extend(unknown)
         issues.sort(key=lambda i: (i.path, i.line))
@@ -379,7 +382,7 @@ class Harness:
             wall_s=time.perf_counter() - started,
             startup_s=self.startup_s - startup_before,
             input_issues=issues,
-            out=str(out),
+            out="" if out is None else str(out),
             isolation_lost=self._pool.isolation_lost if self._pool is not None else "",
         )
 
@@ -452,7 +455,7 @@ def _progress_bar(total: int, enabled: bool) -> _Bar:
 def grade(
     problems: PathLike | Iterable[Problem],
     samples: PathLike | SampleSet | Iterable[Mapping[str, Any]],
-    out: PathLike,
+    out: PathLike | None = None,
     config: HarnessConfig | None = None,
     workers: int | None = None,
     backend: str | None = None,
@@ -466,7 +469,8 @@ def grade(
     Args:
         problems: problems file or iterable of ``rewards.Problem``.
         samples: samples JSONL file, :class:`SampleSet`, or sample records.
-        out: results file (``.parquet``/``.pq`` or ``.jsonl``/``.ndjson``); resumable.
+        out: results file (``.parquet``/``.pq`` or ``.jsonl``/``.ndjson``); resumable. ``None``:
+            nothing is written; the rows are in the summary's ``rows``.
         config: harness config (defaults when None).
         workers: pool size override.
         backend: backend override (``namespace`` or ``auto``).

@@ -22,7 +22,8 @@ from rewards import Problem, problem_to_dict
 
 from ._config import HarnessConfig
 from ._errors import InputError
-from ._io import ResultStore, Sample
+from ._io import Sample
+from ._store import ResultStore
 
 logger = logging.getLogger(__name__)
 

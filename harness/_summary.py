@@ -70,6 +70,7 @@ class GradeSummary:
         skipped_ks: requested ks that were too large for the sample counts.
         isolation_lost: what the sandboxes lacked compared with the full design ("" = nothing;
             e.g. run as an ordinary user without subordinate uids).
+        rows: the result rows themselves (not in :meth:`to_dict`).
     """
 
     out: str = ""
@@ -89,6 +90,7 @@ class GradeSummary:
     input_issues: list[InputIssue] = field(default_factory=list)
     skipped_ks: list[int] = field(default_factory=list)
     isolation_lost: str = ""
+    rows: list[ResultRow] = field(default_factory=list, repr=False)
 
     def to_dict(self) -> dict[str, object]:
         """A JSON-ready view (input issues as ``file:line: why`` strings)."""
@@ -189,6 +191,7 @@ def summarize(
         input_issues=list(input_issues),
         skipped_ks=skipped,
         isolation_lost=isolation_lost,
+        rows=rows,
     )
 
 

@@ -110,6 +110,28 @@ def _guest_dir() -> Path:
     return staged
 
 
+SITE_DIR = "/site-packages"  # where PoolConfig.site_packages directories appear, one per index
+
+
+def _package_dirs(paths: tuple[str, ...]) -> tuple[str, ...]:
+    """The site-packages directories to mount, checked: they exist and any uid can read them.
+
+    Raises:
+        BackendUnavailableError: one is missing or unreadable to the sandbox's uids.
+    """
+    out = []
+    for raw in paths:
+        path = Path(raw).expanduser().resolve()
+        if not path.is_dir():
+            raise BackendUnavailableError(f"pool.site_packages: {raw} is not a directory")
+        if not _reachable_by_anyone(path):
+            raise BackendUnavailableError(
+                f"pool.site_packages: {raw} is not readable by other uids (the sandbox's programs run as uids "
+                "of their own): make it and its parent directories world-readable (chmod o+rx)")
+        out.append(str(path))
+    return tuple(out)
+
+
 def agent_module_binds() -> list[str]:
     """bwrap arguments that put the agent and its modules (``_guest/*.py``) at /opt/vmpool."""
     guest = _guest_dir()
@@ -127,6 +149,9 @@ class NamespaceSandbox(AgentSandbox):
         transport_slack_s: extra time over a program's wall limit before the host
             declares the sandbox unresponsive and kills it.
         pin_cpu: run the sandbox on one CPU, leased machine-wide (:mod:`vmpool._cpus`).
+        site_packages: host directories of Python packages (a venv's ``site-packages``, a
+            ``pip install --target`` directory) mounted read-only and put on the programs'
+            ``sys.path``; every uid must be able to read them.
 
     Raises:
         BackendUnavailableError: bwrap or seccomp support is missing.
@@ -136,8 +161,10 @@ class NamespaceSandbox(AgentSandbox):
     backend = "namespace"
 
     def __init__(self, python: str = "/usr/bin/python3", tmpfs_mb: int = 64,
-                 start_timeout_s: float = 30.0, transport_slack_s: float = 5.0, pin_cpu: bool = False) -> None:
+                 start_timeout_s: float = 30.0, transport_slack_s: float = 5.0, pin_cpu: bool = False,
+                 site_packages: tuple[str, ...] = ()) -> None:
         super().__init__(transport_slack_s)
+        self._site = _package_dirs(site_packages)
         self._proc: subprocess.Popen[bytes] | None = None
         self._cpu: CpuLease | None = None
         self._lease: UidLease | None = lease_uid()  # None: one uid for everything (see _uids)
@@ -201,6 +228,11 @@ class NamespaceSandbox(AgentSandbox):
             "--size", str(tmpfs_mb << 20), "--tmpfs", "/tmp",
             "--size", str(8 << 20), "--tmpfs", "/dev/shm",
             *agent_module_binds(),
+            # World-searchable mount points (bwrap makes the parents of a bind 0700), so the
+            # tester and program uids reach the packages.
+            *(["--perms", "0755", "--dir", SITE_DIR] if self._site else []),
+            *[arg for i, path in enumerate(self._site)
+              for arg in ("--perms", "0755", "--dir", f"{SITE_DIR}/{i}", "--ro-bind", path, f"{SITE_DIR}/{i}")],
             "--remount-ro", "/",  # the root tmpfs bwrap builds: nothing may persist there
             "--chdir", "/tmp",
             "--clearenv", "--setenv", "PATH", "/usr/bin:/bin", "--setenv", "HOME", "/tmp",
@@ -208,6 +240,7 @@ class NamespaceSandbox(AgentSandbox):
             "--seccomp", str(seccomp_fd),
             "--", python, "-I", "-B", GUEST_AGENT_PATH,
             *(["--cpu", str(self._cpu.cpu)] if self._cpu else []),
+            *[arg for i in range(len(self._site)) for arg in ("--path", f"{SITE_DIR}/{i}")],
         ]
 
     def _start(self, python: str, tmpfs_mb: int, start_timeout_s: float) -> None:

@@ -101,6 +101,13 @@ class PoolConfig:
         default=None,
     )
     accel: str = _setting("microvm: 'auto' (KVM if a probe boot works, else TCG), 'kvm' or 'tcg'", default="auto")
+    site_packages: tuple[str, ...] = _setting(
+        "namespace: host directories of Python packages for the programs (a venv's site-packages, a `pip install "
+        "--target` directory), mounted read-only and put on sys.path; every uid must be able to read them. "
+        "Debian's python3-* packages under /usr are there already. microvm: list Debian packages in the image "
+        "config's extra_packages instead",
+        default=(),
+    )
     pin_cpus: bool = _setting(
         "namespace: pin each sandbox (agent, tester, programs) to one CPU, spread over the host by a "
         "machine-wide lease (faster hand-overs; `harness bench` measures it); false where other heavy "
@@ -123,6 +130,12 @@ class PoolConfig:
         check(positive_int("tmpfs_mb", 4), "tmpfs_mb", "must be an integer >= 4")
         check(self.accel in ACCELS, "accel", f"must be one of {', '.join(ACCELS)}")
         check(isinstance(self.pin_cpus, bool), "pin_cpus", "must be true or false")
+        check(not isinstance(self.site_packages, str) and all(isinstance(p, str) and p for p in self.site_packages),
+              "site_packages", "must be a list of directory paths")
+        check(not (self.site_packages and self.backend == "microvm"), "site_packages",
+              "holds host directories, which a microVM guest cannot see: for microvm, add Debian packages "
+              "(python3-numpy...) to the image config's extra_packages")
+        object.__setattr__(self, "site_packages", tuple(self.site_packages))
         for name in ("start_timeout_s", "transport_slack_s"):
             check(getattr(self, name) > 0, name, "must be > 0")
 
@@ -203,6 +216,10 @@ class Pool:
         self.template = template
         self.config = dataclasses.replace(config, size=config.sandboxes)
         self.backend = resolve_backend(config.backend, config.image_config)
+        if self.backend == "microvm" and config.site_packages:
+            raise BackendUnavailableError("backend auto chose microvm, whose guests cannot see pool.site_packages "
+                                          "(host directories): use backend namespace, or Debian packages in the "
+                                          "image config's extra_packages")
         self._factory: Callable[[], Sandbox] = self._make_factory()
         self._idle: queue.Queue[Sandbox | None] = queue.Queue()
         self._live: set[Sandbox] = set()
@@ -227,7 +244,8 @@ class Pool:
         if self.backend == "namespace":
             return lambda: NamespaceSandbox(python=cfg.python, tmpfs_mb=cfg.tmpfs_mb,
                                             start_timeout_s=cfg.start_timeout_s,
-                                            transport_slack_s=cfg.transport_slack_s, pin_cpu=cfg.pin_cpus)
+                                            transport_slack_s=cfg.transport_slack_s, pin_cpu=cfg.pin_cpus,
+                                            site_packages=cfg.site_packages)
         if self.backend == "microvm":
             from ._microvm import MicroVMSandbox, MicroVMTemplate
 

@@ -103,3 +103,17 @@ def test_summary_reports_every_k_the_samples_allow(tmp_path: Path, humaneval_sli
     assert sorted(summary.pass_at_k) == [1, 2, 3] and not summary.skipped_ks
     assert 0 <= summary.startup_s < summary.wall_s
     assert summary.programs_per_s >= summary.programs_per_s_overall > 0
+
+
+def test_in_memory_grading_writes_nothing_and_returns_the_rows(
+        tmp_path: Path, humaneval_slice: tuple[Path, list[dict]], monkeypatch: pytest.MonkeyPatch) -> None:
+    problems, recs = humaneval_slice
+    work = tmp_path / "cwd"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    with Harness(load_config(FAST_CONFIG)) as harness:
+        summary = harness.grade(problems, _samples(recs[:2]) + _samples(recs[:1], WRONG), progress=False)
+    assert summary.out == "" and list(work.iterdir()) == []
+    assert [(r.task_id, r.sample_index, r.passed) for r in summary.rows] == \
+        [(recs[0]["task_id"], 0, True), (recs[1]["task_id"], 0, True), (recs[0]["task_id"], 1, False)]
+    assert "rows" not in summary.to_dict()

@@ -186,23 +186,33 @@ def _resume(req: dict) -> dict:
     return done
 
 
-def _pin_from_argv() -> None:
-    """``--cpu N``: run this agent, and everything it forks, on CPU N (the host leased it)."""
+def _apply_argv() -> None:
+    """``--cpu N``: run this agent, and everything it forks, on CPU N (the host leased it).
+    ``--path DIR`` (repeatable): a read-only package directory the host mounted, appended
+    to ``sys.path`` so every program and tester can import from it."""
     argv = sys.argv[1:]
-    if len(argv) == 2 and argv[0] == "--cpu":
-        try:
-            os.sched_setaffinity(0, {int(argv[1])})
-        except (OSError, ValueError) as exc:  # a CPU this sandbox may not use: run unpinned
-            print(f"vmpool agent: cannot pin to CPU {argv[1]}: {exc}", file=sys.stderr)
-            return
-        try:
-            os.sched_setscheduler(0, os.SCHED_BATCH, os.sched_param(0))
-        except OSError as exc:
-            print(f"vmpool agent: cannot use SCHED_BATCH: {exc}", file=sys.stderr)
+    cpu = None
+    while len(argv) >= 2 and argv[0] in ("--cpu", "--path"):
+        if argv[0] == "--cpu":
+            cpu = argv[1]
+        elif argv[1] not in sys.path:
+            sys.path.append(argv[1])
+        argv = argv[2:]
+    if cpu is None:
+        return
+    try:
+        os.sched_setaffinity(0, {int(cpu)})
+    except (OSError, ValueError) as exc:  # a CPU this sandbox may not use: run unpinned
+        print(f"vmpool agent: cannot pin to CPU {cpu}: {exc}", file=sys.stderr)
+        return
+    try:
+        os.sched_setscheduler(0, os.SCHED_BATCH, os.sched_param(0))
+    except OSError as exc:
+        print(f"vmpool agent: cannot use SCHED_BATCH: {exc}", file=sys.stderr)
 
 
 def main() -> None:
-    _pin_from_argv()  # first: the zygote and every program inherit it
+    _apply_argv()  # first: the zygote and every program inherit it
     # Keep the protocol off fds 0/1 so no program ever inherits it.
     rfd = os.dup(0)
     wfd = os.dup(1)
