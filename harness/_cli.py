@@ -93,6 +93,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "Ray Data path) instead of keeping the ones still valid")
     g.add_argument("--k", type=_ks, metavar="K,K,...", help="pass@k values to report, e.g. 1,2,5 (grading.ks; "
                    "default: every k the per-task sample count allows)")
+    g.add_argument("--details", action="store_true",
+                   help="rows also carry the extracted program (code) and per-test details (details: JSON with "
+                        "input, expected and actual excerpts, the error) (grading.details)")
     g.add_argument("--strict", action="store_true",
                    help="exit with status 2 when input records were skipped (malformed lines, unknown tasks)")
     g.add_argument("--no-progress", action="store_true", help="no progress bar")

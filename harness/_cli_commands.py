@@ -23,7 +23,8 @@ def _config(args: argparse.Namespace) -> HarnessConfig:
     return config.with_overrides(
         workers=getattr(args, "workers", None), backend=getattr(args, "backend", None),
         timeout_s=getattr(args, "timeout", None), memory_mb=getattr(args, "memory_mb", None),
-        reward_kind=getattr(args, "reward_kind", None), ks=getattr(args, "k", None))
+        reward_kind=getattr(args, "reward_kind", None), ks=getattr(args, "k", None),
+        details=True if getattr(args, "details", False) else None)
 
 
 def _cmd_grade(args: argparse.Namespace) -> int:

@@ -79,6 +79,11 @@ class GradingSettings:
         "failed; null = when reward.kind is binary (which cannot use the rest)",
         default=None,
     )
+    details: bool = _help(
+        "result rows also carry the extracted program (code) and per-test details (details: JSON list of "
+        "index, passed, status, input, expected, actual, error, each cut short)",
+        default=False,
+    )
     failing_time_budget: float | None = _help(
         "stdio problems: stop a sample once its failing cases used this many time limits in total (a timeout "
         "costs one), the rest counting as failed, so a looping completion costs about this much, not one time "
@@ -118,7 +123,8 @@ class HarnessConfig:
 
     def with_overrides(self, *, workers: int | None = None, backend: str | None = None,
                        timeout_s: float | None = None, memory_mb: int | None = None,
-                       reward_kind: str | None = None, ks: Sequence[int] | None = None) -> HarnessConfig:
+                       reward_kind: str | None = None, ks: Sequence[int] | None = None,
+                       details: bool | None = None) -> HarnessConfig:
         """Return a copy with common keys replaced (CLI flags win over the file); None keeps a key.
 
         Args:
@@ -128,6 +134,7 @@ class HarnessConfig:
             memory_mb: ``limits.memory_mb``.
             reward_kind: ``reward.kind``.
             ks: ``grading.ks``.
+            details: ``grading.details``.
 
         Returns:
             The new config.
@@ -139,7 +146,7 @@ class HarnessConfig:
             "pool": (self.pool, {"size": workers, "backend": backend}),
             "limits": (self.limits, {"cpu_s": timeout_s, "wall_s": timeout_s, "memory_mb": memory_mb}),
             "reward": (self.reward, {"kind": reward_kind}),
-            "grading": (self.grading, {"ks": None if ks is None else tuple(ks)}),
+            "grading": (self.grading, {"ks": None if ks is None else tuple(ks), "details": details}),
         }
         replaced: dict[str, Any] = {}
         for name, (section, changes) in sections.items():
@@ -163,6 +170,7 @@ class HarnessConfig:
             "wall_slack_s": grading.wall_slack_s,
             "stop_at_first_failure": self.reward.kind == "binary" if first is None else first,
             "failing_time_budget": grading.failing_time_budget,
+            "details": grading.details,
         }
 
 

@@ -9,6 +9,8 @@ one chunk and a re-run picks up where it stopped.
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import logging
 import os
 import time
@@ -18,7 +20,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Protocol, Self
 
-from rewards import Grader, Problem, RewardConfig, Verdict, compute_reward, excerpt, load_problems
+from rewards import Grader, Problem, RewardConfig, Verdict, compute_reward, excerpt, extract_code, load_problems
 from vmpool import Pool
 
 from ._config import HarnessConfig
@@ -53,7 +55,7 @@ class GraderLike(Protocol):
 
 
 def verdict_row(sample: Sample, verdict: Verdict, reward_config: RewardConfig, error_chars: int, *,
-                problem_sha: str = "", settings_sha: str = "") -> ResultRow:
+                problem_sha: str = "", settings_sha: str = "", code: str = "") -> ResultRow:
     """The output row of ``sample`` graded to ``verdict``: the one place a verdict becomes a row.
 
     Args:
@@ -63,6 +65,8 @@ def verdict_row(sample: Sample, verdict: Verdict, reward_config: RewardConfig, e
         error_chars: the most characters of error text the row keeps (see ``rewards.excerpt``).
         problem_sha / settings_sha: digests of the problem and of the settings it was
             graded under, stored so a resumed run can tell whether the row still holds.
+        code: the extracted program, kept in the row (details mode); the verdict's per-test
+            ``cases`` become the row's ``details`` JSON.
 
     Returns:
         The :class:`ResultRow`; reward is None exactly when ``passed`` is None.
@@ -83,6 +87,8 @@ def verdict_row(sample: Sample, verdict: Verdict, reward_config: RewardConfig, e
         completion_sha=completion_digest(sample.completion),
         problem_sha=problem_sha,
         settings_sha=settings_sha,
+        code=code,
+        details=json.dumps([dataclasses.asdict(c) for c in verdict.cases], ensure_ascii=False) if verdict.cases else "",
     )
 
 
@@ -296,10 +302,16 @@ class Harness:
             raise RuntimeError(f"grader returned {len(verdicts)} verdicts for {len(pairs)} programs")
         return verdicts
 
-    def to_row(self, sample: Sample, verdict: Verdict, problem_sha: str = "") -> ResultRow:
+    def to_row(self, sample: Sample, verdict: Verdict, problem_sha: str = "", code: str = "") -> ResultRow:
         """:func:`verdict_row` under this harness's reward config, error length and settings digest."""
         return verdict_row(sample, verdict, self.reward_config, self.config.grading.error_chars,
-                           problem_sha=problem_sha, settings_sha=settings_digest(self.config))
+                           problem_sha=problem_sha, settings_sha=settings_digest(self.config), code=code)
+
+    def _code(self, sample: Sample, index: Mapping[str, Problem]) -> str:
+        """The program the row keeps (details mode only)."""
+        if not self.config.grading.details:
+            return ""
+        return extract_code(sample.completion, index[sample.problem_id].entry_point or "") or ""
 
     def grade(
         self,
@@ -368,7 +380,8 @@ class Harness:
             for start in range(0, len(todo), batch):
                 chunk = todo[start : start + batch]
                 verdicts = self.verdicts([(index[s.problem_id], s.completion) for s in chunk])
-                store.append([self.to_row(s, v, problem_shas[s.problem_id]) for s, v in zip(chunk, verdicts, strict=True)])
+                store.append([self.to_row(s, v, problem_shas[s.problem_id], self._code(s, index))
+                              for s, v in zip(chunk, verdicts, strict=True)])
                 bar.update(len(chunk))
         finally:
             bar.close()

@@ -226,6 +226,8 @@ class ResultRow:
         completion_sha / problem_sha / settings_sha: digests of the completion, of the
             problem and of the grading settings the row was graded with; a resumed run
             keeps the row only while all three still match.
+        code / details: with ``grading.details`` (``--details``): the program extracted from
+            the completion, and the per-test details as JSON text (``rewards.CaseResult`` fields).
     """
 
     task_id: str
@@ -241,6 +243,8 @@ class ResultRow:
     completion_sha: str = ""
     problem_sha: str = ""
     settings_sha: str = ""
+    code: str = ""
+    details: str = ""
 
     @property
     def problem(self) -> str:
@@ -273,6 +277,8 @@ def _arrow_schema() -> Any:
             ("completion_sha", pa.string()),
             ("problem_sha", pa.string()),
             ("settings_sha", pa.string()),
+            ("code", pa.string()),
+            ("details", pa.string()),
         ]
     )
 
@@ -309,7 +315,7 @@ def _row_from_mapping(record: Any) -> ResultRow | str:
     if isinstance(index, bool) or not isinstance(index, int):
         return "sample_index: missing or not an integer"
     values: dict[str, Any] = {name: record.get(name) for name in RESULT_COLUMNS}
-    for name in ("status", "error", "problem_id", "completion_sha", "problem_sha", "settings_sha"):
+    for name in ("status", "error", "problem_id", "completion_sha", "problem_sha", "settings_sha", "code", "details"):
         values[name] = str(values[name] or "")  # absent in outputs of older versions
     values["wall_s"] = float(values["wall_s"] or 0.0)
     return ResultRow(**values)

@@ -33,7 +33,7 @@ from ._data import DATASETS, data_path
 from ._errors import ProblemFormatError, RewardConfigError, RewardsError
 from ._excerpt import excerpt
 from ._extract import extract_code
-from ._grade import Grader, Outcome, Verdict
+from ._grade import CaseResult, Grader, Outcome, Verdict
 from ._problems import (
     AssertTests,
     CallCase,
@@ -50,6 +50,7 @@ from ._shaping import RewardConfig, compute_reward
 __all__ = [
     "AssertTests",
     "CallCase",
+    "CaseResult",
     "CallTests",
     "DATASETS",
     "FORMATS",

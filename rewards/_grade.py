@@ -71,6 +71,29 @@ _STATUS_OUTCOME = {
 
 
 @dataclass(frozen=True)
+class CaseResult:
+    """How one test (a stdio case, an assert, a call) went, for a verdict's details.
+
+    Attributes:
+        index: the test's position.
+        passed: whether it passed.
+        status: ``passed``, ``failed``, ``error``, ``timeout``... or ``not_run`` (skipped by
+            the stop rule, or the run ended before it).
+        input: the case's stdin or the call's arguments (cut short).
+        expected / actual: the expected and the produced output or value (cut short).
+        error: what went wrong (the stderr tail, the exception line).
+    """
+
+    index: int
+    passed: bool
+    status: str
+    input: str = ""
+    expected: str = ""
+    actual: str = ""
+    error: str = ""
+
+
+@dataclass(frozen=True)
 class Verdict:
     """The grade of one (problem, completion) sample.
 
@@ -82,6 +105,7 @@ class Verdict:
         error: short excerpt (<= 500 chars) explaining a failure.
         wall_s: sandbox wall time spent on this sample.
         exec_status: sandbox status of the deciding run (``None`` when nothing ran).
+        cases: per-test details, when the grader was asked for them (``Grader(details=True)``).
     """
 
     passed: bool | None
@@ -91,6 +115,7 @@ class Verdict:
     error: str = ""
     wall_s: float = 0.0
     exec_status: Status | None = None
+    cases: tuple[CaseResult, ...] = ()
 
 
 @dataclass
@@ -141,6 +166,8 @@ class Grader:
         failing_time_budget: a stdio sample stops once its failing cases used this many
             time limits in total (a timeout costs one); ``None``: never. Correct programs
             never hit it: only failing cases spend it.
+        details: fill each verdict's ``cases`` with per-test details (input, expected,
+            actual, error, each cut to ``details_chars``).
 
     Raises:
         ValueError: ``wall_factor`` < 1, ``wall_slack_s`` < 0 or ``failing_time_budget`` <= 0.
@@ -148,7 +175,8 @@ class Grader:
 
     def __init__(self, pool: Any, default_limits: Limits | None = None, *, wall_factor: float = 3.0,
                  wall_slack_s: float = 2.0, stop_at_first_failure: bool = False,
-                 failing_time_budget: float | None = None) -> None:
+                 failing_time_budget: float | None = None, details: bool = False,
+                 details_chars: int = 200) -> None:
         if not wall_factor >= 1.0:
             raise ValueError(f"wall_factor must be >= 1 (the backstop sits above the time limit), got {wall_factor!r}")
         if not wall_slack_s >= 0.0:
@@ -158,6 +186,8 @@ class Grader:
         self.wall_factor = wall_factor
         self.wall_slack_s = wall_slack_s
         self.stop_rule = StopRule(stop_at_first_failure, failing_time_budget)
+        self.details = details
+        self.details_chars = details_chars
 
     # ------------------------------------------------------------------ public
     def grade(self, problem: Problem, completion: Any) -> Verdict:
@@ -319,7 +349,7 @@ class Grader:
         passed = sum(1 for i, r in enumerate(counted) if case_passed(tests, i, r))
         fail = next(((i, r) for i, r in enumerate(counted) if not case_passed(tests, i, r)), None)
         if fail is None and cut.last == total - 1:
-            return Verdict(True, Outcome.PASSED, passed, total, "", wall, Status.OK)
+            return Verdict(True, Outcome.PASSED, passed, total, "", wall, Status.OK, self._stdio_cases(tests, counted))
         if fail is None:  # cannot happen: a cutoff is always at a failed case
             return Verdict(None, Outcome.SANDBOX_ERROR, passed, total, "cases were skipped without a failure", wall,
                            Status.SANDBOX_ERROR)
@@ -327,11 +357,51 @@ class Grader:
         why = _wrong_output(res.stdout, tests.cases[i].stdout) if res.status is Status.OK else _exec_why(res, None)
         outcome = Outcome.FAILED if res.status is Status.OK else _STATUS_OUTCOME.get(res.status, Outcome.RUNTIME_ERROR)
         stopped = f"; {cut.reason}" if cut.reason else ""
-        return Verdict(False, outcome, passed, total, _cut(f"case {i}: {why}{stopped}"), wall, res.status)
+        return Verdict(False, outcome, passed, total, _cut(f"case {i}: {why}{stopped}"), wall, res.status,
+                       self._stdio_cases(tests, counted))
+
+    def _stdio_cases(self, tests: StdioTests, counted: list[ExecResult]) -> tuple[CaseResult, ...]:
+        if not self.details:
+            return ()
+        n = self.details_chars
+        out = []
+        for i, case in enumerate(tests.cases):
+            res = counted[i] if i < len(counted) else None
+            ok = res is not None and case_passed(tests, i, res)
+            status = "not_run" if res is None else "passed" if ok else (
+                "failed" if res.status is Status.OK else res.status.value)
+            out.append(CaseResult(i, ok, status, excerpt(case.stdin, n), excerpt(case.stdout, n),
+                                  excerpt(res.stdout, n) if res else "",
+                                  excerpt(res.stderr.strip(), n) if res and not ok else ""))
+        return tuple(out)
 
     def _judge_runner(self, tests: AssertTests | CallTests, res: ExecResult, wall: float) -> Verdict:
+        report = parse_report(res.report, tests.count)
+        verdict = self._judge_report(tests, res, wall, report)
+        if not self.details:
+            return verdict
+        n = self.details_chars
+        cases = []
+        for i in range(tests.count):
+            done = report.done and i < len(report.results)
+            ok = bool(report.results[i]) if done else bool(report.partial.get(i, False))
+            seen = done or i in report.partial
+            kind = (report.kind(i) or ("ok" if ok else "failed")) if seen else "not_run"
+            call = tests.cases[i] if isinstance(tests, CallTests) else None
+            if isinstance(tests, CallTests) and call is not None:
+                ok = ok and i in report.values and values_equal(report.values[i], call.expected,
+                                                                  float_tol=tests.float_tol)
+            cases.append(CaseResult(
+                i, ok, "passed" if ok else ("failed" if kind == "ok" else kind),
+                excerpt(repr(list(call.args)), n) if call else "",
+                excerpt(repr(call.expected), n) if call else "",
+                excerpt(repr(report.values[i]), n) if call and i in report.values else "",
+                excerpt(report.errors.get(i, ""), n)))
+        return dataclasses.replace(verdict, cases=tuple(cases))
+
+    def _judge_report(self, tests: AssertTests | CallTests, res: ExecResult, wall: float,
+                      report: RunnerReport) -> Verdict:
         total = tests.count
-        report = parse_report(res.report, total)
         if isinstance(tests, CallTests):
             flags = [report.partial.get(i, False) and i in report.values and
                      values_equal(report.values[i], case.expected, float_tol=tests.float_tol)

@@ -26,7 +26,7 @@ PUBLIC = {
         "min_memory_mb", "resolve_packages",
     ],
     rewards: [
-        "AssertTests", "CallCase", "CallTests", "DATASETS", "FORMATS", "Grader", "Outcome", "Problem", "ProblemFormatError",
+        "AssertTests", "CallCase", "CallTests", "CaseResult", "DATASETS", "FORMATS", "Grader", "Outcome", "Problem", "ProblemFormatError",
         "ProblemSet", "RestrictedUnpickler", "RewardConfig", "RewardConfigError", "RewardsError",
         "StdioCase", "StdioTests", "Tests", "Verdict", "compute_reward", "data_path", "excerpt", "extract_code", "load_problems",
         "problem_from_dict", "problem_from_row", "problem_to_dict", "reference_solutions", "restricted_loads", "stdout_matches",

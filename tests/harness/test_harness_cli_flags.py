@@ -122,3 +122,21 @@ def test_ray_address_without_a_cluster_says_what_to_do(tmp_path: Path, humaneval
                    "--ray", "--address", "auto", timeout=180, env={"RAY_TMPDIR": str(tmp_path / "ray")})
     assert res.returncode == 2 and "Traceback" not in res.stderr, res.stderr[-2000:]
     assert "no Ray cluster answers at 'auto'" in res.stderr and "ray start --head" in res.stderr
+
+
+def test_details_rows_carry_the_code_and_each_test(tmp_path: Path) -> None:
+    mbpp = [json.loads(line) for line in MBPP.read_text().splitlines()[:1]]
+    problems = tmp_path / "p.jsonl"
+    problems.write_text(json.dumps(mbpp[0]) + "\n")
+    wrong = "```python\ndef remove_Occ(s, ch):\n    return s\n```"
+    samples = [{"task_id": mbpp[0]["task_id"], "completion": f"```python\n{mbpp[0]['code']}\n```"},
+               {"task_id": mbpp[0]["task_id"], "completion": wrong}]
+    out = tmp_path / "r.jsonl"
+    res = _harness("grade", "--problems", str(problems), "--samples", "-", "--out", str(out), "--details",
+                   "--config", str(FAST_CONFIG), "--no-progress", stdin="".join(json.dumps(s) + "\n" for s in samples))
+    assert res.returncode == 0, res.stderr
+    right, bad = [json.loads(line) for line in out.read_text().splitlines()]
+    assert right["code"].strip() == mbpp[0]["code"].strip() and bad["code"].startswith("def remove_Occ")
+    cases = json.loads(bad["details"])
+    assert len(cases) == right["tests_total"] and {"index", "passed", "status", "error"} <= set(cases[0])
+    assert not all(c["passed"] for c in cases) and all(c["passed"] for c in json.loads(right["details"]))

@@ -94,8 +94,11 @@ def test_grade_jsonl_output_and_records_input(tmp_path: Path, humaneval_slice: t
         "completion_sha",
         "problem_sha",
         "settings_sha",
+        "code",
+        "details",
     }
     assert lines[0]["problem_id"] == ""  # the sample named the problem by its own id
+    assert lines[0]["code"] == lines[0]["details"] == ""  # only with grading.details
     assert summary.pass_at_k[1] == 1.0 and summary.programs_per_s > 0
 
 

@@ -128,7 +128,7 @@ def test_parquet_schema_and_journal(tmp_path: Path) -> None:
     table = pq.read_table(out)
     assert table.column_names == list(RESULT_COLUMNS) == [
         "task_id", "sample_index", "passed", "reward", "status", "tests_passed", "tests_total", "wall_s", "error",
-        "problem_id", "completion_sha", "problem_sha", "settings_sha",
+        "problem_id", "completion_sha", "problem_sha", "settings_sha", "code", "details",
     ]
     assert str(table.schema.field("sample_index").type) == "int64"
 

@@ -92,3 +92,14 @@ def test_a_stopped_sample_does_not_cancel_a_case_another_sample_shares(pool) -> 
         [(wrong, "print(input())\n"), (right, "print(input())\n")])
     assert [v.passed for v in verdicts] == [False, True]
     assert verdicts[1].tests_passed == 6
+
+
+def test_details_name_every_case_and_the_ones_not_run(pool) -> None:  # type: ignore[no-untyped-def]
+    problem = _doubling(6)
+    code = "n = int(input())\nprint(2 * n if n < 2 else n)\n"
+    verdict = Grader(pool, LIMITS, stop_at_first_failure=True, details=True).grade(problem, code)
+    statuses = [c.status for c in verdict.cases]
+    assert statuses[:3] == ["passed", "passed", "failed"] and set(statuses[3:]) == {"not_run"}
+    third = verdict.cases[2]
+    assert (third.input.strip(), third.expected.strip(), third.actual.strip()) == ("2", "4", "2") and not third.passed
+    assert Grader(pool, LIMITS).grade(problem, code).cases == ()  # only when asked

@@ -118,7 +118,7 @@ def test_native_round_trip_and_strict_validation(tmp_path: Path, data_dir: Path)
 def test_unknown_format_is_a_clear_error(tmp_path: Path) -> None:
     path = tmp_path / "x.jsonl"
     path.write_text('{"foo": 1}\n')
-    with pytest.raises(ProblemFormatError, match="unknown record format"):
+    with pytest.raises(ProblemFormatError, match="unknown problem record format"):
         load_problems(path)
     with pytest.raises(ProblemFormatError, match="unknown format"):
         load_problems(path, fmt="parquet")
