@@ -54,6 +54,23 @@ def is_directory_output(out: PathLike) -> bool:
     return text.endswith(("/", os.sep)) or Path(text).is_dir()
 
 
+def _quiet_ray_data() -> None:
+    """Ray Data's progress lines, execution plans and per-operator stats only at INFO (``-v``):
+    the summary says what a user needs."""
+    import ray.data
+
+    if logger.getEffectiveLevel() <= logging.INFO:
+        return
+    ctx = ray.data.DataContext.get_current()
+    ctx.enable_progress_bars = False
+    ctx.enable_operator_progress_bars = False
+    ctx.print_on_execution_start = False
+    ctx.enable_auto_log_stats = False
+    ctx.verbose_stats_logs = False
+    for name in ("ray.data", "ray.data._internal.execution.streaming_executor"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+
 def stage_samples(samples: PathLike, index: Mapping[str, Problem], staging: Path) -> tuple[int, list[InputIssue]]:
     """Stream the samples file into Parquet shards with the local grader's ``sample_index``.
 
@@ -224,13 +241,14 @@ def grade_ray_data(
             pool_config = dataclasses.replace(config.pool, size=config.pool.size or 2)
             cpus = int(ray.cluster_resources().get("CPU", 1))
             n_actors = concurrency or max(1, cpus - 1)
+            _quiet_ray_data()
             ds = ray.data.read_parquet(str(staging))
             graded = ds.map_batches(
                 _GradeBatch,
                 fn_constructor_kwargs={"problems": index, "config": config, "pool_config": pool_config},
                 batch_size=batch_size or config.grading.batch_size,
                 batch_format="pyarrow",
-                concurrency=n_actors,
+                compute=ray.data.ActorPoolStrategy(size=n_actors),
                 num_cpus=1,
                 runtime_env=dict(runtime_env) if runtime_env is not None else default_runtime_env(),
             )

@@ -140,3 +140,18 @@ def test_details_rows_carry_the_code_and_each_test(tmp_path: Path) -> None:
     cases = json.loads(bad["details"])
     assert len(cases) == right["tests_total"] and {"index", "passed", "status", "error"} <= set(cases[0])
     assert not all(c["passed"] for c in cases) and all(c["passed"] for c in json.loads(right["details"]))
+
+
+@pytest.mark.ray
+def test_the_ray_data_path_prints_the_summary_not_ray_noise(tmp_path: Path,
+                                                            humaneval_slice: tuple[Path, list[dict]]) -> None:
+    problems, recs = humaneval_slice
+    samples = tmp_path / "s.jsonl"
+    samples.write_text(_samples(recs))
+    res = _harness("grade", "--problems", str(problems), "--samples", str(samples), "--out", f"{tmp_path}/out/",
+                   "--ray", "--no-progress", "--config", str(FAST_CONFIG), timeout=300)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "Grading summary" in res.stdout
+    noise = [line for line in res.stderr.splitlines() if line.strip()]
+    assert not [line for line in noise if "logging_progress" in line or "streaming_executor" in line], noise
+    assert len(noise) <= 3, noise  # Ray's own two start-up lines from its C++ core, at most
