@@ -32,7 +32,7 @@ def descendants(root: int) -> set[int]:
     return found
 
 
-def _cmdline(pid: int) -> str:
+def cmdline(pid: int) -> str:
     try:
         with open(f"/proc/{pid}/cmdline", "rb") as fh:
             return fh.read().replace(b"\0", b" ").decode(errors="replace")
@@ -52,14 +52,14 @@ def allowed_process(pid: int) -> bool:
     """A pool's own process: a bubblewrap (outer or its init), an agent whose parent is a
     bubblewrap, the agent's program zygote or persistent tester (children of that agent), or a
     QEMU. A program (a child of the program zygote) is not."""
-    cmd = _cmdline(pid)
+    cmd = cmdline(pid)
     if not cmd:  # gone meanwhile
         return True
     if "bwrap" in cmd.split(" ", 1)[0] or "qemu-system" in cmd:
         return True
 
     def is_agent(p: int) -> bool:
-        return "agent.py" in _cmdline(p) and "bwrap" in _cmdline(parent_pid(p)).split(" ", 1)[0]
+        return "agent.py" in cmdline(p) and "bwrap" in cmdline(parent_pid(p)).split(" ", 1)[0]
 
     return "agent.py" in cmd and (is_agent(pid) or is_agent(parent_pid(pid)))
 
@@ -68,7 +68,7 @@ def stray_processes(root: int | None = None) -> list[tuple[int, str]]:
     """Processes below ``root`` (default: this process) that are not a pool's own: programs
     or their children still alive between batches, i.e. leaks."""
     root = os.getpid() if root is None else root
-    return [(pid, _cmdline(pid)) for pid in sorted(descendants(root)) if not allowed_process(pid)]
+    return [(pid, cmdline(pid)) for pid in sorted(descendants(root)) if not allowed_process(pid)]
 
 
 def scratch_entries() -> set[str]:

@@ -41,6 +41,7 @@ from ._reliability_hostile import (  # noqa: F401  (re-exported)
 )
 from ._reliability_procs import (  # noqa: F401  (re-exported)
     allowed_process,
+    cmdline,
     descendants,
     fd_count,
     parent_pid,

@@ -4,16 +4,8 @@ from __future__ import annotations
 
 import os
 
-from bench.reliability_cases import descendants
+from bench.reliability_cases import cmdline, descendants
 from vmpool._uids import uid_plan
-
-
-def _cmdline(pid: int) -> str:
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as fh:
-            return fh.read().replace(b"\0", b" ").decode(errors="replace")
-    except OSError:
-        return ""
 
 
 def _uid_of(pid: int) -> int | None:
@@ -37,7 +29,7 @@ def sandbox_processes() -> list[tuple[int, int, str]]:
             continue
         uid = _uid_of(int(entry))
         if uid is not None and plan.owns(uid):
-            found.append((int(entry), uid, _cmdline(int(entry))))
+            found.append((int(entry), uid, cmdline(int(entry))))
     return found
 
 
@@ -58,8 +50,8 @@ def pool_extra_processes(pool) -> dict[int, list[str]]:
     leased = sandbox_processes()
     for sb in sandboxes:
         tree = {sb.pid} | descendants(sb.pid)
-        own = [_cmdline(pid) for pid in tree if _uid_of(pid) == sb.uids[0]]
-        rest = [_cmdline(pid) for pid in tree if _uid_of(pid) in sb.uids[1:]]
+        own = [cmdline(pid) for pid in tree if _uid_of(pid) == sb.uids[0]]
+        rest = [cmdline(pid) for pid in tree if _uid_of(pid) in sb.uids[1:]]
         rest += [cmd for pid, u, cmd in leased if u in sb.uids[1:] and pid not in tree]
         rest += [cmd for cmd in own if "bwrap" not in cmd and "agent.py" not in cmd]
         if rest or len(own) > 4:

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from tests._procs import _cmdline, descendants, pool_extra_processes, sandbox_processes
+from tests._procs import cmdline, descendants, pool_extra_processes, sandbox_processes
 from vmpool import ExecRequest, Limits, Pool, PoolClosedError, PoolConfig, SandboxStartError, Status
 from vmpool._uids import uid_plan
 
@@ -135,7 +135,7 @@ def test_no_process_survives_close_including_daemons():
         t.start()
     time.sleep(0.7)
     running = descendants(os.getpid()) - before
-    assert any("sleep" in _cmdline(pid) or "python" in _cmdline(pid) for pid in running)
+    assert any("sleep" in cmdline(pid) or "python" in cmdline(pid) for pid in running)
     p.close()
     for t in threads:
         t.join(10)
