@@ -157,3 +157,14 @@ def test_a_session_pool_hands_out_fresh_sessions_and_cleans_up() -> None:
     assert not descendants(os.getpid()) - before
     with pytest.raises(SessionError, match="closed"):
         pool.lease()
+
+
+def test_a_cell_that_defeats_its_timeout_loses_the_session_clearly() -> None:
+    with Session(SessionConfig(transport_slack_s=1.0)) as session:
+        session.run_code("import signal\nsignal.signal(signal.SIGALRM, signal.SIG_IGN)")  # undone before each cell
+        assert session.run_code("while True:\n    pass", timeout=0.5).timed_out
+        start = time.monotonic()
+        with pytest.raises(SessionError, match="stopped answering"):
+            session.run_code("while True:\n    try:\n        while True:\n            pass\n"
+                             "    except BaseException:\n        pass", timeout=0.5)
+        assert session.closed and time.monotonic() - start < 10

@@ -171,6 +171,8 @@ class Kernel:
                  "error": None, "timed_out": False}
         before = _pids()
         self.output.start()
+        signal.signal(signal.SIGALRM, _on_alarm)  # a cell may have replaced it
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGALRM})
         signal.setitimer(signal.ITIMER_REAL, float(req.get("timeout") or 30.0))
         try:
             tree = ast.parse(req.get("code", ""), "<cell>", "exec")
