@@ -12,7 +12,9 @@ suite is a function ``Options -> Report``; a report says whether its checks held
 * ``ray`` (:mod:`bench.ray_suite`): the Ray path against the local one, GRPO-sized
   reward latency, scaling over simulated nodes;
 * ``reliability`` (:mod:`bench.reliability`): soak, faults, hostile programs (the cases
-  live in :mod:`bench.reliability_cases`, which the tests share).
+  live in :mod:`bench.reliability_cases`, which the tests share);
+* ``sessions`` (:mod:`bench.sessions`): warm lease vs cold start, start rate, idle memory,
+  a 10-turn episode against ``Pool.run`` per call.
 
 They reach the product only through its public names.
 """
@@ -107,6 +109,12 @@ def _ray(options: Options) -> Report:
     return _Formatted(result, format_ray_bench)
 
 
+def _sessions(options: Options) -> Report:
+    from .sessions import format_session_bench, run_session_bench
+
+    return _Formatted(run_session_bench(), format_session_bench)
+
+
 def _reliability(options: Options) -> Report:
     from .reliability import format_reliability, run_reliability_bench
 
@@ -119,6 +127,7 @@ SUITES: dict[str, Callable[[Options], Report]] = {
     "microvm": _microvm,
     "ray": _ray,
     "reliability": _reliability,
+    "sessions": _sessions,
 }
 """Every suite by its ``--suite`` name; each imports its module when it runs."""
 

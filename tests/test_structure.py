@@ -88,6 +88,9 @@ def test_guest_copies_of_host_facts_are_equal() -> None:
     from vmpool._guest import agent
 
     assert agent.PROTOCOL == vmpool.PROTOCOL_VERSION
+    from vmpool._guest import session
+
+    assert session.PROTOCOL == vmpool.PROTOCOL_VERSION  # the session kernel's hello passes the same check
     assert tuple(agent.PRELOAD) == vmpool.PRELOADED_MODULES
 
 

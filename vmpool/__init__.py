@@ -26,11 +26,29 @@ from ._namespace import NamespaceSandbox
 from ._pool import BACKENDS, Pool, PoolConfig, Sandbox, resolve_backend
 from ._protocol import PRELOADED_MODULES, PROTOCOL_VERSION
 from ._qemu import boot_probe
+from ._session import (
+    CodeError,
+    CodeResult,
+    CommandResult,
+    FileInfo,
+    Session,
+    SessionConfig,
+    SessionError,
+    SessionPool,
+)
 from ._settings import SettingsError, describe_settings, load_settings, settings_from_dict
 from ._types import Companion, CompanionResult, ExecRequest, ExecResult, Limits, Status
 from .image import ImageConfig, ImageConfigError, ImagePaths, build_image, find_image, load_image_config
 
 __all__ = [
+    "SessionPool",
+    "SessionError",
+    "SessionConfig",
+    "Session",
+    "FileInfo",
+    "CommandResult",
+    "CodeResult",
+    "CodeError",
     "BACKENDS",
     "PRELOADED_MODULES",
     "PROTOCOL_VERSION",

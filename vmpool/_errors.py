@@ -9,6 +9,7 @@ Exception tree::
     │   ├── SandboxStartError     it never became ready
     │   └── SandboxSetupError     it could not prepare a run (before any program code ran)
     ├── PoolClosedError           the pool was used after close()
+    ├── SessionError              a session died, stopped answering or refused a request (_session.py)
     ├── SettingsError             a config value or file is invalid (also a ValueError; _settings.py)
     │   └── ImageConfigError      ... of the guest image config (also an ImageError)
     └── ImageError                a guest image could not be built (_image_config.py)

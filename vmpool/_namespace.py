@@ -152,6 +152,8 @@ class NamespaceSandbox(AgentSandbox):
         site_packages: host directories of Python packages (a venv's ``site-packages``, a
             ``pip install --target`` directory) mounted read-only and put on the programs'
             ``sys.path``; every uid must be able to read them.
+        entry: the guest script bwrap runs (the grading agent; :mod:`vmpool._session` runs
+            the session kernel) and ``entry_args``, its arguments.
 
     Raises:
         BackendUnavailableError: bwrap or seccomp support is missing.
@@ -162,8 +164,10 @@ class NamespaceSandbox(AgentSandbox):
 
     def __init__(self, python: str = "/usr/bin/python3", tmpfs_mb: int = 64,
                  start_timeout_s: float = 30.0, transport_slack_s: float = 5.0, pin_cpu: bool = False,
-                 site_packages: tuple[str, ...] = ()) -> None:
+                 site_packages: tuple[str, ...] = (), entry: str = "", entry_args: tuple[str, ...] = ()) -> None:
         super().__init__(transport_slack_s)
+        self._entry = entry or GUEST_AGENT_PATH
+        self._entry_args = entry_args
         self._site = _package_dirs(site_packages)
         self._proc: subprocess.Popen[bytes] | None = None
         self._cpu: CpuLease | None = None
@@ -238,7 +242,7 @@ class NamespaceSandbox(AgentSandbox):
             "--clearenv", "--setenv", "PATH", "/usr/bin:/bin", "--setenv", "HOME", "/tmp",
             "--setenv", "LANG", "C.UTF-8", "--setenv", "PYTHONDONTWRITEBYTECODE", "1",
             "--seccomp", str(seccomp_fd),
-            "--", python, "-I", "-B", GUEST_AGENT_PATH,
+            "--", python, "-I", "-B", self._entry, *self._entry_args,
             *(["--cpu", str(self._cpu.cpu)] if self._cpu else []),
             *[arg for i in range(len(self._site)) for arg in ("--path", f"{SITE_DIR}/{i}")],
         ]

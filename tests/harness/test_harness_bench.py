@@ -187,3 +187,13 @@ def test_the_command_line_offers_every_suite_and_runs_them_through_the_bench_pac
 
     data = json.loads(out.read_text())
     assert set(data["modes"]) >= {"sandboxed", "fork", "pool"} and data["ratios"]["sandboxed/fork"] > 0
+
+
+def test_sessions_bench_measures_leases_episodes_and_memory() -> None:
+    from bench.sessions import format_session_bench, run_session_bench
+
+    bench = run_session_bench(leases=3, cold=2, sustained=2, rounds=1)
+    assert bench.ok, bench.failures
+    assert len(bench.lease_s) == 3 and len(bench.episode_call_s) == 10 and bench.idle_rss_bytes > 0
+    text = format_session_bench(bench)
+    assert "lease from a warm pool" in text and "10-turn episode" in text

@@ -1,0 +1,341 @@
+"""Sessions: one agent's computer that keeps its state across calls (namespace backend).
+
+A :class:`Session` is a sandbox of its own (the same isolation as a grading sandbox: user,
+pid, mount, network namespaces, seccomp, no host filesystem but read-only ``/usr``, uids of
+its own) running the session kernel (``_guest/session.py``) as the sandbox's program uid.
+Python contexts, the shell's working directory and the files under its home persist from
+call to call; everything in a session is the model's own, so nothing the host trusts lives
+there (grading happens elsewhere, in a fresh grading sandbox).
+
+A call's failure is data (:class:`CodeResult.error`, :class:`CommandResult.exit_code`, a
+``timed_out`` flag); a session that died or stopped answering raises :class:`SessionError`.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from ._errors import SandboxError, VmpoolError
+from ._namespace import NamespaceSandbox
+from ._settings import SettingsError
+
+__all__ = ["CodeError", "CodeResult", "CommandResult", "FileInfo", "Session", "SessionConfig", "SessionError",
+           "SessionPool"]
+
+logger = logging.getLogger(__name__)
+
+SESSION_ENTRY = "/opt/vmpool/session.py"
+
+
+class SessionError(VmpoolError):
+    """The session died, stopped answering or refused a request; it cannot be used any more
+    when :attr:`Session.closed` is true."""
+
+
+def _setting(help_text: str, default: object) -> Any:
+    return field(default=default, metadata={"help": help_text})
+
+
+@dataclass(frozen=True)
+class SessionConfig:
+    """Limits and set-up of one session; every field's help is in its metadata.
+
+    Raises:
+        SettingsError: a value is out of range (``key`` names the field).
+    """
+
+    memory_mb: int = _setting("address-space limit of the session's processes, each, MiB (>= 64)", 1024)
+    max_processes: int = _setting("processes the session may have at once", 64)
+    disk_mb: int = _setting("size of the session's /tmp, where its home (/tmp/home) is, MiB (>= 8)", 256)
+    file_size_bytes: int = _setting("largest file the session may write or the host may read from it", 16 << 20)
+    output_bytes: int = _setting("cap on each of stdout and stderr of one call, bytes", 1 << 20)
+    start_timeout_s: float = _setting("seconds the session may take to start", 30.0)
+    transport_slack_s: float = _setting(
+        "seconds past a call's timeout the host waits for its answer before the session is declared dead", 10.0)
+    python: str = _setting("the interpreter inside the session", "/usr/bin/python3")
+
+    def __post_init__(self) -> None:
+        minimum = {"memory_mb": 64, "max_processes": 4, "disk_mb": 8, "file_size_bytes": 1, "output_bytes": 1}
+        for name, least in minimum.items():
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < least:
+                raise SettingsError(f"must be an integer >= {least}, got {value!r}", name, owner="SessionConfig")
+        for name in ("start_timeout_s", "transport_slack_s"):
+            if not getattr(self, name) > 0:
+                raise SettingsError(f"must be > 0, got {getattr(self, name)!r}", name, owner="SessionConfig")
+
+
+@dataclass(frozen=True)
+class CodeError:
+    """An exception a cell raised: its type name, its message and the traceback text."""
+
+    name: str
+    value: str
+    traceback: str
+
+
+@dataclass(frozen=True)
+class CodeResult:
+    """What one :meth:`Session.run_code` call did.
+
+    Attributes:
+        text: ``repr`` of the cell's trailing expression (``None`` when there is none or it is ``None``).
+        data: that value itself when it is plain data (JSON-like), else ``None`` (see ``has_data``).
+        stdout / stderr: what the cell and the processes it started wrote (capped; ``*_truncated``).
+        error: the exception the cell raised, if any (a timeout is ``TimeoutError``).
+        execution_count: the context's cell counter, from 1.
+        timed_out: the cell ran past its timeout: it was interrupted and what it started was killed.
+    """
+
+    text: str | None
+    data: Any
+    has_data: bool
+    stdout: str
+    stderr: str
+    error: CodeError | None
+    execution_count: int
+    timed_out: bool = False
+    stdout_truncated: bool = False
+    stderr_truncated: bool = False
+
+
+@dataclass(frozen=True)
+class CommandResult:
+    """What one :meth:`Session.run` command did (``exit_code`` is ``None`` when it timed out)."""
+
+    exit_code: int | None
+    stdout: str
+    stderr: str
+    timed_out: bool = False
+    cwd: str = ""
+    stdout_truncated: bool = False
+    stderr_truncated: bool = False
+
+
+@dataclass(frozen=True)
+class FileInfo:
+    """An entry of :meth:`Session.list_dir`: its name, ``file`` / ``dir`` / ``link``, and size."""
+
+    name: str
+    type: str
+    size: int
+
+
+class Session:
+    """A sandbox that keeps its state across calls. A context manager; :meth:`close` always cleans up.
+
+    Args:
+        config: limits and set-up (default :class:`SessionConfig()`).
+
+    Raises:
+        BackendUnavailableError: bubblewrap or seccomp support is missing.
+        SandboxStartError: the session did not start in time.
+    """
+
+    def __init__(self, config: SessionConfig | None = None) -> None:
+        self.config = config or SessionConfig()
+        cfg = self.config
+        self._lock = threading.Lock()
+        self._sandbox = NamespaceSandbox(
+            python=cfg.python, tmpfs_mb=cfg.disk_mb, start_timeout_s=cfg.start_timeout_s,
+            transport_slack_s=cfg.transport_slack_s, entry=SESSION_ENTRY,
+            entry_args=("--memory-mb", str(cfg.memory_mb), "--max-processes", str(cfg.max_processes),
+                        "--file-size", str(cfg.file_size_bytes), "--output-bytes", str(cfg.output_bytes)))
+        self.started = time.monotonic()
+
+    @property
+    def closed(self) -> bool:
+        return not self._sandbox.alive()
+
+    @property
+    def isolation_lost(self) -> str:
+        """What this session lacks compared with the full design ("" = nothing)."""
+        return self._sandbox.isolation_lost
+
+    def _call(self, message: dict[str, Any], timeout: float) -> dict[str, Any]:
+        with self._lock:
+            if self.closed:
+                raise SessionError(f"the session is closed: {self._sandbox.broken or 'its sandbox exited'}")
+            deadline = time.monotonic() + timeout + self.config.transport_slack_s
+            try:
+                reply = self._sandbox._request(message, deadline)
+            except SandboxError as exc:
+                self._sandbox.close()
+                raise SessionError(f"the session died or stopped answering ({exc}); its state is lost") from exc
+        if "error" in reply and isinstance(reply["error"], str) and message["op"] not in ("exec",):
+            raise SessionError(reply["error"])
+        return reply
+
+    def run_code(self, code: str, *, timeout: float = 30.0, context: str = "default") -> CodeResult:
+        """Run a Python cell in a persistent context (variables, imports and definitions persist).
+
+        Args:
+            code: the cell.
+            timeout: seconds of wall-clock time; past it the cell is interrupted (``TimeoutError``)
+                and what it started is killed; the context survives.
+            context: the context's name; each has its own namespace and counter.
+
+        Raises:
+            SessionError: the session died (a cell that stops the interpreter itself, say).
+        """
+        if not isinstance(code, str):
+            raise TypeError(f"code must be str, got {type(code).__name__}")
+        r = self._call({"op": "exec", "code": code, "context": context, "timeout": timeout}, timeout)
+        err = r.get("error")
+        return CodeResult(r.get("result"), r.get("data"), bool(r.get("has_data")), r.get("stdout", ""),
+                          r.get("stderr", ""), CodeError(err["name"], err["value"], err["traceback"]) if err else None,
+                          int(r.get("execution_count", 0)), bool(r.get("timed_out")),
+                          bool(r.get("stdout_truncated")), bool(r.get("stderr_truncated")))
+
+    def restart_context(self, context: str = "default") -> None:
+        """Forget a context's variables: its next cell starts from a fresh namespace."""
+        self._call({"op": "restart", "context": context}, 10.0)
+
+    def run(self, command: str, *, timeout: float = 30.0) -> CommandResult:
+        """Run a shell command (``bash -c``) in the session's working directory, which persists.
+
+        Raises:
+            SessionError: the session died.
+        """
+        r = self._call({"op": "shell", "command": command, "timeout": timeout}, timeout)
+        return CommandResult(r.get("exit_code"), r.get("stdout", ""), r.get("stderr", ""), bool(r.get("timed_out")),
+                             r.get("cwd", ""), bool(r.get("stdout_truncated")), bool(r.get("stderr_truncated")))
+
+    def write_file(self, path: str, data: str | bytes) -> None:
+        """Write a file (relative paths are under the session's home, ``/tmp/home``).
+
+        Raises:
+            SessionError: the file is over ``file_size_bytes`` or cannot be written.
+        """
+        raw = data.encode() if isinstance(data, str) else bytes(data)
+        self._call({"op": "write", "path": path, "b64": base64.b64encode(raw).decode()}, 30.0)
+
+    def read_file(self, path: str) -> bytes:
+        """Read a file of the session (at most ``file_size_bytes``).
+
+        Raises:
+            SessionError: missing, unreadable or too large.
+        """
+        return base64.b64decode(self._call({"op": "read", "path": path}, 30.0)["b64"])
+
+    def list_dir(self, path: str = ".") -> list[FileInfo]:
+        """The entries of a directory of the session, sorted by name."""
+        reply = self._call({"op": "list", "path": path}, 30.0)
+        return [FileInfo(e["name"], e["type"], int(e["size"])) for e in reply["entries"]]
+
+    def close(self) -> None:
+        """Kill the session and everything in it. Idempotent."""
+        self._sandbox.close()
+
+    def __enter__(self) -> Session:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class SessionPool:
+    """Sessions kept warm, so leasing one costs a queue pop instead of a sandbox start.
+
+    Each session is used by one lessee only and closed when it is given back (its state
+    is the lessee's, never handed to another); a background thread starts a replacement.
+    A context manager; :meth:`close` closes the warm and the leased sessions alike.
+
+    Args:
+        config: the sessions' :class:`SessionConfig`.
+        warm: sessions kept started and idle (>= 1).
+
+    Raises:
+        BackendUnavailableError / SandboxStartError: the first session could not start.
+    """
+
+    def __init__(self, config: SessionConfig | None = None, warm: int = 2) -> None:
+        import queue
+
+        if isinstance(warm, bool) or not isinstance(warm, int) or warm < 1:
+            raise ValueError(f"warm must be an integer >= 1, got {warm!r}")
+        self.config = config or SessionConfig()
+        self.warm = warm
+        self._idle: queue.Queue[Session] = queue.Queue()
+        self._leased: set[Session] = set()
+        self._lock = threading.Lock()
+        self._wanted = threading.Event()
+        self._closed = False
+        self._idle.put(Session(self.config))  # the first start fails loudly, here
+        self._refiller = threading.Thread(target=self._refill, name="vmpool-session-refill", daemon=True)
+        self._refiller.start()
+        self._wanted.set()
+
+    def _refill(self) -> None:
+        while True:
+            self._wanted.wait()
+            self._wanted.clear()
+            while not self._closed and self._idle.qsize() < self.warm:
+                try:
+                    session = Session(self.config)
+                except VmpoolError as exc:  # retried on the next lease; the lease starts one itself
+                    logger.warning("could not start a warm session: %s", exc)
+                    break
+                with self._lock:
+                    if self._closed:
+                        session.close()
+                        return
+                    self._idle.put(session)
+            if self._closed:
+                return
+
+    def lease(self) -> Session:
+        """A fresh session of this pool's config (warm when one is ready, else started now).
+
+        Raises:
+            SessionError: the pool is closed.
+        """
+        import queue
+
+        with self._lock:
+            if self._closed:
+                raise SessionError("the session pool is closed")
+        try:
+            session = self._idle.get_nowait()
+        except queue.Empty:
+            session = Session(self.config)
+        self._wanted.set()
+        if session.closed:  # died while idle: start another
+            session = Session(self.config)
+        with self._lock:
+            self._leased.add(session)
+        return session
+
+    def release(self, session: Session) -> None:
+        """Give a leased session back: it is closed (its state never reaches another lessee)."""
+        with self._lock:
+            self._leased.discard(session)
+        session.close()
+
+    def close(self) -> None:
+        """Close every session of the pool, idle and leased. Idempotent."""
+        import queue
+
+        with self._lock:
+            self._closed = True
+            leased, self._leased = list(self._leased), set()
+        self._wanted.set()
+        self._refiller.join(timeout=60)
+        for session in leased:
+            session.close()
+        while True:
+            try:
+                self._idle.get_nowait().close()
+            except queue.Empty:
+                break
+
+    def __enter__(self) -> SessionPool:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
