@@ -11,7 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from ._config import HarnessConfig, config_to_yaml, describe_config, load_config
-from ._errors import ConfigError, InputError
+from ._errors import ConfigError
 from ._summary import format_summary
 
 __all__ = ["HANDLERS"]
@@ -49,14 +49,11 @@ def _cmd_grade(args: argparse.Namespace) -> int:
 
 
 def _cmd_problems(args: argparse.Namespace) -> int:
-    from rewards import load_problems, problem_to_dict
+    from rewards import problem_to_dict
 
-    if not Path(args.path).exists():
-        raise InputError("problems file does not exist", args.path)
-    try:
-        loaded = load_problems(args.path, fmt=args.format)
-    except (OSError, ValueError) as exc:  # ProblemFormatError is a ValueError
-        raise InputError(f"cannot load problems: {exc}", args.path) from exc
+    from ._inputs import load_problem_file
+
+    loaded = load_problem_file(args.path, args.format)
     for err in loaded.errors:
         print(f"skipped: {err}", file=sys.stderr)
     if args.native:

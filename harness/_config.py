@@ -175,8 +175,8 @@ class HarnessConfig:
 
 
 def _config_error(exc: SettingsError, prefix: str = "", source: str = "") -> ConfigError:
-    problems = [(".".join(p for p in (prefix, key) if p), message) for key, message in exc.problems]
-    return ConfigError(problems[0][1], problems[0][0], exc.source or source, problems)
+    """The harness's error for a loader's: the same problems, keys under ``prefix``."""
+    return ConfigError(exc.message, exc.key, exc.source, list(exc.problems)).located(prefix, source)
 
 
 def config_from_dict(data: Mapping[str, Any] | None, source: str = "") -> HarnessConfig:

@@ -35,15 +35,13 @@ import time
 import weakref
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from rewards import Grader, Outcome, Problem, RewardConfig, Verdict, compute_reward, problem_from_dict, problem_from_row
 from vmpool import Limits, Pool, PoolConfig, VmpoolError
 
+from ._config import GradingSettings, HarnessConfig
 from ._errors import NoTestsError
-
-if TYPE_CHECKING:
-    from ._config import HarnessConfig
 
 __all__ = ["AsyncCodeReward", "CodeReward", "RewardBatch"]
 
@@ -126,7 +124,8 @@ class _CodeRewardBase:
         self.problem_column = problem_column
         # A binary reward cannot use a stdio sample's cases after its first failure.
         self.grader_options = {"stop_at_first_failure": self.reward_config.kind == "binary",
-                               "failing_time_budget": 2.0, **dict(grader_options or {})}
+                               "failing_time_budget": GradingSettings.failing_time_budget,
+                               **dict(grader_options or {})}
         self._pool = pool
         self._owns_pool = pool is None
         self._finalizer: weakref.finalize | None = None

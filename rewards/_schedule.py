@@ -122,7 +122,7 @@ class CaseWatch:
         # Re-entrant: Future.cancel() runs the cancelled future's callbacks at once, here.
         self._lock = threading.RLock()
         self._futures: list[Future[ExecResult]] = []
-        self._requests: list[ExecRequest] = []
+        self._requests: Sequence[ExecRequest] = ()  # the batch's list, which grows as it is planned
         self._users: dict[int, list[tuple[_Sample, int]]] = defaultdict(list)
 
     @property
@@ -132,9 +132,9 @@ class CaseWatch:
 
     def submit(self, requests: Sequence[ExecRequest]) -> None:
         """Submit the requests of ``requests`` not submitted yet (the batch's list grows as it is planned)."""
+        self._requests = requests
         for request in requests[len(self._futures):]:
             rid = len(self._futures)
-            self._requests.append(request)
             future = self._submit(request)
             with self._lock:
                 self._futures.append(future)

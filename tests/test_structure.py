@@ -91,6 +91,10 @@ def test_guest_copies_of_host_facts_are_equal() -> None:
     from vmpool._guest import session
 
     assert session.PROTOCOL == vmpool.PROTOCOL_VERSION  # the session kernel's hello passes the same check
+    from vmpool import _protocol
+    from vmpool._guest import _vmpool_chan
+
+    assert _vmpool_chan.HEADER.format == _protocol.HEADER.format and _vmpool_chan.MAX_FRAME == _protocol.MAX_FRAME
     assert tuple(agent.PRELOAD) == vmpool.PRELOADED_MODULES
 
 

@@ -33,7 +33,8 @@ from vmpool import PoolConfig
 
 from .._config import HarnessConfig
 from .._errors import InputError
-from .._grading import check_output_is_not_an_input, load_problem_index, task_matcher, verdict_row
+from .._grading import verdict_row
+from .._inputs import check_output_is_not_an_input, load_problem_index, task_matcher
 from .._io import InputIssue, ResultRow, Sample, _arrow_schema, _parse_record, _row_from_mapping
 from .._resume import problem_digest, settings_digest
 from .._summary import GradeSummary, summarize

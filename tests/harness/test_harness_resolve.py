@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from harness._grading import resolve_task_ids
+from harness._inputs import resolve_task_ids
 from harness._io import Sample
 from rewards import load_problems
 

@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import fcntl
 import gc
-import json
 import os
 import signal
 import struct
@@ -52,6 +51,7 @@ import traceback
 # sys.path, so it is put there for these imports only (programs never see it).
 _HERE = os.path.dirname(os.path.realpath(__file__))
 sys.path.insert(0, _HERE)
+from _vmpool_chan import Channel  # noqa: E402
 from _vmpool_procs import (  # noqa: E402
     _PRIV,
     _SESSION,
@@ -75,8 +75,6 @@ PRELOAD = (
     "sysconfig warnings threading queue time resource signal contextlib base64 socket selectors"
 ).split()
 STATE_SIZE = "32m"
-HEADER = struct.Struct(">I")
-MAX_FRAME = 256 << 20
 PR_SET_DUMPABLE = 4
 
 
@@ -99,44 +97,6 @@ def _not_dumpable() -> bool:
         return ctypes.CDLL(None, use_errno=True).prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) == 0
     except Exception:
         return False
-
-
-class Channel:
-    """Length-prefixed JSON frames over a pair of file descriptors."""
-
-    def __init__(self, rfd: int, wfd: int) -> None:
-        self.rfd = rfd
-        self.wfd = wfd
-
-    def _read_exact(self, n: int):
-        chunks = []
-        while n:
-            chunk = os.read(self.rfd, min(n, 1 << 20))
-            if not chunk:
-                return None
-            chunks.append(chunk)
-            n -= len(chunk)
-        return b"".join(chunks)
-
-    def recv(self):
-        head = self._read_exact(HEADER.size)
-        if head is None:
-            return None
-        (size,) = HEADER.unpack(head)
-        if size > MAX_FRAME:
-            raise ValueError(f"frame of {size} bytes exceeds {MAX_FRAME}")
-        body = self._read_exact(size)
-        if body is None:
-            return None
-        return json.loads(body)
-
-    def send(self, message: dict) -> None:
-        body = json.dumps(message, separators=(",", ":")).encode()
-        data = HEADER.pack(len(body)) + body
-        view = memoryview(data)
-        while view:
-            n = os.write(self.wfd, view)
-            view = view[n:]
 
 
 # ------------------------------------------------------------------ microVM guest only
