@@ -59,6 +59,10 @@ PROGRAM_UID = 65534
 # in scratch directories whatever its mode. Capabilities in a user namespace reach
 # only that namespace's uids and objects.
 AGENT_CAPS = ("CAP_SETUID", "CAP_SETGID", "CAP_KILL", "CAP_CHOWN", "CAP_FOWNER", "CAP_DAC_OVERRIDE")
+# What a session supervisor keeps besides: giving each session namespaces of its own nested in
+# the sandbox (mounts), inspecting them from outside (/proc of other uids) and stopping them.
+SESSION_CAPS = (*AGENT_CAPS, "CAP_SYS_ADMIN", "CAP_SYS_PTRACE")
+SESSION_STAGE = "/vmpool-stage"  # the mount point a session branch builds its new /tmp on
 
 
 @functools.lru_cache(maxsize=1)
@@ -153,7 +157,11 @@ class NamespaceSandbox(AgentSandbox):
             ``pip install --target`` directory) mounted read-only and put on the programs'
             ``sys.path``; every uid must be able to read them.
         entry: the guest script bwrap runs (the grading agent; :mod:`vmpool._session` runs
-            the session kernel) and ``entry_args``, its arguments.
+            the session supervisor) and ``entry_args``, its arguments.
+        session: a session family's sandbox: its supervisor nests a user namespace per
+            session, so it keeps ``SESSION_CAPS`` and the filter lets it mount and unshare
+            (each session then forbids new user namespaces and drops every capability:
+            see ``_guest/_vmpool_branch.py``).
 
     Raises:
         BackendUnavailableError: bwrap or seccomp support is missing.
@@ -164,8 +172,10 @@ class NamespaceSandbox(AgentSandbox):
 
     def __init__(self, python: str = "/usr/bin/python3", tmpfs_mb: int = 64,
                  start_timeout_s: float = 30.0, transport_slack_s: float = 5.0, pin_cpu: bool = False,
-                 site_packages: tuple[str, ...] = (), entry: str = "", entry_args: tuple[str, ...] = ()) -> None:
+                 site_packages: tuple[str, ...] = (), entry: str = "", entry_args: tuple[str, ...] = (),
+                 session: bool = False) -> None:
         super().__init__(transport_slack_s)
+        self._session = session
         self._entry = entry or GUEST_AGENT_PATH
         self._entry_args = entry_args
         self._site = _package_dirs(site_packages)
@@ -212,13 +222,16 @@ class NamespaceSandbox(AgentSandbox):
         return self._proc.pid if self._proc else None
 
     def _command(self, python: str, tmpfs_mb: int, seccomp_fd: int, userns: tuple[int, int] | None) -> list[str]:
+        caps = [arg for cap in (SESSION_CAPS if self._session else AGENT_CAPS) for arg in ("--cap-add", cap)]
         if userns is not None:
             # The host writes a three-uid map while bwrap waits; nested user namespaces
             # are refused by the seccomp filter instead of --disable-userns (which bwrap
             # cannot combine with a map written by its parent).
             block_fd, info_fd = userns
             identity = ["--userns-block-fd", str(block_fd), "--info-fd", str(info_fd), "--uid", "0", "--gid", "0",
-                        *[arg for cap in AGENT_CAPS for arg in ("--cap-add", cap)]]
+                        *caps]
+        elif self._session:
+            identity = ["--uid", "0", "--gid", "0", *caps]  # one uid; sessions nest namespaces of their own
         else:
             identity = ["--disable-userns", "--uid", "1000", "--gid", "1000"]
         return [
@@ -232,6 +245,7 @@ class NamespaceSandbox(AgentSandbox):
             "--size", str(tmpfs_mb << 20), "--tmpfs", "/tmp",
             "--size", str(8 << 20), "--tmpfs", "/dev/shm",
             *agent_module_binds(),
+            *(["--dir", SESSION_STAGE] if self._session else []),
             # World-searchable mount points (bwrap makes the parents of a bind 0700), so the
             # tester and program uids reach the packages.
             *(["--perms", "0755", "--dir", SITE_DIR] if self._site else []),
@@ -250,7 +264,7 @@ class NamespaceSandbox(AgentSandbox):
     def _start(self, python: str, tmpfs_mb: int, start_timeout_s: float) -> None:
         mapped = self._lease is not None  # the host writes a three-uid map (root, or subordinate uids)
         is_root = mapped and self._lease is not None and self._lease.plan.mode == "root"
-        bpf = seccomp_bpf(block_userns=mapped)
+        bpf = seccomp_bpf(block_userns=mapped and not self._session, namespaces=self._session)
         rfd, wfd = os.pipe()
         # The filter is small (well under a pipe buffer), so writing it before the
         # reader starts cannot block.

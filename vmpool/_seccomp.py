@@ -36,8 +36,15 @@ AF_UNIX = 1
 CLONE_NEWUSER = 0x10000000
 
 
-@functools.lru_cache(maxsize=2)
-def seccomp_bpf(block_userns: bool = False) -> bytes:
+# What a session supervisor needs to nest a branch's namespaces (mount its /tmp and /proc,
+# join a branch to lift its caps). The kernel still refuses each of them to the sessions'
+# own code: a branch holds no capability and may create no user namespace (its
+# max_user_namespaces is 0), and these calls need one or the other.
+NAMESPACE_SYSCALLS = ("mount", "umount2", "unshare", "setns")
+
+
+@functools.lru_cache(maxsize=4)
+def seccomp_bpf(block_userns: bool = False, namespaces: bool = False) -> bytes:
     """Return the compiled filter as raw BPF (what bwrap's --seccomp reads).
 
     Args:
@@ -45,6 +52,7 @@ def seccomp_bpf(block_userns: bool = False) -> bytes:
             ``clone3``, whose flags live in memory a filter cannot read, fails with
             ENOSYS so libc falls back to ``clone``). Needed where bwrap's own
             ``--disable-userns`` cannot be used (a uid map written by the host).
+        namespaces: allow ``NAMESPACE_SYSCALLS`` (a session family's sandbox).
 
     Raises:
         BackendUnavailableError: libseccomp (pyseccomp) is not usable here.
@@ -55,6 +63,8 @@ def seccomp_bpf(block_userns: bool = False) -> bytes:
         raise BackendUnavailableError(f"seccomp filter needs pyseccomp + libseccomp: {exc}") from exc
     filt = sc.SyscallFilter(sc.ALLOW)
     for name in DENIED_SYSCALLS:
+        if namespaces and name in NAMESPACE_SYSCALLS:
+            continue
         try:
             filt.add_rule(sc.ERRNO(errno.EPERM), name)
         except Exception:  # syscall unknown to this libseccomp: nothing to deny

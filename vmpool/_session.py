@@ -20,22 +20,14 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from ._errors import SandboxError, VmpoolError
-from ._namespace import NamespaceSandbox
+from ._errors import VmpoolError
+from ._session_family import Family, Lost, SessionError
 from ._settings import SettingsError
 
-__all__ = ["CodeError", "CodeResult", "CommandResult", "FileInfo", "Session", "SessionConfig", "SessionError",
-           "SessionPool"]
+__all__ = ["Checkpoint", "CodeError", "CodeResult", "CommandResult", "FileInfo", "Session", "SessionConfig",
+           "SessionError", "SessionPool"]
 
 logger = logging.getLogger(__name__)
-
-SESSION_ENTRY = "/opt/vmpool/session.py"
-
-
-class SessionError(VmpoolError):
-    """The session died, stopped answering or refused a request; it cannot be used any more
-    when :attr:`Session.closed` is true."""
-
 
 def _setting(help_text: str, default: object) -> Any:
     return field(default=default, metadata={"help": help_text})
@@ -50,7 +42,9 @@ class SessionConfig:
     """
 
     memory_mb: int = _setting("address-space limit of the session's processes, each, MiB (>= 64)", 1024)
-    max_processes: int = _setting("processes the session may have at once", 64)
+    max_processes: int = _setting(
+        "processes the session may have at once (the kernel's floor for a pid namespace's pid_max makes it "
+        "at least 299 on the namespace backend)", 64)
     disk_mb: int = _setting("size of the session's /tmp, where its home (/tmp/home) is, MiB (>= 8)", 256)
     file_size_bytes: int = _setting("largest file the session may write or the host may read from it", 16 << 20)
     output_bytes: int = _setting("cap on each of stdout and stderr of one call, bytes", 1 << 20)
@@ -58,6 +52,8 @@ class SessionConfig:
     transport_slack_s: float = _setting(
         "seconds past a call's timeout the host waits for its answer before the session is declared dead", 10.0)
     python: str = _setting("the interpreter inside the session", "/usr/bin/python3")
+    idle_timeout_s: float = _setting("a session no call has used for this long is closed, seconds", 600.0)
+    max_lifetime_s: float = _setting("a session is closed this long after it started, seconds", 3600.0)
 
     def __post_init__(self) -> None:
         minimum = {"memory_mb": 64, "max_processes": 4, "disk_mb": 8, "file_size_bytes": 1, "output_bytes": 1}
@@ -65,7 +61,7 @@ class SessionConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < least:
                 raise SettingsError(f"must be an integer >= {least}, got {value!r}", name, owner="SessionConfig")
-        for name in ("start_timeout_s", "transport_slack_s"):
+        for name in ("start_timeout_s", "transport_slack_s", "idle_timeout_s", "max_lifetime_s"):
             if not getattr(self, name) > 0:
                 raise SettingsError(f"must be > 0, got {getattr(self, name)!r}", name, owner="SessionConfig")
 
@@ -127,7 +123,8 @@ class FileInfo:
 
 
 class Session:
-    """A sandbox that keeps its state across calls. A context manager; :meth:`close` always cleans up.
+    """A computer of the model's own that keeps its state across calls. A context manager;
+    :meth:`close` always cleans up.
 
     Args:
         config: limits and set-up (default :class:`SessionConfig()`).
@@ -140,36 +137,75 @@ class Session:
     def __init__(self, config: SessionConfig | None = None) -> None:
         self.config = config or SessionConfig()
         cfg = self.config
+        family = Family(python=cfg.python, tmpfs_mb=cfg.disk_mb, start_timeout_s=cfg.start_timeout_s,
+                        transport_slack_s=cfg.transport_slack_s, entry_args=_entry_args(cfg))
+        try:
+            branch = str(family.control({"op": "new"})["branch"])
+        except BaseException:
+            family.close()
+            raise
+        self._attach(family, branch, cfg)
+
+    @classmethod
+    def _of(cls, family: Family, branch: str, config: SessionConfig) -> Session:
+        session = cls.__new__(cls)
+        session._attach(family, branch, config)
+        return session
+
+    def _attach(self, family: Family, branch: str, config: SessionConfig) -> None:
+        self.config = config
+        self._family = family
+        self._branch = branch
         self._lock = threading.Lock()
-        self._sandbox = NamespaceSandbox(
-            python=cfg.python, tmpfs_mb=cfg.disk_mb, start_timeout_s=cfg.start_timeout_s,
-            transport_slack_s=cfg.transport_slack_s, entry=SESSION_ENTRY,
-            entry_args=("--memory-mb", str(cfg.memory_mb), "--max-processes", str(cfg.max_processes),
-                        "--file-size", str(cfg.file_size_bytes), "--output-bytes", str(cfg.output_bytes)))
-        self.started = time.monotonic()
+        self._closed = ""  # why it is closed ("" while open)
+        self._paused = False
+        self.started = self.last_used = time.monotonic()
+        family.join()
+        _REAPER.watch(self)
 
     @property
     def closed(self) -> bool:
-        return not self._sandbox.alive()
+        return bool(self._closed or self._family.dead)
+
+    @property
+    def paused(self) -> bool:
+        return self._paused
 
     @property
     def isolation_lost(self) -> str:
         """What this session lacks compared with the full design ("" = nothing)."""
-        return self._sandbox.isolation_lost
+        return self._family.isolation_lost
+
+    def _why_closed(self) -> str:
+        return self._closed or self._family.dead or "closed"
 
     def _call(self, message: dict[str, Any], timeout: float) -> dict[str, Any]:
         with self._lock:
             if self.closed:
-                raise SessionError(f"the session is closed: {self._sandbox.broken or 'its sandbox exited'}")
-            deadline = time.monotonic() + timeout + self.config.transport_slack_s
+                raise SessionError(f"the session is closed: {self._why_closed()}")
+            self.last_used = time.monotonic()
             try:
-                reply = self._sandbox._request(message, deadline)
-            except SandboxError as exc:
-                self._sandbox.close()
-                raise SessionError(f"the session died or stopped answering ({exc}); its state is lost") from exc
-        if "error" in reply and isinstance(reply["error"], str) and message["op"] not in ("exec",):
+                reply = self._family.call({**message, "branch": self._branch}, timeout + self.config.transport_slack_s)
+            except Lost as exc:
+                self._shut(f"{exc}; its state is lost")
+                raise SessionError(f"the session died ({exc}); its state is lost") from exc
+            except SessionError as exc:
+                self._shut(f"it stopped answering ({exc})")
+                raise SessionError(f"the session stopped answering ({exc}); it was closed") from exc
+            finally:
+                self.last_used = time.monotonic()
+        if "error" in reply and isinstance(reply["error"], str) and message["op"] != "exec":
             raise SessionError(reply["error"])
         return reply
+
+    def _control(self, message: dict[str, Any]) -> dict[str, Any]:
+        with self._lock:
+            if self.closed:
+                raise SessionError(f"the session is closed: {self._why_closed()}")
+            try:
+                return self._family.control({**message, "branch": self._branch})
+            finally:
+                self.last_used = time.monotonic()
 
     def run_code(self, code: str, *, timeout: float = 30.0, context: str = "default") -> CodeResult:
         """Run a Python cell in a persistent context (variables, imports and definitions persist).
@@ -228,15 +264,164 @@ class Session:
         reply = self._call({"op": "list", "path": path}, 30.0)
         return [FileInfo(e["name"], e["type"], int(e["size"])) for e in reply["entries"]]
 
+    def checkpoint(self) -> Checkpoint:
+        """An immutable copy of this session's state to fork from; the session goes on.
+
+        What it keeps: every Python context (all objects, imports, definitions, counters),
+        the shell's and the cells' working directories, and the files (``/tmp``,
+        ``/dev/shm``; a file a cell holds open is reopened on the copy at the same offset).
+        What it does not: processes running in the background at that moment (they end
+        here, on the namespace backend), threads a cell left running (refused: join them),
+        shared memory mappings (refused), pipes and sockets a cell holds (closed in forks).
+
+        Raises:
+            SessionError: refused (the reason says what to change) or the session died.
+        """
+        reply = self._control({"op": "checkpoint"})
+        return Checkpoint(self._family, str(reply["checkpoint"]), self.config)
+
+    def fork(self, n: int = 1) -> list[Session]:
+        """``n`` new sessions whose state equals this one's now (see :meth:`checkpoint` for
+        what a state holds); each is isolated from the others and from this session.
+
+        Raises:
+            SessionError: refused, or the session died.
+        """
+        with self.checkpoint() as cp:
+            return cp.fork(n)
+
+    def pause(self) -> None:
+        """Stop every process of the session (SIGSTOP): it uses no CPU until :meth:`resume`.
+        On the namespace backend a pause keeps everything, running background processes
+        included, and frees CPU, not memory. Calls on a paused session are refused."""
+        self._control({"op": "pause"})
+        self._paused = True
+
+    def resume(self) -> None:
+        """Continue a paused session exactly where it stopped."""
+        self._control({"op": "resume"})
+        self._paused = False
+
+    def _shut(self, why: str) -> None:
+        """Mark closed and free the branch (the caller may hold ``_lock``)."""
+        if self._closed:
+            return
+        self._closed = why
+        _REAPER.forget(self)
+        if not self._family.dead:
+            try:
+                self._family.control({"op": "close", "branch": self._branch})
+            except SessionError as exc:
+                logger.debug("closing session %s: %s", self._branch, exc)
+        self._family.leave()
+
     def close(self) -> None:
         """Kill the session and everything in it. Idempotent."""
-        self._sandbox.close()
+        self._shut("closed by its owner")
 
     def __enter__(self) -> Session:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class Checkpoint:
+    """An immutable snapshot of a session's state; :meth:`fork` starts sessions from it.
+
+    A context manager; :meth:`close` frees it (sessions forked from it live on).
+    """
+
+    def __init__(self, family: Family, cid: str, config: SessionConfig) -> None:
+        self._family = family
+        self._cid = cid
+        self.config = config
+        self._closed = False
+        self._lock = threading.Lock()
+        family.join()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed or bool(self._family.dead)
+
+    def fork(self, n: int = 1) -> list[Session]:
+        """``n`` new sessions (1..64) with this checkpoint's state, isolated from one another.
+
+        Raises:
+            SessionError: the checkpoint is closed, or a fork failed (none is returned then).
+        """
+        if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= 64:
+            raise ValueError(f"n must be an integer from 1 to 64, got {n!r}")
+        with self._lock:
+            if self.closed:
+                raise SessionError("the checkpoint is closed")
+            reply = self._family.control({"op": "spawn", "checkpoint": self._cid, "n": n})
+        return [Session._of(self._family, str(b), self.config) for b in reply["branches"]]
+
+    def close(self) -> None:
+        """Free the checkpoint. Idempotent."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+        if not self._family.dead:
+            try:
+                self._family.control({"op": "release", "checkpoint": self._cid})
+            except SessionError as exc:
+                logger.debug("releasing checkpoint %s: %s", self._cid, exc)
+        self._family.leave()
+
+    def __enter__(self) -> Checkpoint:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class _Reaper:
+    """Closes sessions past their idle timeout or lifetime (one daemon thread, started lazily)."""
+
+    def __init__(self) -> None:
+        self._sessions: set[Session] = set()
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+
+    def watch(self, session: Session) -> None:
+        with self._lock:
+            self._sessions.add(session)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._loop, name="vmpool-session-reaper", daemon=True)
+                self._thread.start()
+
+    def forget(self, session: Session) -> None:
+        with self._lock:
+            self._sessions.discard(session)
+
+    def _loop(self) -> None:
+        while True:
+            time.sleep(0.5)
+            now = time.monotonic()
+            with self._lock:
+                sessions = list(self._sessions)
+            for s in sessions:
+                cfg = s.config
+                if now - s.started > cfg.max_lifetime_s:
+                    why = f"it reached its maximum lifetime of {cfg.max_lifetime_s:g} s (SessionConfig.max_lifetime_s)"
+                elif not s._lock.locked() and not s.paused and now - s.last_used > cfg.idle_timeout_s:
+                    why = f"it was idle for more than {cfg.idle_timeout_s:g} s (SessionConfig.idle_timeout_s)"
+                else:
+                    continue
+                logger.info("closing a session: %s", why)
+                s._shut(why)
+
+
+_REAPER = _Reaper()
+
+
+def _entry_args(cfg: SessionConfig) -> tuple[str, ...]:
+    return ("--memory-mb", str(cfg.memory_mb), "--max-processes", str(cfg.max_processes),
+            "--disk-mb", str(cfg.disk_mb), "--file-size", str(cfg.file_size_bytes),
+            "--output-bytes", str(cfg.output_bytes))
 
 
 class SessionPool:

@@ -1,314 +1,656 @@
-"""The session kernel: one agent's computer inside a sandbox (stdlib only, standalone).
+"""The session supervisor: one session family's sandbox, its branches and checkpoints (stdlib only).
 
-Unlike the grading agent (a fork per program, everything wiped after it), a session keeps
-its state across calls: Python contexts (namespaces that persist, Jupyter-style), a shell
-working directory and the files under its home. Everything in it belongs to the model
-being trained, so it runs as the sandbox's program uid from the start and holds no
-secrets: isolation is between sessions and from the host, which the sandbox provides.
+It runs as uid 0 of the session sandbox's user namespace and never runs code of the
+model's. Every session (a *branch*) is an interpreter in namespaces of its own nested in
+this sandbox (``_vmpool_branch``); a checkpoint is a frozen fork of a branch's interpreter
+(the *holder*) from which new branches are forked. The host speaks to this process only
+(length-prefixed JSON on the fds it gave as stdin/stdout); requests name a branch:
 
-Requests (length-prefixed JSON on the fds the host gave as stdin/stdout, kept off 0/1):
+* kernel ops (``exec``, ``shell``, ``write``, ``read``, ``list``, ``restart``, ``ping``) are
+  forwarded to the branch's interpreter and its answer back (nothing in it is trusted);
+* ``new``: a fresh branch; ``close``: kill a branch (its whole pid namespace);
+* ``checkpoint``: freeze the branch, end its other processes, fork its interpreter into a
+  holder, and go on as a new branch forked from it (the host's branch id stays);
+* ``spawn`` (``checkpoint``, ``n``): n new branches from a checkpoint; ``release``: drop one;
+* ``pause`` / ``resume``: SIGSTOP / SIGCONT every process of a branch.
 
-* ``{"op": "exec", "code", "context", "timeout"}``: run Python cells in a persistent
-  context; the value of a trailing expression comes back as ``repr`` text (and as plain
-  data where it is plain data); stdout and stderr of the cell and of everything it starts.
-* ``{"op": "shell", "command", "timeout"}``: ``bash -c`` in the shell's working directory,
-  which persists (``cd`` sticks; Python cells keep a working directory of their own, as a
-  Jupyter kernel does beside a terminal); exit code, stdout, stderr.
-* ``{"op": "write" | "read" | "list", "path", ...}``: files, relative to the home directory.
-* ``{"op": "restart", "context"}``: a fresh namespace for that context.
-
-A call that runs past its timeout is interrupted (``TimeoutError`` raised in the cell, the
-shell's process group killed) and every process it started is killed; the session goes on.
+Every new branch is checked from outside before the host gets it (:func:`verify`): its
+namespaces and its ``/tmp`` are its own, it holds no capability, no shared mapping and no
+descriptor but its channel and its own files.
 """
 
-import ast
-import base64
+import errno
+import fcntl
+import json
 import os
+import select
 import signal
-import stat
-import subprocess
+import socket
 import sys
-import tempfile
 import time
-import traceback
 
-# The wire module sits next to this file; -I keeps the script's directory off sys.path,
-# so it is put there for this import only (cells never see it).
 _HERE = os.path.dirname(os.path.realpath(__file__))
 sys.path.insert(0, _HERE)
-from _vmpool_chan import Channel  # noqa: E402
+import _vmpool_branch as nsb  # noqa: E402
+import _vmpool_kernel as kernel  # noqa: E402
+from _vmpool_chan import HEADER, MAX_FRAME, Channel  # noqa: E402
 
 sys.path.remove(_HERE)
 
-PROTOCOL = 2  # the same framing and hello as the grading agent (vmpool.PROTOCOL_VERSION)
-HOME = "/tmp/home"
 PROGRAM_UID = 65534
+CONTROL_TIMEOUT_S = 30.0
+KERNEL_OPS = ("exec", "shell", "write", "read", "list", "restart", "ping")
 
 
-class CellTimeout(BaseException):
-    """Raised inside a cell that ran past its timeout (a BaseException: ``except Exception`` misses it)."""
+class Refused(Exception):
+    """A control request that cannot be done; the message goes back to the host."""
 
 
-def _on_alarm(signum, frame):
-    raise CellTimeout("the cell ran past its timeout")
+class Conn:
+    """A non-blocking framed connection to one interpreter (a socket; may carry fds)."""
 
+    def __init__(self, sock):
+        self.sock = sock
+        sock.setblocking(False)
+        self.inbuf = bytearray()
+        self.outbuf = bytearray()
+        self.fds = []
+        self.eof = False
 
-def _pids():
-    return {int(e) for e in os.listdir("/proc") if e.isdigit()}
+    def fileno(self):
+        return self.sock.fileno()
 
-
-def _kill_new(before):
-    """Kill every process that did not exist before the call (what the call started)."""
-    me = os.getpid()
-    for _ in range(20):
-        new = _pids() - before - {me}
-        if not new:
+    def fill(self):
+        try:
+            data, anc, _, _ = self.sock.recvmsg(1 << 20, socket.CMSG_SPACE(64 * 4))
+        except (BlockingIOError, InterruptedError):
             return
-        for pid in new:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except OSError:
-                pass
-        time.sleep(0.005)
-        _reap()
-
-
-def _reap():
-    """Collect our exited children (the ones a timeout killed), so none lingers as a zombie."""
-    while True:
-        try:
-            pid, _ = os.waitpid(-1, os.WNOHANG)
-        except ChildProcessError:
-            return
-        if pid == 0:
-            return
-
-
-class Output:
-    """The session's fds 1 and 2 pointed at per-call files, so cells and what they start write there."""
-
-    def __init__(self, limit):
-        self.limit = limit
-        self.files = [tempfile.TemporaryFile(dir="/tmp"), tempfile.TemporaryFile(dir="/tmp")]
-
-    def start(self):
-        for fd, fh in zip((1, 2), self.files):
-            fh.seek(0)
-            fh.truncate()
-            os.dup2(fh.fileno(), fd)
-
-    def take(self):
-        sys.stdout.flush()
-        sys.stderr.flush()
-        out = []
-        for fh in self.files:
-            fh.seek(0)
-            data = fh.read(self.limit + 1)
-            out.append((data[: self.limit].decode("utf-8", "replace"), len(data) > self.limit))
-        return out
-
-
-def _plain(value, depth=0):
-    """``value`` itself when it is JSON-like plain data (small), else ``None``-marker."""
-    if depth > 20:
-        raise TypeError
-    if value is None or isinstance(value, (bool, int, float, str)):
-        return value
-    if isinstance(value, (list, tuple)):
-        return [_plain(v, depth + 1) for v in value]
-    if isinstance(value, dict) and all(isinstance(k, str) for k in value):
-        return {k: _plain(v, depth + 1) for k, v in value.items()}
-    raise TypeError
-
-
-class Kernel:
-    def __init__(self, output):
-        self.output = output
-        self.contexts = {}
-        self.counts = {}
-        self.cwd = HOME
-
-    def _namespace(self, name):
-        if name not in self.contexts:
-            self.contexts[name] = {"__name__": "__main__", "__builtins__": __builtins__}
-            self.counts[name] = 0
-        return self.contexts[name]
-
-    def exec(self, req):
-        name = str(req.get("context") or "default")
-        ns = self._namespace(name)
-        self.counts[name] += 1
-        reply = {"execution_count": self.counts[name], "result": None, "data": None, "has_data": False,
-                 "error": None, "timed_out": False}
-        before = _pids()
-        self.output.start()
-        signal.signal(signal.SIGALRM, _on_alarm)  # a cell may have replaced it
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGALRM})
-        signal.setitimer(signal.ITIMER_REAL, float(req.get("timeout") or 30.0))
-        try:
-            tree = ast.parse(req.get("code", ""), "<cell>", "exec")
-            last = tree.body.pop() if tree.body and isinstance(tree.body[-1], ast.Expr) else None
-            exec(compile(tree, "<cell>", "exec"), ns)
-            if last is not None:
-                value = eval(compile(ast.Expression(last.value), "<cell>", "eval"), ns)
-                if value is not None:
-                    reply["result"] = repr(value)[:100_000]
-                    try:
-                        reply["data"], reply["has_data"] = _plain(value), True
-                    except (TypeError, RecursionError):
-                        pass
-                    ns["_"] = value
-        except CellTimeout:
-            reply["timed_out"] = True
-            reply["error"] = {"name": "TimeoutError", "value": "the cell ran past its timeout and was interrupted",
-                              "traceback": ""}
-        except BaseException as exc:  # the cell's own error (SystemExit included): data, not our failure
-            tb = traceback.format_exception(type(exc), exc, exc.__traceback__)
-            reply["error"] = {"name": type(exc).__name__, "value": str(exc)[:10_000],
-                              "traceback": "".join(tb)[-20_000:]}
-        finally:
-            signal.setitimer(signal.ITIMER_REAL, 0)
-        if reply["timed_out"]:
-            _kill_new(before)
-        (reply["stdout"], reply["stdout_truncated"]), (reply["stderr"], reply["stderr_truncated"]) = self.output.take()
-        return reply
-
-    def shell(self, req):
-        before = _pids()
-        self.output.start()
-        cwd_file = os.path.join("/tmp", f".cwd-{os.getpid()}")
-        # An EXIT trap records the working directory however the command ends (``exit 3`` too).
-        script = f"trap 'printf \"%s\" \"$PWD\" > {cwd_file}' EXIT\n{req.get('command', '')}\n"
-        timed_out = False
-        try:
-            proc = subprocess.Popen(["/bin/bash", "-c", script], cwd=self.cwd, stdin=subprocess.DEVNULL,
-                                    stdout=1, stderr=2, start_new_session=True, env=os.environ.copy())
-            try:
-                code = proc.wait(float(req.get("timeout") or 30.0))
-            except subprocess.TimeoutExpired:
-                timed_out = True
-                os.killpg(proc.pid, signal.SIGKILL)
-                code = proc.wait()
-        except OSError as exc:
-            return {"exit_code": None, "stdout": "", "stderr": f"cannot run bash: {exc}", "timed_out": False,
-                    "stdout_truncated": False, "stderr_truncated": False}
-        if timed_out:
-            _kill_new(before)
-        try:
-            with open(cwd_file) as fh:
-                cwd = fh.read()
-            os.unlink(cwd_file)
-            if cwd and os.path.isdir(cwd):
-                self.cwd = cwd
         except OSError:
-            pass
-        (out, out_cut), (err, err_cut) = self.output.take()
-        return {"exit_code": None if timed_out else code, "stdout": out, "stderr": err, "timed_out": timed_out,
-                "stdout_truncated": out_cut, "stderr_truncated": err_cut, "cwd": self.cwd}
+            data, anc = b"", []
+        for level, kind, payload in anc:
+            if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+                usable = len(payload) - len(payload) % 4
+                self.fds.extend(int.from_bytes(payload[i:i + 4], sys.byteorder) for i in range(0, usable, 4))
+        if not data:
+            self.eof = True
+        self.inbuf += data
+
+    def frame(self):
+        if len(self.inbuf) < HEADER.size:
+            return None
+        (size,) = HEADER.unpack(self.inbuf[:HEADER.size])
+        if size > MAX_FRAME:
+            self.eof = True  # a corrupted stream: the branch is lost
+            return None
+        if len(self.inbuf) < HEADER.size + size:
+            return None
+        body = bytes(self.inbuf[HEADER.size:HEADER.size + size])
+        del self.inbuf[:HEADER.size + size]
+        try:
+            msg = json.loads(body)
+        except ValueError:
+            return {}
+        return msg if isinstance(msg, dict) else {}
+
+    def take_fds(self):
+        fds, self.fds = self.fds, []
+        return fds
+
+    def queue(self, msg):
+        body = json.dumps(msg, separators=(",", ":")).encode()
+        self.outbuf += HEADER.pack(len(body)) + body
+        self.flush()
+
+    def flush(self):
+        while self.outbuf:
+            try:
+                n = self.sock.send(self.outbuf)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                self.eof = True
+                self.outbuf.clear()
+                return
+            del self.outbuf[:n]
+
+    def wait_frame(self, deadline):
+        """Block (up to ``deadline``) for the next frame: control steps wait on one branch."""
+        while True:
+            msg = self.frame()
+            if msg is not None:
+                return msg
+            if self.eof:
+                raise Refused("the interpreter exited")
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise Refused("the interpreter did not answer in time")
+            readable, writable, _ = select.select([self], [self] if self.outbuf else [], [], left)
+            if writable:
+                self.flush()
+            if readable:
+                self.fill()
+
+    def close(self):
+        for fd in self.take_fds():
+            _close(fd)
+        self.sock.close()
 
 
-def _path(raw):
-    return os.path.normpath(os.path.join(HOME, raw or "."))
-
-
-def _files(req, limit):
-    op, path = req["op"], _path(req.get("path"))
+def _close(fd):
     try:
-        if op == "write":
-            data = base64.b64decode(req.get("b64", ""))
-            if len(data) > limit:
-                return {"error": f"file of {len(data)} bytes is over the session's limit of {limit}"}
-            os.makedirs(os.path.dirname(path), exist_ok=True)
-            with open(path, "wb") as fh:
-                fh.write(data)
-            return {"path": path, "size": len(data)}
-        if op == "read":
-            size = os.stat(path).st_size
-            if size > limit:
-                return {"error": f"{path} has {size} bytes, over the session's limit of {limit}"}
-            with open(path, "rb") as fh:
-                return {"path": path, "b64": base64.b64encode(fh.read()).decode()}
-        entries = []
-        for name in sorted(os.listdir(path))[:10_000]:
-            st = os.lstat(os.path.join(path, name))
-            kind = "dir" if stat.S_ISDIR(st.st_mode) else "link" if stat.S_ISLNK(st.st_mode) else "file"
-            entries.append({"name": name, "type": kind, "size": st.st_size})
-        return {"path": path, "entries": entries}
-    except OSError as exc:
-        return {"error": f"{path}: {exc.strerror or exc}"}
+        os.close(fd)
+    except OSError:
+        pass
 
 
-def _drop_privileges():
-    """Run as the program uid: everything in a session is the model's, nothing of the host's."""
-    if os.geteuid() != 0:
-        return False
-    os.makedirs(HOME, exist_ok=True)
-    os.chown(HOME, PROGRAM_UID, PROGRAM_UID)
-    os.chmod("/tmp", 0o1777)
-    os.setgroups([])
-    os.setgid(PROGRAM_UID)
-    os.setuid(PROGRAM_UID)  # from uid 0 to another: every capability is gone
-    return True
+def _ns(pid, kind):
+    try:
+        return os.readlink(f"/proc/{pid}/ns/{kind}")
+    except OSError:
+        return None
 
 
-def _limits(argv):
-    import resource
+def _status(pid):
+    out = {}
+    try:
+        with open(f"/proc/{pid}/status") as fh:
+            for line in fh:
+                key, _, value = line.partition(":")
+                out[key] = value.strip()
+    except OSError:
+        pass
+    return out
 
-    opts = dict(zip(argv[::2], argv[1::2]))
-    if "--memory-mb" in opts:
-        n = int(opts["--memory-mb"]) << 20
-        resource.setrlimit(resource.RLIMIT_AS, (n, n))
-    if "--max-processes" in opts:
-        n = int(opts["--max-processes"])
-        resource.setrlimit(resource.RLIMIT_NPROC, (n, n))
-    if "--file-size" in opts:
-        n = int(opts["--file-size"])
-        resource.setrlimit(resource.RLIMIT_FSIZE, (n, n))
-    return int(opts.get("--output-bytes", 1 << 20)), int(opts.get("--file-size", 16 << 20))
+
+def _members(pidns):
+    """pid -> pid-inside-the-namespace of every live process whose pid namespace is ``pidns``."""
+    out = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit() and _ns(entry, "pid") == pidns:
+            st = _status(entry)
+            if st.get("State", "Z").startswith("Z"):
+                continue
+            try:
+                out[int(entry)] = int(st["NSpid"].split()[-1])
+            except (KeyError, ValueError, IndexError):
+                continue
+    return out
+
+
+def _signal_all(pids, sig):
+    for pid in pids:
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            pass
+
+
+def _freeze(pidns, spare=()):
+    """SIGSTOP every process of a pid namespace but ``spare`` until none is left running (a
+    stopped process cannot fork, so the set converges). Returns pid -> inner pid."""
+    stopped = {}
+    for _ in range(200):
+        members = {p: i for p, i in _members(pidns).items() if i != 1 and p not in spare}
+        fresh = {p for p in members if p not in stopped}
+        if not fresh:
+            return members
+        _signal_all(fresh, signal.SIGSTOP)
+        stopped.update({p: members[p] for p in fresh})
+        time.sleep(0.001)
+    raise Refused("the session's processes kept multiplying while being stopped")
+
+
+def _kill_and_wait(pids, deadline):
+    _signal_all(pids, signal.SIGKILL)
+    while time.monotonic() < deadline:
+        alive = [p for p in pids if os.path.exists(f"/proc/{p}") and not _status(p).get("State", "Z").startswith("Z")]
+        if not alive:
+            return
+        time.sleep(0.002)
+    raise Refused("the session's processes did not end")
+
+
+def _mount_dev(pid, point):
+    """``major:minor`` of the filesystem mounted at ``point`` in ``pid``'s mount namespace."""
+    try:
+        with open(f"/proc/{pid}/mountinfo") as fh:
+            found = None
+            for line in fh:
+                parts = line.split()
+                if len(parts) > 4 and parts[4] == point:
+                    found = parts[2]  # the last one listed is the one on top
+            return found
+    except OSError:
+        return None
+
+
+class Node:
+    """A branch (a live interpreter) or a checkpoint (its frozen holder), as this process sees it."""
+
+    def __init__(self, conn, g_pid, i_pid, parent):
+        self.conn = conn
+        self.g_pid = g_pid  # the interpreter (a branch) or the holder (a checkpoint)
+        self.i_pid = i_pid  # pid 1 of its pid namespace
+        self.pidns = _ns(g_pid, "pid")
+        self.devs = {_mount_dev(g_pid, "/tmp"), _mount_dev(g_pid, "/dev/shm")}
+        self.parent = parent  # the checkpoint it was forked from, or None
+        self.children = set()  # branches forked from it (a checkpoint)
+        self.released = False
+        self.paused = False
+
+
+class Supervisor:
+    def __init__(self, host, opts, ids):
+        self.host = host
+        self.opts = opts
+        self.ids = ids  # (uid, gid) in this sandbox that a root branch's uid 0 maps to
+        self.branches = {}
+        self.checkpoints = {}
+        self.pending = {}  # host request id -> branch id
+        self.next_id = 0
+        self.own_devs = {_mount_dev("self", "/tmp"), _mount_dev("self", "/dev/shm")}
+
+    def _new_id(self, prefix):
+        self.next_id += 1
+        return f"{prefix}{self.next_id}"
+
+    # ------------------------------------------------------------ branches
+    def _adopt(self, sock, parent, deadline, siblings=()):
+        """Wait for a new branch's hello on ``sock``, check it, and return its Node
+        (``siblings``: branches of the same spawn, not registered yet)."""
+        conn = Conn(sock)
+        try:
+            hello = conn.wait_frame(deadline)
+            if not hello.get("ready"):
+                raise Refused(f"unexpected first message from a new branch: {str(hello)[:200]}")
+            known = {n.pidns for n in (*self.branches.values(), *self.checkpoints.values(), *siblings)}
+            known.add(_ns("self", "pid"))
+            while True:
+                fresh = {}
+                for entry in os.listdir("/proc"):
+                    if entry.isdigit():
+                        ns = _ns(entry, "pid")
+                        if ns and ns not in known:
+                            fresh.setdefault(ns, []).append(entry)
+                if len(fresh) == 1:
+                    break
+                if len(fresh) > 1:
+                    raise Refused("a spawn produced more than one new pid namespace")
+                if time.monotonic() > deadline:
+                    raise Refused("the new branch's processes are not to be seen")
+                time.sleep(0.001)
+            (pidns,) = fresh
+            members = _members(pidns)
+            inner = {i: p for p, i in members.items()}
+            if set(inner) - {1, 2} or 2 not in inner or 1 not in inner:
+                raise Refused(f"the new branch holds unexpected processes {sorted(inner)}")
+            node = Node(conn, inner[2], inner[1], parent)
+            problem = self.verify(node, siblings)
+            if problem:
+                _signal_all([node.i_pid], signal.SIGKILL)
+                raise Refused(f"the new branch failed its isolation check: {problem}")
+            return node
+        except BaseException:
+            conn.close()
+            raise
+
+    def verify(self, node, siblings=()):
+        """What is wrong with a new branch's isolation ("" when nothing is)."""
+        g, i = node.g_pid, node.i_pid
+        st = _status(g)
+        for key in ("CapEff", "CapPrm", "CapBnd", "CapAmb", "CapInh"):
+            if int(st.get(key, "1"), 16) != 0:
+                return f"its interpreter holds capabilities ({key} {st.get(key)})"
+        if st.get("NoNewPrivs") != "1" or st.get("Threads") != "1":
+            return "its interpreter lacks no_new_privs or runs extra threads"
+        others = [n for n in (*self.branches.values(), *self.checkpoints.values(), *siblings) if n is not node]
+        for kind in ("user", "mnt", "net", "ipc", "uts", "pid"):
+            mine = _ns(g, kind)
+            if mine is None or mine == _ns("self", kind) or any(mine == _ns(n.g_pid, kind) for n in others):
+                return f"its {kind} namespace is not its own"
+        if _ns(i, "user") in (_ns(g, "user"), _ns("self", "user")):
+            return "its pid 1 did not leave the branch's user namespace"
+        taken = set(self.own_devs)
+        for n in others:
+            taken |= n.devs
+        if None in node.devs or node.devs & taken:
+            return "its /tmp or /dev/shm is not a filesystem of its own"
+        null = os.stat("/dev/null").st_dev
+        allowed = node.devs | {f"{os.major(null)}:{os.minor(null)}"}
+        try:
+            with open(f"/proc/{g}/maps") as fh:
+                shared = nsb.shared_in(fh)
+            if shared:
+                return f"it holds a shared memory mapping ({shared[0]})"
+            sockets = 0
+            for fd in os.listdir(f"/proc/{g}/fd"):
+                target = os.readlink(f"/proc/{g}/fd/{fd}")
+                if target.startswith("socket:"):
+                    sockets += 1
+                elif target.startswith(("pipe:", "anon_inode:")):
+                    return f"it holds a descriptor shared with another process ({target})"
+                else:
+                    dev = os.stat(f"/proc/{g}/fd/{fd}").st_dev
+                    if f"{os.major(dev)}:{os.minor(dev)}" not in allowed:
+                        return f"it holds a file open that is not its own ({target})"
+            if sockets != 1:
+                return f"it holds {sockets} sockets, not just its channel"
+        except OSError as exc:
+            return f"cannot inspect it: {exc}"
+        return ""
+
+    def new_root(self):
+        ours, theirs = socket.socketpair()
+        pid = os.fork()
+        if pid == 0:
+            try:
+                ours.close()
+                fd = theirs.detach()
+                os.setresgid(self.ids[1], self.ids[1], self.ids[1])
+                os.setresuid(self.ids[0], self.ids[0], self.ids[0])
+                nsb.become_branch(fd, self.opts, False, self.ids)
+            except BaseException as exc:
+                os.write(2, f"branch setup failed: {exc}\n".encode())
+                os._exit(1)
+            kernel.start(fd, self.opts)
+            os._exit(0)
+        theirs.close()
+        deadline = time.monotonic() + CONTROL_TIMEOUT_S
+        _, status = os.waitpid(pid, 0)
+        if status != 0:
+            ours.close()
+            raise Refused(f"a new branch failed to start (status {status}); see the sandbox's stderr")
+        return self._adopt(ours, None, deadline)
+
+    def spawn(self, cp, n):
+        """n new branches forked from checkpoint ``cp``, one at a time (each is told apart from
+        the others by its new pid namespace); the holder runs only meanwhile."""
+        nodes = []
+        try:
+            for _ in range(n):
+                deadline = time.monotonic() + CONTROL_TIMEOUT_S
+                _signal_all([cp.g_pid], signal.SIGCONT)
+                try:
+                    cp.conn.queue({"op": "spawn", "n": 1, "id": self._new_id("s")})
+                    reply = cp.conn.wait_frame(deadline)
+                    fds = cp.conn.take_fds()
+                finally:
+                    _signal_all([cp.g_pid], signal.SIGSTOP)
+                if reply.get("error") or len(fds) != 1:
+                    for fd in fds:
+                        _close(fd)
+                    raise Refused(str(reply.get("error") or "the checkpoint did not hand over its fork"))
+                node = self._adopt(socket.socket(fileno=fds[0]), cp, deadline, nodes)
+                nodes.append(node)
+                cp.children.add(node)
+        except BaseException:
+            for node in nodes:
+                cp.children.discard(node)
+                self._kill_node(node)
+            raise
+        return nodes
+
+    def checkpoint(self, bid):
+        """Turn branch ``bid`` into a checkpoint and give the host's id a fresh branch from it."""
+        node = self.branches[bid]
+        deadline = time.monotonic() + CONTROL_TIMEOUT_S
+        members = _freeze(node.pidns)
+        if _status(node.g_pid).get("Threads") != "1":
+            _signal_all(members, signal.SIGCONT)
+            raise Refused("a checkpoint needs the interpreter alone: a cell started threads that still run "
+                          "(join them first)")
+        _kill_and_wait([p for p in members if p != node.g_pid], deadline)  # background processes end here
+        _signal_all([node.g_pid], signal.SIGCONT)
+        rid = self._new_id("c")
+        node.conn.queue({"op": "checkpoint", "id": rid})
+        try:
+            reply = node.conn.wait_frame(deadline)
+        except Refused:
+            self._kill_node(node)
+            del self.branches[bid]
+            raise
+        if reply.get("error"):
+            raise Refused(str(reply["error"]))
+        holder = [p for p, i in _members(node.pidns).items() if i != 1 and p != node.g_pid]
+        if len(holder) != 1:
+            self._kill_node(node)
+            del self.branches[bid]
+            raise Refused("the checkpoint's holder is not to be seen")
+        _signal_all(holder, signal.SIGSTOP)
+        _kill_and_wait([node.g_pid], deadline)
+        self._raise_limits(holder[0])
+        cp = node
+        cp.g_pid = holder[0]
+        cid = self._new_id("k")
+        self.checkpoints[cid] = cp
+        del self.branches[bid]
+        try:
+            (child,) = self.spawn(cp, 1)
+        except Refused:
+            self.release(cid)
+            raise
+        self.branches[bid] = child
+        return cid
+
+    def _raise_limits(self, holder):
+        """A checkpoint's pid namespace holds its forks: lift the caps set for one branch, from a
+        helper that joins the branch's user and pid namespaces (the holder has no capability)."""
+        pid = os.fork()
+        if pid == 0:
+            try:
+                for kind, flag in (("user", nsb.CLONE_NEWUSER), ("pid", nsb.CLONE_NEWPID)):
+                    fd = os.open(f"/proc/{holder}/ns/{kind}", os.O_RDONLY)
+                    nsb.setns(fd, flag)
+                    os.close(fd)
+                inner = os.fork()
+                if inner == 0:
+                    nsb.write_proc("/proc/sys/kernel/pid_max", nsb.PID_MAX_RETIRED)
+                    nsb.write_proc("/proc/sys/user/max_user_namespaces", 4096)
+                    os._exit(0)
+                _, status = os.waitpid(inner, 0)
+                os._exit(0 if status == 0 else 1)
+            except BaseException as exc:
+                os.write(2, f"cannot lift a checkpoint's limits: {exc}\n".encode())
+                os._exit(1)
+        _, status = os.waitpid(pid, 0)
+        if status != 0:
+            raise Refused("cannot lift the checkpoint's limits for its forks")
+
+    def _kill_node(self, node):
+        _signal_all([node.i_pid], signal.SIGKILL)  # the whole pid namespace goes with its pid 1
+        node.conn.close()
+
+    def close_branch(self, bid):
+        node = self.branches.pop(bid, None)
+        if node is None:
+            return
+        self._kill_node(node)
+        self._fail_pending(bid, "the session was closed")
+        self._collect(node.parent, node)
+
+    def release(self, cid):
+        cp = self.checkpoints.get(cid)
+        if cp is None or cp.released:
+            return
+        cp.released = True
+        _signal_all([cp.g_pid], signal.SIGKILL)
+        self._collect(None, None)
+
+    def _collect(self, parent, child):
+        """Free checkpoints that are released and have no live fork left (their pid 1 holds them)."""
+        if parent is not None:
+            parent.children.discard(child)
+        changed = True
+        while changed:
+            changed = False
+            for cid, cp in list(self.checkpoints.items()):
+                if cp.released and not cp.children:
+                    del self.checkpoints[cid]
+                    self._kill_node(cp)
+                    if cp.parent is not None:
+                        cp.parent.children.discard(cp)
+                    changed = True
+
+    def pause(self, bid, on):
+        node = self.branches[bid]
+        if on:
+            _freeze(node.pidns)
+        else:
+            _signal_all(_members(node.pidns), signal.SIGCONT)
+        node.paused = on
+
+    def _fail_pending(self, bid, why):
+        for rid, owner in list(self.pending.items()):
+            if owner == bid:
+                del self.pending[rid]
+                self.host.send({"id": rid, "lost": why})
+
+    # ------------------------------------------------------------ the loop
+    def control(self, req):
+        op = req.get("op")
+        if op == "new":
+            bid = self._new_id("b")
+            self.branches[bid] = self.new_root()
+            return {"branch": bid}
+        if op == "spawn":
+            cp = self.checkpoints.get(str(req.get("checkpoint")))
+            if cp is None or cp.released:
+                raise Refused("no such checkpoint (released?)")
+            out = []
+            for node in self.spawn(cp, max(1, min(int(req.get("n", 1)), 64))):
+                bid = self._new_id("b")
+                self.branches[bid] = node
+                out.append(bid)
+            return {"branches": out}
+        if op == "release":
+            self.release(str(req.get("checkpoint")))
+            return {"released": True}
+        bid = str(req.get("branch"))
+        if bid not in self.branches:
+            raise Refused("no such session (closed?)")
+        if op == "close":
+            self.close_branch(bid)
+            return {"closed": True}
+        if any(owner == bid for owner in self.pending.values()):
+            raise Refused("the session is busy with another call")
+        if op == "checkpoint":
+            if self.branches[bid].paused:
+                raise Refused("the session is paused: resume it first")
+            return {"checkpoint": self.checkpoint(bid)}
+        if op in ("pause", "resume"):
+            self.pause(bid, op == "pause")
+            return {"paused": op == "pause"}
+        raise Refused(f"unknown op {op!r}")
+
+    def on_host(self, req):
+        op, rid = req.get("op"), req.get("id")
+        if op in KERNEL_OPS:
+            bid = str(req.get("branch"))
+            node = self.branches.get(bid)
+            if node is None:
+                self.host.send({"id": rid, "lost": "no such session (closed?)"})
+            elif node.paused:
+                self.host.send({"id": rid, "error": "the session is paused: resume it first"})
+            else:
+                self.pending[rid] = bid
+                node.conn.queue({k: v for k, v in req.items() if k != "branch"})
+            return
+        try:
+            reply = self.control(req)
+        except Refused as exc:
+            reply = {"error": str(exc)}
+        except (OSError, ValueError, KeyError) as exc:
+            reply = {"error": f"{type(exc).__name__}: {exc}"}
+        reply["id"] = rid
+        self.host.send(reply)
+
+    def on_branch(self, bid, node):
+        node.conn.fill()
+        while True:
+            msg = node.conn.frame()
+            if msg is None:
+                break
+            for fd in node.conn.take_fds():  # an interpreter has no descriptor to give us
+                _close(fd)
+            rid = msg.get("id")
+            if rid is not None and self.pending.get(rid) == bid:
+                del self.pending[rid]
+                self.host.send(msg)
+        if node.conn.eof:
+            self.branches.pop(bid, None)
+            self._kill_node(node)
+            self._fail_pending(bid, "the session's interpreter exited")
+            self._collect(node.parent, node)
+
+    def run(self, host_fd):
+        while True:
+            conns = {node.conn.fileno(): (bid, node) for bid, node in self.branches.items()}
+            wants_write = [fd for fd, (_, node) in conns.items() if node.conn.outbuf]
+            readable, writable, _ = select.select([host_fd, *conns], wants_write, [])
+            for fd in writable:
+                conns[fd][1].conn.flush()
+            for fd in readable:
+                if fd == host_fd:
+                    req = self.host.recv()
+                    if req is None:
+                        return
+                    self.on_host(req)
+                elif fd in conns and conns[fd][0] in self.branches:
+                    self.on_branch(*conns[fd])
+
+
+def _mapped(uid):
+    """Whether the sandbox's user namespace maps ``uid`` (a program uid of its own)."""
+    try:
+        with open("/proc/self/uid_map") as fh:
+            for line in fh:
+                inside, _, count = (int(x) for x in line.split())
+                if inside <= uid < inside + count:
+                    return True
+    except (OSError, ValueError):
+        pass
+    return False
+
+
+def _prepare_sandbox(opts):
+    """Once, as uid 0 of the sandbox: let branches mount a /proc of their own (the kernel
+    wants every proc mount fully visible: bubblewrap covers two of its directories), and
+    cap the processes of the whole session family."""
+    for path in ("/proc/irq", "/proc/bus"):
+        try:
+            nsb.umount(path)
+        except OSError as exc:
+            if exc.errno not in (errno.EINVAL, errno.ENOENT):
+                raise
+    nsb.write_proc("/proc/sys/kernel/pid_max", max(nsb.PID_MAX_FLOOR, int(opts["family_processes"])))
 
 
 def main():
+    argv = sys.argv[1:]
+    raw = dict(zip(argv[::2], argv[1::2]))
+    opts = {"memory_mb": 1024, "max_processes": 64, "disk_mb": 256, "file_size": 16 << 20, "output_bytes": 1 << 20,
+            "family_processes": 8192}
+    opts.update({k.lstrip("-").replace("-", "_"): int(v) for k, v in raw.items()})
     rfd, wfd = os.dup(0), os.dup(1)
     for fd in (rfd, wfd):
         os.set_inheritable(fd, False)
-    devnull = os.open(os.devnull, os.O_RDWR)
-    os.dup2(devnull, 0)
-    os.close(devnull)
-    chan = Channel(rfd, wfd)
-    separated = _drop_privileges()
-    os.makedirs(HOME, exist_ok=True)
-    os.chdir(HOME)  # Python cells keep their own working directory (os.chdir in a cell sticks); the shell its own
-    os.environ.update({"HOME": HOME, "PWD": HOME})
-    output_limit, file_limit = _limits(sys.argv[1:])
-    output = Output(output_limit)
-    sys.stdout = open(1, "w", buffering=1, closefd=False, errors="replace")
-    sys.stderr = open(2, "w", buffering=1, closefd=False, errors="replace")
+    null = os.open(os.devnull, os.O_RDWR)
+    os.dup2(null, 0)
+    os.dup2(null, 1)
+    os.close(null)
+    fcntl.fcntl(rfd, fcntl.F_SETFD, fcntl.FD_CLOEXEC)
+    host = Channel(rfd, wfd)
     signal.signal(signal.SIGPIPE, signal.SIG_IGN)
-    signal.signal(signal.SIGALRM, _on_alarm)
-    kernel = Kernel(output)
-    chan.send({"ready": True, "protocol": PROTOCOL, "pid": os.getpid(), "python": sys.version.split()[0],
-               "uid_separation": separated, "session": True})
-    while True:
-        req = chan.recv()
-        if req is None:
-            return
-        op = req.get("op")
-        if op == "exec":
-            reply = kernel.exec(req)
-        elif op == "shell":
-            reply = kernel.shell(req)
-        elif op in ("write", "read", "list"):
-            reply = _files(req, file_limit)
-        elif op == "restart":
-            name = str(req.get("context") or "default")
-            kernel.contexts.pop(name, None)
-            reply = {"restarted": name}
-        elif op == "ping":
-            reply = {"pong": True}
-        else:
-            reply = {"error": f"unknown op {op!r}"}
-        reply["id"] = req.get("id")
-        chan.send(reply)
+    try:
+        _prepare_sandbox(opts)
+        # Where the sandbox maps a program uid, branches run as it; else everything shares one.
+        ids = (PROGRAM_UID, PROGRAM_UID) if _mapped(PROGRAM_UID) else (os.geteuid(), os.getegid())
+    except OSError as exc:
+        host.send({"ready": False, "error": f"cannot prepare the session sandbox: {exc}"})
+        return
+    host.send({"ready": True, "protocol": kernel.PROTOCOL, "pid": os.getpid(), "python": sys.version.split()[0],
+               "uid_separation": ids[0] != os.geteuid(), "session": True, "supervisor": True})
+    Supervisor(host, opts, ids).run(rfd)
 
 
 if __name__ == "__main__":
