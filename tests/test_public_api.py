@@ -13,7 +13,7 @@ import vmpool.image
 PUBLIC = {
     vmpool: [
         "BACKENDS", "BackendUnavailableError", "Checkpoint", "CodeError", "CodeResult", "CommandResult", "FileInfo",
-        "Session", "SessionConfig", "SessionError", "SessionPool", "Companion", "CompanionResult", "ExecRequest",
+        "Session", "SessionCheckpoint", "SessionConfig", "SessionError", "SessionPool", "Companion", "CompanionResult", "ExecRequest",
         "ExecResult", "ImageConfig", "ImageConfigError", "ImagePaths", "Limits", "MicroVMSandbox", "MicroVMTemplate",
         "NamespaceSandbox", "PRELOADED_MODULES", "PROTOCOL_VERSION", "Pool", "PoolClosedError", "PoolConfig",
         "Sandbox", "SandboxError", "SandboxSetupError", "SandboxStartError", "SettingsError", "Status", "VmpoolError", "boot_probe",

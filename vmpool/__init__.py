@@ -32,6 +32,7 @@ from ._session import (
     CommandResult,
     FileInfo,
     Session,
+    SessionCheckpoint,
     SessionConfig,
     SessionError,
     SessionPool,
@@ -42,6 +43,7 @@ from .image import ImageConfig, ImageConfigError, ImagePaths, build_image, find_
 
 __all__ = [
     "SessionPool",
+    "SessionCheckpoint",
     "SessionError",
     "SessionConfig",
     "Session",

@@ -24,7 +24,7 @@ from ._errors import VmpoolError
 from ._session_family import Family, Lost, SessionError
 from ._settings import SettingsError
 
-__all__ = ["Checkpoint", "CodeError", "CodeResult", "CommandResult", "FileInfo", "Session", "SessionConfig",
+__all__ = ["SessionCheckpoint", "CodeError", "CodeResult", "CommandResult", "FileInfo", "Session", "SessionConfig",
            "SessionError", "SessionPool"]
 
 logger = logging.getLogger(__name__)
@@ -194,7 +194,7 @@ class Session:
                 raise SessionError(f"the session stopped answering ({exc}); it was closed") from exc
             finally:
                 self.last_used = time.monotonic()
-        if "error" in reply and isinstance(reply["error"], str) and message["op"] != "exec":
+        if isinstance(reply.get("error"), str):  # the supervisor's refusal (a cell's error is a dict)
             raise SessionError(reply["error"])
         return reply
 
@@ -264,7 +264,7 @@ class Session:
         reply = self._call({"op": "list", "path": path}, 30.0)
         return [FileInfo(e["name"], e["type"], int(e["size"])) for e in reply["entries"]]
 
-    def checkpoint(self) -> Checkpoint:
+    def checkpoint(self) -> SessionCheckpoint:
         """An immutable copy of this session's state to fork from; the session goes on.
 
         What it keeps: every Python context (all objects, imports, definitions, counters),
@@ -278,7 +278,7 @@ class Session:
             SessionError: refused (the reason says what to change) or the session died.
         """
         reply = self._control({"op": "checkpoint"})
-        return Checkpoint(self._family, str(reply["checkpoint"]), self.config)
+        return SessionCheckpoint(self._family, str(reply["checkpoint"]), self.config)
 
     def fork(self, n: int = 1) -> list[Session]:
         """``n`` new sessions whose state equals this one's now (see :meth:`checkpoint` for
@@ -326,7 +326,7 @@ class Session:
         self.close()
 
 
-class Checkpoint:
+class SessionCheckpoint:
     """An immutable snapshot of a session's state; :meth:`fork` starts sessions from it.
 
     A context manager; :meth:`close` frees it (sessions forked from it live on).
@@ -371,7 +371,7 @@ class Checkpoint:
                 logger.debug("releasing checkpoint %s: %s", self._cid, exc)
         self._family.leave()
 
-    def __enter__(self) -> Checkpoint:
+    def __enter__(self) -> SessionCheckpoint:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -132,8 +132,9 @@ def test_two_sessions_share_nothing() -> None:
         assert "secret.txt" not in b.run("ls /tmp/home").stdout
         pids_b = b.run_code("import os\nsorted(int(p) for p in os.listdir('/proc') if p.isdigit())").data
         assert len(pids_b) < 10  # its own pid namespace: its few processes only
-        if a._sandbox.uids != (os.getuid(),):  # uids of their own (root, or subordinate uids)
-            assert set(a._sandbox.uids).isdisjoint(b._sandbox.uids[1:])
+        ua, ub = a._family.sandbox.uids, b._family.sandbox.uids
+        if ua != (os.getuid(),):  # uids of their own (root, or subordinate uids)
+            assert set(ua).isdisjoint(ub[1:])
 
 
 def test_a_session_pool_hands_out_fresh_sessions_and_cleans_up() -> None:

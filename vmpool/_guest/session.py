@@ -249,6 +249,7 @@ class Supervisor:
         self.pending = {}  # host request id -> branch id
         self.next_id = 0
         self.own_devs = {_mount_dev("self", "/tmp"), _mount_dev("self", "/dev/shm")}
+        self.gone = set()  # pid namespaces of killed nodes: their processes may still be on their way out
 
     def _new_id(self, prefix):
         self.next_id += 1
@@ -264,6 +265,7 @@ class Supervisor:
             if not hello.get("ready"):
                 raise Refused(f"unexpected first message from a new branch: {str(hello)[:200]}")
             known = {n.pidns for n in (*self.branches.values(), *self.checkpoints.values(), *siblings)}
+            known |= self.gone
             known.add(_ns("self", "pid"))
             while True:
                 fresh = {}
@@ -459,6 +461,9 @@ class Supervisor:
     def _kill_node(self, node):
         _signal_all([node.i_pid], signal.SIGKILL)  # the whole pid namespace goes with its pid 1
         node.conn.close()
+        if len(self.gone) > 100_000:
+            self.gone.clear()
+        self.gone.add(node.pidns)
 
     def close_branch(self, bid):
         node = self.branches.pop(bid, None)
