@@ -16,7 +16,7 @@ rm -rf "$root/src"
 mkdir -p "$root/src"
 git ls-files -z | tar --null -T - -cf - | tar -xf - -C "$root/src"
 chown -R "$user:" "$root"
-tests=(tests/vmpool/test_sandbox.py tests/vmpool/test_pool.py tests/vmpool/test_unprivileged.py tests/vmpool/test_session.py
+tests=(tests/vmpool/test_sandbox.py tests/vmpool/test_pool.py tests/vmpool/test_unprivileged.py tests/vmpool/test_session.py tests/vmpool/test_session_fork.py
        tests/rewards/test_hacks.py tests/rewards/test_early_stop.py tests/harness/test_harness_grading.py
        tests/harness/test_harness_resume.py tests/harness/test_harness_cli.py)
 su "$user" -s /bin/bash -c "
