@@ -11,7 +11,13 @@ Measured in one run on the namespace backend:
   against the same 10 programs each run with ``Pool.run`` (a fresh fork per call: no
   state kept), median per call.
 
-Checkpoint, fork and pause numbers come with those features.
+* density: ``density`` idle sessions started side by side, the machine's available memory
+  before and after (so shared pages count once), per session and extrapolated to the
+  available memory;
+* ``fork(1)`` and ``fork(8)`` of a session holding a 100 MB Python heap and 10 MB of files:
+  latency per child, and each child's private memory (``Private_*`` of ``smaps_rollup``:
+  what copy-on-write has not shared) against the heap it inherited;
+* ``pause()`` + ``resume()`` round trip, median.
 """
 
 from __future__ import annotations
@@ -43,6 +49,20 @@ def _rss_bytes(pids: set[int]) -> int:
     return total
 
 
+def _private_bytes(pids: set[int]) -> int:
+    """Memory of ``pids`` that no other process shares (copy-on-write pages still shared are not counted)."""
+    total = 0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/smaps_rollup") as fh:
+                for line in fh:
+                    if line.startswith(("Private_Clean:", "Private_Dirty:")):
+                        total += int(line.split()[1]) * 1024
+        except OSError:
+            continue
+    return total
+
+
 def _tree(root: int) -> set[int]:
     parents: dict[int, int] = {}
     for entry in os.listdir("/proc"):
@@ -68,6 +88,13 @@ class SessionBench:
     available_bytes: int = 0
     episode_call_s: list[float] = field(default_factory=list)
     pool_run_s: list[float] = field(default_factory=list)
+    density: int = 0
+    density_bytes_per_session: int = 0
+    fork1_s: list[float] = field(default_factory=list)
+    fork8_s: list[float] = field(default_factory=list)
+    fork_heap_bytes: int = 0
+    fork_child_private_bytes: int = 0
+    pause_resume_s: list[float] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)
 
     @property
@@ -76,7 +103,8 @@ class SessionBench:
 
     @property
     def idle_sessions_fit(self) -> int:
-        return self.available_bytes // self.idle_rss_bytes if self.idle_rss_bytes else 0
+        per = self.density_bytes_per_session or self.idle_rss_bytes
+        return self.available_bytes // per if per else 0
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "idle_sessions_fit": self.idle_sessions_fit}
@@ -97,7 +125,60 @@ EPISODE = [("code", "import json, re\nstate = {'turn': 0}"), ("shell", "mkdir -p
            ("code", "json.dumps(state)"), ("shell", "ls -la")]
 
 
-def run_session_bench(leases: int = 40, cold: int = 10, sustained: int = 10, rounds: int = 3) -> SessionBench:
+def _fork_numbers(bench: SessionBench, forks: int) -> None:
+    from vmpool import Session, SessionConfig
+
+    with Session(SessionConfig(memory_mb=2048, disk_mb=512)) as parent:
+        made = parent.run_code("import os\nheap = bytearray(b'x') * (100 << 20)\n"
+                               "open('data.bin', 'wb').write(os.urandom(10 << 20))\nlen(heap)")
+        if made.error is not None:
+            bench.failures.append(f"fork set-up failed: {made.error.value}")
+            return
+        bench.fork_heap_bytes = 100 << 20
+        for _ in range(forks):
+            start = time.perf_counter()
+            (child,) = parent.fork(1)
+            bench.fork1_s.append(time.perf_counter() - start)
+            if child.run_code("len(heap)").data != 100 << 20:
+                bench.failures.append("a fork lost the heap")
+            child.close()
+        start = time.perf_counter()
+        children = parent.fork(8)
+        bench.fork8_s.append((time.perf_counter() - start) / 8)
+        try:
+            for c in children:
+                c.run_code("heap[0] = 1")  # touch one page: the rest stays shared
+            pids = _tree(parent._family.sandbox.pid or 0)
+            bench.fork_child_private_bytes = _private_bytes(pids) // (len(children) + 2)
+        finally:
+            for c in children:
+                c.close()
+        for _ in range(10):
+            start = time.perf_counter()
+            parent.pause()
+            parent.resume()
+            bench.pause_resume_s.append(time.perf_counter() - start)
+
+
+def _density(bench: SessionBench, n: int) -> None:
+    from vmpool import Session
+
+    before = _available_bytes()
+    sessions = []
+    try:
+        for _ in range(n):
+            sessions.append(Session())
+        time.sleep(0.5)
+        after = _available_bytes()
+        bench.density = len(sessions)
+        bench.density_bytes_per_session = max(1, (before - after) // len(sessions))
+    finally:
+        for s in sessions:
+            s.close()
+
+
+def run_session_bench(leases: int = 40, cold: int = 10, sustained: int = 10, rounds: int = 3,
+                      density: int = 100, forks: int = 10) -> SessionBench:
     """Run the measurements above (see the module docstring)."""
     from vmpool import ExecRequest, Pool, PoolConfig, Session, SessionPool, Status
 
@@ -119,7 +200,7 @@ def run_session_bench(leases: int = 40, cold: int = 10, sustained: int = 10, rou
         Session().close()
     bench.starts_per_s = sustained / (time.perf_counter() - start)
     with Session() as idle:
-        pid = idle._sandbox.pid
+        pid = idle._family.sandbox.pid
         bench.idle_rss_bytes = _rss_bytes(_tree(pid)) if pid else 0
     programs = ["import json, re\nprint({'turn': 0})", "import os\nos.makedirs('work', exist_ok=True)",
                 "print(1)", "print(2 + 2)", "def f(x):\n    return x * 2\nprint(f(21))", "import os\nprint(os.getcwd())",
@@ -142,6 +223,10 @@ def run_session_bench(leases: int = 40, cold: int = 10, sustained: int = 10, rou
                 if plain.run(ExecRequest(code=code)).status is not Status.OK:
                     bench.failures.append(f"pool.run failed: {code!r}")
                 bench.pool_run_s.append(time.perf_counter() - start)
+    if forks:
+        _fork_numbers(bench, forks)
+    if density:
+        _density(bench, density)
     return bench
 
 
@@ -158,5 +243,16 @@ def format_session_bench(b: SessionBench) -> str:
              f"{b.idle_sessions_fit} would fit in the {b.available_bytes / 2**30:.1f} GiB available",
              f"  10-turn episode          median {call * ms:7.2f} ms per call in one session vs "
              f"{run * ms:.2f} ms per Pool.run (no state kept): {call / run if run else 0:.2f}x"]
+    if b.density:
+        lines.append(f"  density                  {b.density} idle sessions side by side: "
+                     f"{b.density_bytes_per_session / 2**20:.1f} MiB each of available memory; "
+                     f"{b.idle_sessions_fit} would fit in {b.available_bytes / 2**30:.1f} GiB")
+    if b.fork1_s:
+        f1, f8 = statistics.median(b.fork1_s), statistics.median(b.fork8_s or [0])
+        lines += [f"  fork(1), 100 MB heap + 10 MB files   median {f1 * ms:7.2f} ms   p99 {_p(b.fork1_s, 0.99) * ms:7.2f} ms",
+                  f"  fork(8), same                        {f8 * ms:7.2f} ms per child",
+                  f"  memory per fork          {b.fork_child_private_bytes / 2**20:7.1f} MiB private (copied) vs "
+                  f"{b.fork_heap_bytes / 2**20:.0f} MiB heap shared copy-on-write (+10 MiB files copied)",
+                  f"  pause + resume           median {statistics.median(b.pause_resume_s or [0]) * ms:7.2f} ms"]
     lines += [f"  FAILED: {f}" for f in b.failures]
     return "\n".join(lines)
