@@ -19,6 +19,7 @@ import os
 import shutil
 import signal
 import stat
+import time
 
 CLONE_NEWNS = 0x00020000
 CLONE_NEWUTS = 0x04000000
@@ -85,6 +86,21 @@ def drop_capabilities():
     header = _CapHeader(0x20080522, 0)  # _LINUX_CAPABILITY_VERSION_3
     _check(_libc.capset(ctypes.byref(header), (_CapData * 2)()), "capset")
     prctl(PR_SET_NO_NEW_PRIVS, 1)
+
+
+def wait_child(pid, timeout, what):
+    """waitpid with a deadline: a child stuck in set-up is killed and reported, never waited on forever.
+    Returns the wait status."""
+    deadline = time.monotonic() + timeout
+    while True:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return status
+        if time.monotonic() > deadline:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            raise OSError(f"{what} did not finish within {timeout:g} s")
+        time.sleep(0.0005)
 
 
 def write_proc(path, value):

@@ -319,10 +319,15 @@ def hold(chan, kernel, opts):
                     return Channel(fd, fd)
                 theirs.close()
                 os.close(why_w)
-                _, status = os.waitpid(pid, 0)
-                why = os.read(why_r, 4096).decode("utf-8", "replace")
+                try:
+                    status = branch.wait_child(pid, 30.0, "a branch's set-up")
+                except OSError as exc:
+                    status, why_extra = -1, str(exc)
+                else:
+                    why_extra = ""
+                why = os.read(why_r, 4096).decode("utf-8", "replace") or why_extra
                 os.close(why_r)
-                if status != 0:
+                if status != 0 or why:  # the set-up of the branch itself reports on the pipe
                     ours.close()
                     raise OSError(f"a branch failed to start: {why or status}")
                 ends.append(ours)

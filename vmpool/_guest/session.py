@@ -358,7 +358,11 @@ class Supervisor:
             os._exit(0)
         theirs.close()
         deadline = time.monotonic() + CONTROL_TIMEOUT_S
-        _, status = os.waitpid(pid, 0)
+        try:
+            status = nsb.wait_child(pid, CONTROL_TIMEOUT_S, "a new branch's set-up")
+        except OSError as exc:
+            ours.close()
+            raise Refused(str(exc)) from exc
         if status != 0:
             ours.close()
             raise Refused(f"a new branch failed to start (status {status}); see the sandbox's stderr")
@@ -449,12 +453,14 @@ class Supervisor:
                     nsb.write_proc("/proc/sys/kernel/pid_max", nsb.PID_MAX_RETIRED)
                     nsb.write_proc("/proc/sys/user/max_user_namespaces", 4096)
                     os._exit(0)
-                _, status = os.waitpid(inner, 0)
-                os._exit(0 if status == 0 else 1)
+                os._exit(0 if nsb.wait_child(inner, 10.0, "lifting the limits") == 0 else 1)
             except BaseException as exc:
                 os.write(2, f"cannot lift a checkpoint's limits: {exc}\n".encode())
                 os._exit(1)
-        _, status = os.waitpid(pid, 0)
+        try:
+            status = nsb.wait_child(pid, 15.0, "lifting the checkpoint's limits")
+        except OSError as exc:
+            raise Refused(str(exc)) from exc
         if status != 0:
             raise Refused("cannot lift the checkpoint's limits for its forks")
 
