@@ -13,6 +13,8 @@ Public surface::
         read_samples, read_results,
         run_demo, DemoReport, bundled_dataset,                   # the demo and the bundled data
         CodeReward, AsyncCodeReward, RewardBatch,                # TRL reward functions
+        CodeEnvironment, CodeEnvironmentGrader, EnvironmentConfig,  # TRL environments (multi-turn)
+        EpisodeResult, close_environments, environment_stats,
         HarnessError, ConfigError, InputError, NoTestsError,     # exceptions
     )
 
@@ -45,6 +47,14 @@ from ._store import ResultStore, read_results
 from ._summary import GradeSummary, format_summary, pass_at_k, summarize
 
 if TYPE_CHECKING:  # the real types for checkers; at run time they load on first use
+    from ._environment import (
+        CodeEnvironment,
+        CodeEnvironmentGrader,
+        EnvironmentConfig,
+        EpisodeResult,
+        close_environments,
+        environment_stats,
+    )
     from ._trl import AsyncCodeReward, CodeReward, RewardBatch
     from .ray import RayGrader, grade_ray, grade_ray_data, ray_grader
 
@@ -53,6 +63,8 @@ if TYPE_CHECKING:  # the real types for checkers; at run time they load on first
 _LAZY = {
     "RayGrader": ".ray", "ray_grader": ".ray", "grade_ray": ".ray", "grade_ray_data": ".ray",
     "AsyncCodeReward": "._trl", "CodeReward": "._trl", "RewardBatch": "._trl",
+    **{name: "._environment" for name in ("CodeEnvironment", "CodeEnvironmentGrader", "EnvironmentConfig",
+                                          "EpisodeResult", "close_environments", "environment_stats")},
 }
 
 
@@ -71,6 +83,12 @@ def __dir__() -> list[str]:
 
 __all__ = [
     "AsyncCodeReward",
+    "CodeEnvironment",
+    "CodeEnvironmentGrader",
+    "EnvironmentConfig",
+    "EpisodeResult",
+    "close_environments",
+    "environment_stats",
     "CodeReward",
     "ConfigError",
     "DemoReport",

@@ -35,6 +35,8 @@ PUBLIC = {
     ],
     harness: [
         "AsyncCodeReward", "CodeReward", "ConfigError", "DemoReport", "GradeSummary",
+        "CodeEnvironment", "CodeEnvironmentGrader", "EnvironmentConfig", "EpisodeResult", "close_environments",
+        "environment_stats",
         "GradingSettings", "Harness", "HarnessConfig", "HarnessError", "InputError", "InputIssue", "NoTestsError",
         "RayGrader", "ResultRow", "ResultStore", "RewardBatch",
         "Sample", "SampleSet", "bundled_dataset", "config_from_dict", "describe_config", "format_summary", "grade", "grade_ray",

@@ -35,8 +35,8 @@ from ._session import (
     SessionCheckpoint,
     SessionConfig,
     SessionError,
-    SessionPool,
 )
+from ._session_pool import SessionPool
 from ._settings import SettingsError, describe_settings, load_settings, settings_from_dict
 from ._types import Companion, CompanionResult, ExecRequest, ExecResult, Limits, Status
 from .image import ImageConfig, ImageConfigError, ImagePaths, build_image, find_image, load_image_config

@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from vmpool import SessionCheckpoint, Session, SessionConfig, SessionError
+from vmpool import Session, SessionCheckpoint, SessionConfig, SessionError
 
 pytestmark = pytest.mark.usefixtures("no_leaks")
 

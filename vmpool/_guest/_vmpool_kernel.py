@@ -308,7 +308,7 @@ def hold(chan, kernel, opts):
                     cwd = os.getcwd()
                     try:
                         branch.become_branch(fd, opts, True, (branch.INNER_ID, branch.INNER_ID), keep=why_w)
-                    except BaseException as exc:  # nothing of the model's ran yet: report and go
+                    except BaseException:  # nothing of the model's ran yet: report and go
                         os.write(why_w, traceback.format_exc()[-2000:].encode())
                         os._exit(1)
                     try:

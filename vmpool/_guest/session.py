@@ -21,7 +21,6 @@ descriptor but its channel and its own files.
 
 import errno
 import fcntl
-import json
 import os
 import select
 import signal
@@ -33,10 +32,12 @@ _HERE = os.path.dirname(os.path.realpath(__file__))
 sys.path.insert(0, _HERE)
 import _vmpool_branch as nsb  # noqa: E402
 import _vmpool_kernel as kernel  # noqa: E402
-from _vmpool_chan import HEADER, MAX_FRAME, Channel  # noqa: E402
+import _vmpool_outside as out  # noqa: E402
+from _vmpool_chan import Channel, Conn  # noqa: E402
 
 sys.path.remove(_HERE)
 
+PROTOCOL = kernel.PROTOCOL
 PROGRAM_UID = 65534
 CONTROL_TIMEOUT_S = 30.0
 KERNEL_OPS = ("exec", "shell", "write", "read", "list", "restart", "ping")
@@ -46,182 +47,11 @@ class Refused(Exception):
     """A control request that cannot be done; the message goes back to the host."""
 
 
-class Conn:
-    """A non-blocking framed connection to one interpreter (a socket; may carry fds)."""
-
-    def __init__(self, sock):
-        self.sock = sock
-        sock.setblocking(False)
-        self.inbuf = bytearray()
-        self.outbuf = bytearray()
-        self.fds = []
-        self.eof = False
-
-    def fileno(self):
-        return self.sock.fileno()
-
-    def fill(self):
-        try:
-            data, anc, _, _ = self.sock.recvmsg(1 << 20, socket.CMSG_SPACE(64 * 4))
-        except (BlockingIOError, InterruptedError):
-            return
-        except OSError:
-            data, anc = b"", []
-        for level, kind, payload in anc:
-            if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
-                usable = len(payload) - len(payload) % 4
-                self.fds.extend(int.from_bytes(payload[i:i + 4], sys.byteorder) for i in range(0, usable, 4))
-        if not data:
-            self.eof = True
-        self.inbuf += data
-
-    def frame(self):
-        if len(self.inbuf) < HEADER.size:
-            return None
-        (size,) = HEADER.unpack(self.inbuf[:HEADER.size])
-        if size > MAX_FRAME:
-            self.eof = True  # a corrupted stream: the branch is lost
-            return None
-        if len(self.inbuf) < HEADER.size + size:
-            return None
-        body = bytes(self.inbuf[HEADER.size:HEADER.size + size])
-        del self.inbuf[:HEADER.size + size]
-        try:
-            msg = json.loads(body)
-        except ValueError:
-            return {}
-        return msg if isinstance(msg, dict) else {}
-
-    def take_fds(self):
-        fds, self.fds = self.fds, []
-        return fds
-
-    def queue(self, msg):
-        body = json.dumps(msg, separators=(",", ":")).encode()
-        self.outbuf += HEADER.pack(len(body)) + body
-        self.flush()
-
-    def flush(self):
-        while self.outbuf:
-            try:
-                n = self.sock.send(self.outbuf)
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError:
-                self.eof = True
-                self.outbuf.clear()
-                return
-            del self.outbuf[:n]
-
-    def wait_frame(self, deadline):
-        """Block (up to ``deadline``) for the next frame: control steps wait on one branch."""
-        while True:
-            msg = self.frame()
-            if msg is not None:
-                return msg
-            if self.eof:
-                raise Refused("the interpreter exited")
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise Refused("the interpreter did not answer in time")
-            readable, writable, _ = select.select([self], [self] if self.outbuf else [], [], left)
-            if writable:
-                self.flush()
-            if readable:
-                self.fill()
-
-    def close(self):
-        for fd in self.take_fds():
-            _close(fd)
-        self.sock.close()
-
-
-def _close(fd):
+def _wait(conn, deadline):
     try:
-        os.close(fd)
-    except OSError:
-        pass
-
-
-def _ns(pid, kind):
-    try:
-        return os.readlink(f"/proc/{pid}/ns/{kind}")
-    except OSError:
-        return None
-
-
-def _status(pid):
-    out = {}
-    try:
-        with open(f"/proc/{pid}/status") as fh:
-            for line in fh:
-                key, _, value = line.partition(":")
-                out[key] = value.strip()
-    except OSError:
-        pass
-    return out
-
-
-def _members(pidns):
-    """pid -> pid-inside-the-namespace of every live process whose pid namespace is ``pidns``."""
-    out = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit() and _ns(entry, "pid") == pidns:
-            st = _status(entry)
-            if st.get("State", "Z").startswith("Z"):
-                continue
-            try:
-                out[int(entry)] = int(st["NSpid"].split()[-1])
-            except (KeyError, ValueError, IndexError):
-                continue
-    return out
-
-
-def _signal_all(pids, sig):
-    for pid in pids:
-        try:
-            os.kill(pid, sig)
-        except ProcessLookupError:
-            pass
-
-
-def _freeze(pidns, spare=()):
-    """SIGSTOP every process of a pid namespace but ``spare`` until none is left running (a
-    stopped process cannot fork, so the set converges). Returns pid -> inner pid."""
-    stopped = {}
-    for _ in range(200):
-        members = {p: i for p, i in _members(pidns).items() if i != 1 and p not in spare}
-        fresh = {p for p in members if p not in stopped}
-        if not fresh:
-            return members
-        _signal_all(fresh, signal.SIGSTOP)
-        stopped.update({p: members[p] for p in fresh})
-        time.sleep(0.001)
-    raise Refused("the session's processes kept multiplying while being stopped")
-
-
-def _kill_and_wait(pids, deadline):
-    _signal_all(pids, signal.SIGKILL)
-    while time.monotonic() < deadline:
-        alive = [p for p in pids if os.path.exists(f"/proc/{p}") and not _status(p).get("State", "Z").startswith("Z")]
-        if not alive:
-            return
-        time.sleep(0.002)
-    raise Refused("the session's processes did not end")
-
-
-def _mount_dev(pid, point):
-    """``major:minor`` of the filesystem mounted at ``point`` in ``pid``'s mount namespace."""
-    try:
-        with open(f"/proc/{pid}/mountinfo") as fh:
-            found = None
-            for line in fh:
-                parts = line.split()
-                if len(parts) > 4 and parts[4] == point:
-                    found = parts[2]  # the last one listed is the one on top
-            return found
-    except OSError:
-        return None
+        return conn.wait_frame(deadline)
+    except (ConnectionError, TimeoutError) as exc:
+        raise Refused(str(exc)) from exc
 
 
 class Node:
@@ -231,8 +61,8 @@ class Node:
         self.conn = conn
         self.g_pid = g_pid  # the interpreter (a branch) or the holder (a checkpoint)
         self.i_pid = i_pid  # pid 1 of its pid namespace
-        self.pidns = _ns(g_pid, "pid")
-        self.devs = {_mount_dev(g_pid, "/tmp"), _mount_dev(g_pid, "/dev/shm")}
+        self.pidns = out.ns(g_pid, "pid")
+        self.devs = {out.mount_dev(g_pid, "/tmp"), out.mount_dev(g_pid, "/dev/shm")}
         self.parent = parent  # the checkpoint it was forked from, or None
         self.children = set()  # branches forked from it (a checkpoint)
         self.released = False
@@ -248,7 +78,7 @@ class Supervisor:
         self.checkpoints = {}
         self.pending = {}  # host request id -> branch id
         self.next_id = 0
-        self.own_devs = {_mount_dev("self", "/tmp"), _mount_dev("self", "/dev/shm")}
+        self.own_devs = {out.mount_dev("self", "/tmp"), out.mount_dev("self", "/dev/shm")}
         self.gone = set()  # pid namespaces of killed nodes: their processes may still be on their way out
 
     def _new_id(self, prefix):
@@ -261,17 +91,17 @@ class Supervisor:
         (``siblings``: branches of the same spawn, not registered yet)."""
         conn = Conn(sock)
         try:
-            hello = conn.wait_frame(deadline)
+            hello = _wait(conn, deadline)
             if not hello.get("ready"):
                 raise Refused(f"unexpected first message from a new branch: {str(hello)[:200]}")
             known = {n.pidns for n in (*self.branches.values(), *self.checkpoints.values(), *siblings)}
             known |= self.gone
-            known.add(_ns("self", "pid"))
+            known.add(out.ns("self", "pid"))
             while True:
                 fresh = {}
                 for entry in os.listdir("/proc"):
                     if entry.isdigit():
-                        ns = _ns(entry, "pid")
+                        ns = out.ns(entry, "pid")
                         if ns and ns not in known:
                             fresh.setdefault(ns, []).append(entry)
                 if len(fresh) == 1:
@@ -282,14 +112,14 @@ class Supervisor:
                     raise Refused("the new branch's processes are not to be seen")
                 time.sleep(0.001)
             (pidns,) = fresh
-            members = _members(pidns)
+            members = out.members(pidns)
             inner = {i: p for p, i in members.items()}
             if set(inner) - {1, 2} or 2 not in inner or 1 not in inner:
                 raise Refused(f"the new branch holds unexpected processes {sorted(inner)}")
             node = Node(conn, inner[2], inner[1], parent)
             problem = self.verify(node, siblings)
             if problem:
-                _signal_all([node.i_pid], signal.SIGKILL)
+                out.signal_all([node.i_pid], signal.SIGKILL)
                 raise Refused(f"the new branch failed its isolation check: {problem}")
             return node
         except BaseException:
@@ -299,7 +129,7 @@ class Supervisor:
     def verify(self, node, siblings=()):
         """What is wrong with a new branch's isolation ("" when nothing is)."""
         g, i = node.g_pid, node.i_pid
-        st = _status(g)
+        st = out.status(g)
         for key in ("CapEff", "CapPrm", "CapBnd", "CapAmb", "CapInh"):
             if int(st.get(key, "1"), 16) != 0:
                 return f"its interpreter holds capabilities ({key} {st.get(key)})"
@@ -307,10 +137,10 @@ class Supervisor:
             return "its interpreter lacks no_new_privs or runs extra threads"
         others = [n for n in (*self.branches.values(), *self.checkpoints.values(), *siblings) if n is not node]
         for kind in ("user", "mnt", "net", "ipc", "uts", "pid"):
-            mine = _ns(g, kind)
-            if mine is None or mine == _ns("self", kind) or any(mine == _ns(n.g_pid, kind) for n in others):
+            mine = out.ns(g, kind)
+            if mine is None or mine == out.ns("self", kind) or any(mine == out.ns(n.g_pid, kind) for n in others):
                 return f"its {kind} namespace is not its own"
-        if _ns(i, "user") in (_ns(g, "user"), _ns("self", "user")):
+        if out.ns(i, "user") in (out.ns(g, "user"), out.ns("self", "user")):
             return "its pid 1 did not leave the branch's user namespace"
         taken = set(self.own_devs)
         for n in others:
@@ -375,16 +205,16 @@ class Supervisor:
         try:
             for _ in range(n):
                 deadline = time.monotonic() + CONTROL_TIMEOUT_S
-                _signal_all([cp.g_pid], signal.SIGCONT)
+                out.signal_all([cp.g_pid], signal.SIGCONT)
                 try:
                     cp.conn.queue({"op": "spawn", "n": 1, "id": self._new_id("s")})
-                    reply = cp.conn.wait_frame(deadline)
+                    reply = _wait(cp.conn, deadline)
                     fds = cp.conn.take_fds()
                 finally:
-                    _signal_all([cp.g_pid], signal.SIGSTOP)
+                    out.signal_all([cp.g_pid], signal.SIGSTOP)
                 if reply.get("error") or len(fds) != 1:
                     for fd in fds:
-                        _close(fd)
+                        out.close(fd)
                     raise Refused(str(reply.get("error") or "the checkpoint did not hand over its fork"))
                 node = self._adopt(socket.socket(fileno=fds[0]), cp, deadline, nodes)
                 nodes.append(node)
@@ -400,30 +230,30 @@ class Supervisor:
         """Turn branch ``bid`` into a checkpoint and give the host's id a fresh branch from it."""
         node = self.branches[bid]
         deadline = time.monotonic() + CONTROL_TIMEOUT_S
-        members = _freeze(node.pidns)
-        if _status(node.g_pid).get("Threads") != "1":
-            _signal_all(members, signal.SIGCONT)
+        members = out.freeze(node.pidns)
+        if out.status(node.g_pid).get("Threads") != "1":
+            out.signal_all(members, signal.SIGCONT)
             raise Refused("a checkpoint needs the interpreter alone: a cell started threads that still run "
                           "(join them first)")
-        _kill_and_wait([p for p in members if p != node.g_pid], deadline)  # background processes end here
-        _signal_all([node.g_pid], signal.SIGCONT)
+        out.kill_and_wait([p for p in members if p != node.g_pid], deadline)  # background processes end here
+        out.signal_all([node.g_pid], signal.SIGCONT)
         rid = self._new_id("c")
         node.conn.queue({"op": "checkpoint", "id": rid})
         try:
-            reply = node.conn.wait_frame(deadline)
+            reply = _wait(node.conn, deadline)
         except Refused:
             self._kill_node(node)
             del self.branches[bid]
             raise
         if reply.get("error"):
             raise Refused(str(reply["error"]))
-        holder = [p for p, i in _members(node.pidns).items() if i != 1 and p != node.g_pid]
+        holder = [p for p, i in out.members(node.pidns).items() if i != 1 and p != node.g_pid]
         if len(holder) != 1:
             self._kill_node(node)
             del self.branches[bid]
             raise Refused("the checkpoint's holder is not to be seen")
-        _signal_all(holder, signal.SIGSTOP)
-        _kill_and_wait([node.g_pid], deadline)
+        out.signal_all(holder, signal.SIGSTOP)
+        out.kill_and_wait([node.g_pid], deadline)
         self._raise_limits(holder[0])
         cp = node
         cp.g_pid = holder[0]
@@ -465,7 +295,7 @@ class Supervisor:
             raise Refused("cannot lift the checkpoint's limits for its forks")
 
     def _kill_node(self, node):
-        _signal_all([node.i_pid], signal.SIGKILL)  # the whole pid namespace goes with its pid 1
+        out.signal_all([node.i_pid], signal.SIGKILL)  # the whole pid namespace goes with its pid 1
         node.conn.close()
         if len(self.gone) > 100_000:
             self.gone.clear()
@@ -484,7 +314,7 @@ class Supervisor:
         if cp is None or cp.released:
             return
         cp.released = True
-        _signal_all([cp.g_pid], signal.SIGKILL)
+        out.signal_all([cp.g_pid], signal.SIGKILL)
         self._collect(None, None)
 
     def _collect(self, parent, child):
@@ -505,9 +335,9 @@ class Supervisor:
     def pause(self, bid, on):
         node = self.branches[bid]
         if on:
-            _freeze(node.pidns)
+            out.freeze(node.pidns)
         else:
-            _signal_all(_members(node.pidns), signal.SIGCONT)
+            out.signal_all(out.members(node.pidns), signal.SIGCONT)
         node.paused = on
 
     def _fail_pending(self, bid, why):
@@ -582,7 +412,7 @@ class Supervisor:
             if msg is None:
                 break
             for fd in node.conn.take_fds():  # an interpreter has no descriptor to give us
-                _close(fd)
+                out.close(fd)
             rid = msg.get("id")
             if rid is not None and self.pending.get(rid) == bid:
                 del self.pending[rid]
