@@ -17,6 +17,7 @@ import base64
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -178,13 +179,15 @@ class Session:
     def _why_closed(self) -> str:
         return self._closed or self._family.dead or "closed"
 
-    def _call(self, message: dict[str, Any], timeout: float) -> dict[str, Any]:
+    def _call(self, message: dict[str, Any], timeout: float,
+              on_stream: Callable[[str, str], None] | None = None) -> dict[str, Any]:
         with self._lock:
             if self.closed:
                 raise SessionError(f"the session is closed: {self._why_closed()}")
             self.last_used = time.monotonic()
             try:
-                reply = self._family.call({**message, "branch": self._branch}, timeout + self.config.transport_slack_s)
+                reply = self._family.call({**message, "branch": self._branch}, timeout + self.config.transport_slack_s,
+                                          on_stream)
             except Lost as exc:
                 self._shut(f"{exc}; its state is lost")
                 raise SessionError(f"the session died ({exc}); its state is lost") from exc
@@ -206,7 +209,9 @@ class Session:
             finally:
                 self.last_used = time.monotonic()
 
-    def run_code(self, code: str, *, timeout: float = 30.0, context: str = "default") -> CodeResult:
+    def run_code(self, code: str, *, timeout: float = 30.0, context: str = "default",
+                 on_stdout: Callable[[str], None] | None = None,
+                 on_stderr: Callable[[str], None] | None = None) -> CodeResult:
         """Run a Python cell in a persistent context (variables, imports and definitions persist).
 
         Args:
@@ -214,13 +219,16 @@ class Session:
             timeout: seconds of wall-clock time; past it the cell is interrupted (``TimeoutError``)
                 and what it started is killed; the context survives.
             context: the context's name; each has its own namespace and counter.
+            on_stdout / on_stderr: called with the cell's output as it comes (pieces of text, from
+                a background thread, within ``output_bytes``); the result still holds all of it.
 
         Raises:
             SessionError: the session died (a cell that stops the interpreter itself, say).
         """
         if not isinstance(code, str):
             raise TypeError(f"code must be str, got {type(code).__name__}")
-        r = self._call({"op": "exec", "code": code, "context": context, "timeout": timeout}, timeout)
+        r = self._call({"op": "exec", "code": code, "context": context, "timeout": timeout}, timeout,
+                       _streams(on_stdout, on_stderr))
         err = r.get("error")
         return CodeResult(r.get("result"), r.get("data"), bool(r.get("has_data")), r.get("stdout", ""),
                           r.get("stderr", ""), CodeError(err["name"], err["value"], err["traceback"]) if err else None,
@@ -231,13 +239,16 @@ class Session:
         """Forget a context's variables: its next cell starts from a fresh namespace."""
         self._call({"op": "restart", "context": context}, 10.0)
 
-    def run(self, command: str, *, timeout: float = 30.0) -> CommandResult:
-        """Run a shell command (``bash -c``) in the session's working directory, which persists.
+    def run(self, command: str, *, timeout: float = 30.0, on_stdout: Callable[[str], None] | None = None,
+            on_stderr: Callable[[str], None] | None = None) -> CommandResult:
+        """Run a shell command (``bash -c``) in the session's working directory, which persists
+        (``on_stdout`` / ``on_stderr`` as for :meth:`run_code`).
 
         Raises:
             SessionError: the session died.
         """
-        r = self._call({"op": "shell", "command": command, "timeout": timeout}, timeout)
+        r = self._call({"op": "shell", "command": command, "timeout": timeout}, timeout,
+                       _streams(on_stdout, on_stderr))
         return CommandResult(r.get("exit_code"), r.get("stdout", ""), r.get("stderr", ""), bool(r.get("timed_out")),
                              r.get("cwd", ""), bool(r.get("stdout_truncated")), bool(r.get("stderr_truncated")))
 
@@ -415,6 +426,18 @@ class _Reaper:
 
 
 _REAPER = _Reaper()
+
+
+def _streams(on_stdout: Callable[[str], None] | None,
+             on_stderr: Callable[[str], None] | None) -> Callable[[str, str], None] | None:
+    if on_stdout is None and on_stderr is None:
+        return None
+
+    def route(name: str, text: str) -> None:
+        target = on_stdout if name == "stdout" else on_stderr
+        if target is not None:
+            target(text)
+    return route
 
 
 def _entry_args(cfg: SessionConfig) -> tuple[str, ...]:

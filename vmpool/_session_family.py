@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 from ._errors import SandboxError, VmpoolError
@@ -68,11 +69,21 @@ class Family:
             except SandboxError as exc:
                 self._die(f"the session sandbox died ({exc})")
                 return
+            streamed = "stream" in reply
             with self._lock:
-                slot = self._waiting.pop(reply.get("id"), None)  # type: ignore[arg-type]
-            if slot is not None:
-                slot[1] = reply
-                slot[0].set()
+                rid = reply.get("id")
+                slot = self._waiting.get(rid) if streamed else self._waiting.pop(rid, None)  # type: ignore[arg-type]
+            if slot is None:
+                continue
+            if streamed:
+                if slot[2] is not None:
+                    try:
+                        slot[2](str(reply["stream"]), str(reply.get("text", "")))
+                    except Exception:  # a caller's callback must not stop the family's reader
+                        logger.exception("a session's output callback raised")
+                continue
+            slot[1] = reply
+            slot[0].set()
 
     def _die(self, why: str) -> None:
         with self._lock:
@@ -83,8 +94,10 @@ class Family:
             slot[1] = {"lost": why}
             slot[0].set()
 
-    def call(self, message: dict[str, Any], deadline_s: float) -> dict[str, Any]:
-        """Send one request and wait for its answer.
+    def call(self, message: dict[str, Any], deadline_s: float,
+             on_stream: Callable[[str, str], None] | None = None) -> dict[str, Any]:
+        """Send one request and wait for its answer; ``on_stream(name, text)`` gets the call's
+        output as it comes (from the reader thread), when given.
 
         Raises:
             Lost: the family is gone, or the request's branch is (``{"lost": ...}``).
@@ -96,11 +109,11 @@ class Family:
                 raise Lost(self.dead)
             self._next_id += 1
             rid = self._next_id
-            slot: list[Any] = [event, None]
+            slot: list[Any] = [event, None, on_stream]
             self._waiting[rid] = slot
         try:
             with self._send_lock:
-                self._chan.send({**message, "id": rid})  # type: ignore[union-attr]
+                self._chan.send({**message, "id": rid, **({"stream": True} if on_stream else {})})  # type: ignore[union-attr]
         except SandboxError as exc:
             self._die(f"the session sandbox died ({exc})")
         if not event.wait(deadline_s):

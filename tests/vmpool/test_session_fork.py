@@ -189,3 +189,22 @@ def test_idle_and_lifetime_limits_close_a_session_and_say_why() -> None:
             old.run_code("x")
     with pytest.raises(Exception, match="idle_timeout_s"):
         SessionConfig(idle_timeout_s=0)
+
+
+def test_output_streams_to_callbacks_while_the_call_runs(session: Session) -> None:
+    seen: list[tuple[float, str, str]] = []
+    start = time.monotonic()
+    res = session.run_code("import time, sys\nfor i in range(3):\n    print('step', i, flush=True)\n    time.sleep(0.3)\n"
+                           "print('warn', file=sys.stderr)\n'done'",
+                           on_stdout=lambda t: seen.append((time.monotonic() - start, "out", t)),
+                           on_stderr=lambda t: seen.append((time.monotonic() - start, "err", t)))
+    end = time.monotonic() - start
+    assert res.data == "done" and res.stdout == "step 0\nstep 1\nstep 2\n"  # the result holds all of it too
+    assert "".join(t for _, k, t in seen if k == "out") == res.stdout
+    assert "".join(t for _, k, t in seen if k == "err") == "warn\n"
+    first = next(at for at, k, t in seen if "step 0" in t)
+    assert first < end - 0.3  # it came while the cell still ran: 0.9 s of sleeps follow the first print
+    lines: list[str] = []
+    assert session.run("for i in 1 2; do echo $i; sleep 0.2; done", on_stdout=lines.append).exit_code == 0
+    assert "".join(lines) == "1\n2\n"
+    session.checkpoint().close()  # the streaming thread is gone between calls

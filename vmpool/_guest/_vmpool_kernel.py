@@ -105,6 +105,49 @@ class Output:
         return out
 
 
+class Streamer:
+    """Sends what a call writes while it runs (every 50 ms), when the host asked for it: a thread
+    reading the per-call output files from where it last stopped, within the output cap."""
+
+    def __init__(self, chan, rid, output):
+        import codecs
+        import threading
+
+        self.chan, self.rid, self.files, self.limit = chan, rid, output.files, output.limit
+        self.sent = [0, 0]
+        self.decoders = [codecs.getincrementaldecoder("utf-8")("replace") for _ in range(2)]
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, name="vmpool-stream", daemon=True)
+
+    def start(self):
+        self.thread.start()
+
+    def _pump(self, final=False):
+        for i, (name, fh) in enumerate(zip(("stdout", "stderr"), self.files)):
+            data = b""
+            while self.sent[i] < self.limit:
+                chunk = os.pread(fh.fileno(), min(1 << 16, self.limit - self.sent[i]), self.sent[i])
+                if not chunk:
+                    break
+                self.sent[i] += len(chunk)
+                data += chunk
+            text = self.decoders[i].decode(data, final=final)
+            if text:
+                self.chan.send({"id": self.rid, "stream": name, "text": text})
+
+    def _run(self):
+        while not self.stop.wait(0.05):
+            self._pump()
+
+    def finish(self):
+        """Stop the thread (a checkpoint finds the interpreter alone) and send the rest."""
+        sys.stdout.flush()
+        sys.stderr.flush()
+        self.stop.set()
+        self.thread.join()
+        self._pump(final=True)
+
+
 def _plain(value, depth=0):
     """``value`` itself when it is JSON-like plain data (small), else ``None``-marker."""
     if depth > 20:
@@ -131,7 +174,7 @@ class Kernel:
             self.counts[name] = 0
         return self.contexts[name]
 
-    def exec(self, req):
+    def exec(self, req, streamer=None):
         name = str(req.get("context") or "default")
         ns = self._namespace(name)
         self.counts[name] += 1
@@ -139,6 +182,8 @@ class Kernel:
                  "error": None, "timed_out": False}
         before = _pids()
         self.output.start()
+        if streamer is not None:
+            streamer.start()
         signal.signal(signal.SIGALRM, _on_alarm)  # a cell may have replaced it
         signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGALRM})
         signal.setitimer(signal.ITIMER_REAL, float(req.get("timeout") or 30.0))
@@ -167,12 +212,16 @@ class Kernel:
             signal.setitimer(signal.ITIMER_REAL, 0)
         if reply["timed_out"]:
             _kill_new(before)
+        if streamer is not None:
+            streamer.finish()
         (reply["stdout"], reply["stdout_truncated"]), (reply["stderr"], reply["stderr_truncated"]) = self.output.take()
         return reply
 
-    def shell(self, req):
+    def shell(self, req, streamer=None):
         before = _pids()
         self.output.start()
+        if streamer is not None:
+            streamer.start()
         cwd_file = os.path.join("/tmp", f".cwd-{os.getpid()}")
         # An EXIT trap records the working directory however the command ends (``exit 3`` too).
         script = f"trap 'printf \"%s\" \"$PWD\" > {cwd_file}' EXIT\n{req.get('command', '')}\n"
@@ -187,10 +236,14 @@ class Kernel:
                 os.killpg(proc.pid, signal.SIGKILL)
                 code = proc.wait()
         except OSError as exc:
+            if streamer is not None:
+                streamer.finish()
             return {"exit_code": None, "stdout": "", "stderr": f"cannot run bash: {exc}", "timed_out": False,
                     "stdout_truncated": False, "stderr_truncated": False}
         if timed_out:
             _kill_new(before)
+        if streamer is not None:
+            streamer.finish()
         try:
             with open(cwd_file) as fh:
                 cwd = fh.read()
@@ -349,10 +402,11 @@ def serve(chan, kernel, opts, file_limit):
             if req is None:
                 os._exit(0)
             op = req.get("op")
+            streamer = Streamer(chan, req.get("id"), kernel.output) if req.get("stream") else None
             if op == "exec":
-                reply = kernel.exec(req)
+                reply = kernel.exec(req, streamer)
             elif op == "shell":
-                reply = kernel.shell(req)
+                reply = kernel.shell(req, streamer)
             elif op in ("write", "read", "list"):
                 reply = _files(req, file_limit)
             elif op == "restart":

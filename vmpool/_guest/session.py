@@ -415,7 +415,8 @@ class Supervisor:
                 out.close(fd)
             rid = msg.get("id")
             if rid is not None and self.pending.get(rid) == bid:
-                del self.pending[rid]
+                if "stream" not in msg:  # output while the call runs; the answer ends it
+                    del self.pending[rid]
                 self.host.send(msg)
         if node.conn.eof:
             self.branches.pop(bid, None)
