@@ -160,23 +160,86 @@ def _fresh_tmpfs(target, size_mb, copy_from_current):
     mount(STAGE, target, None, MS_MOVE)
 
 
-def become_branch(sock_fd, opts, copy_files, ids, keep=-1):
-    """Turn a freshly forked child into a new branch; returns in the branch's interpreter
-    (pid 2 of the new pid namespace) and never in the process that called fork.
+_CLONE_SYSCALL = {"x86_64": 56, "aarch64": 220}
+SIGCHLD = 17
+
+
+def fork_into(flags=0):
+    """fork(2) through the raw ``clone`` syscall, into new namespaces when ``flags`` says so.
+
+    No at-fork handler runs (none a cell registered runs in our set-up code), and with
+    ``CLONE_NEWPID`` the child is pid 1 of its new pid namespace. Only for single-threaded
+    callers (a checkpoint holder, the supervisor, a branch being built). Returns 0 in the
+    child, the child's pid in the parent.
+    """
+    import platform
+
+    number = _CLONE_SYSCALL.get(platform.machine())
+    if number is None:
+        raise OSError(f"no clone syscall number for {platform.machine()}")
+    call = _libc.syscall
+    call.restype = ctypes.c_long
+    # x86_64: clone(flags, stack, parent_tid, child_tid, tls); aarch64: (flags, stack, parent_tid, tls, child_tid)
+    pid = call(ctypes.c_long(number), ctypes.c_ulong(flags | SIGCHLD), None, None, None, None)
+    if pid < 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"clone: {os.strerror(err)}")
+    return pid
+
+
+def spawn(sock_fd, opts, copy_files, ids, report_fd):
+    """Make a new branch from this process's state (a checkpoint holder's, or the supervisor's
+    child's); returns the branch's pid 1 here, and 0 in the branch's interpreter (pid 2 of the
+    new pid namespace), ready for the kernel's loop.
+
+    Set-up errors of the branch reach ``report_fd`` (closed by the branch once it is ready: the
+    caller reads it to its end).
 
     Args:
         sock_fd: the branch's channel to the supervisor (the only descriptor kept, besides
             files under ``/tmp`` and ``/dev/shm`` that are reopened on the copies).
         opts: ``disk_mb``, ``max_processes``, ``memory_mb``, ``file_size`` (see SessionConfig).
         copy_files: copy ``/tmp`` and ``/dev/shm`` (a fork) rather than start them empty.
-        ids: the (uid, gid) outside the new user namespace that ``INNER_ID`` maps to.
-        keep: a descriptor the caller reports setup errors on (closed before the branch runs).
+        ids: the (uid, gid) of this process that ``INNER_ID`` of the new user namespace maps to.
+        report_fd: where the branch's set-up reports a failure.
     """
     tmp_devs = {os.stat(p).st_dev for p in ("/tmp", "/dev/shm")}
     reopen = _open_files_under(tmp_devs) if copy_files else []
-    _close_fds_except({0, 1, 2, sock_fd, keep, *(fd for fd, _, _, _ in reopen)})
+    cwd = os.getcwd()
     prctl(PR_SET_DUMPABLE, 1)  # a uid change cleared it: /proc/self would then belong to root
-    unshare(BRANCH_NAMESPACES)
+    pid = fork_into(BRANCH_NAMESPACES)
+    if pid:
+        return pid
+    try:
+        _close_fds_except({0, 1, 2, sock_fd, report_fd, *(fd for fd, _, _, _ in reopen)})
+        _enter(opts, copy_files, ids, reopen, cwd)
+        ready_r, ready_w = os.pipe()
+        if fork_into() == 0:  # the interpreter, pid 2
+            os.close(ready_w)
+            if os.read(ready_r, 1) != b"1":
+                raise OSError("the branch's pid 1 did not leave its user namespace")
+            os.close(ready_r)
+            _interpreter_setup(opts)
+            os.close(report_fd)
+            return 0
+        os.close(ready_r)
+        _close_fds_except({ready_w})
+        os.setsid()
+        unshare(CLONE_NEWUSER)  # out of the branch's user namespace: no capability over it
+        os.write(ready_w, b"1")
+        os.close(ready_w)
+    except BaseException:
+        import traceback
+
+        try:
+            os.write(report_fd, traceback.format_exc()[-2000:].encode())
+        finally:
+            os._exit(1)
+    _reap_forever()
+
+
+def _enter(opts, copy_files, ids, reopen, cwd):
+    """In the new namespaces: map the ids, build the branch's own /tmp and /dev/shm."""
     write_proc("/proc/self/setgroups", "deny")
     # The model's uid inside is not 0: mapping 0 would need CAP_SETFCAP outside, which a
     # fork's parent (a checkpoint holder without capabilities) does not have.
@@ -196,27 +259,10 @@ def become_branch(sock_fd, opts, copy_files, ids, keep=-1):
             null = os.open(os.devnull, os.O_RDWR)
             os.dup2(null, fd, inheritable=False)
             os.close(null)
-    r, w = os.pipe()
-    if os.fork() == 0:  # pid 1
-        os.close(r)
-        try:
-            _close_fds_except({w})
-            os.setsid()
-            unshare(CLONE_NEWUSER)
-            os.write(w, b"1")
-            os.close(w)
-        except BaseException:
-            os._exit(1)
-        _reap_forever()
-    os.close(w)
-    if os.read(r, 1) != b"1":
-        raise OSError("the branch's reaper did not start")
-    os.close(r)
-    if os.fork() != 0:
-        os._exit(0)  # the interpreter is pid 2; the reaper adopts it
-    _interpreter_setup(opts)
-    if keep >= 0:
-        os.close(keep)
+    try:
+        os.chdir(cwd)  # the same directory, on the copy (the old one stays behind, out of reach)
+    except OSError:
+        os.chdir("/tmp")
 
 
 def _reap_forever():

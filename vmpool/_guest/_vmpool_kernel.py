@@ -338,6 +338,36 @@ def checkpoint(chan, req):
         signal.pause()
 
 
+def read_to_end(fd, timeout):
+    """What a branch's set-up reported on its pipe (read until every writer closed it)."""
+    import select
+
+    deadline = time.monotonic() + timeout
+    data = b""
+    try:
+        while True:
+            ready, _, _ = select.select([fd], [], [], max(0.0, deadline - time.monotonic()))
+            if not ready:
+                return "the branch's set-up did not finish in time"
+            chunk = os.read(fd, 4096)
+            if not chunk:
+                return data.decode("utf-8", "replace")
+            data += chunk
+    finally:
+        os.close(fd)
+
+
+def reap_children():
+    """Collect the pid 1 of branches that were closed (children of this holder)."""
+    while True:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+
+
 def hold(chan, kernel, opts):
     """The checkpoint holder's loop: spawn branches with this process's state on request.
     Returns in each new branch's interpreter (the caller then serves its channel)."""
@@ -353,36 +383,24 @@ def hold(chan, kernel, opts):
             for _ in range(max(1, min(int(req.get("n", 1)), 64))):
                 ours, theirs = socket.socketpair()
                 why_r, why_w = os.pipe()
-                pid = os.fork()
-                if pid == 0:
-                    ours.close()
-                    os.close(why_r)
-                    fd = theirs.detach()
-                    cwd = os.getcwd()
-                    try:
-                        branch.become_branch(fd, opts, True, (branch.INNER_ID, branch.INNER_ID), keep=why_w)
-                    except BaseException:  # nothing of the model's ran yet: report and go
-                        os.write(why_w, traceback.format_exc()[-2000:].encode())
-                        os._exit(1)
-                    try:
-                        os.chdir(cwd)
-                    except OSError:
-                        os.chdir(HOME)
+                fd = theirs.fileno()
+                try:
+                    pid = branch.spawn(fd, opts, True, (branch.INNER_ID, branch.INNER_ID), why_w)
+                except BaseException:  # in the new branch, its set-up failed: report and go
+                    os.write(why_w, traceback.format_exc()[-2000:].encode())
+                    os._exit(1)
+                if pid == 0:  # the new branch's interpreter
+                    for sock in (theirs, ours, *ends):  # their fds are closed or ours now: never close them again
+                        sock.detach()
                     kernel.output = Output(kernel.output.limit)
                     return Channel(fd, fd)
                 theirs.close()
                 os.close(why_w)
-                try:
-                    status = branch.wait_child(pid, 30.0, "a branch's set-up")
-                except OSError as exc:
-                    status, why_extra = -1, str(exc)
-                else:
-                    why_extra = ""
-                why = os.read(why_r, 4096).decode("utf-8", "replace") or why_extra
-                os.close(why_r)
-                if status != 0 or why:  # the set-up of the branch itself reports on the pipe
+                why = read_to_end(why_r, 30.0)
+                reap_children()
+                if why:  # the set-up of the branch itself reports on the pipe
                     ours.close()
-                    raise OSError(f"a branch failed to start: {why or status}")
+                    raise OSError(f"a branch failed to start: {why}")
                 ends.append(ours)
             send_with_fds(chan.wfd, {"id": req.get("id"), "spawned": len(ends)}, [s.fileno() for s in ends])
         except OSError as exc:

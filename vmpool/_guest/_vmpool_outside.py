@@ -95,3 +95,26 @@ def mount_dev(pid, point):
             return found
     except OSError:
         return None
+
+
+def start_time(pid):
+    """The process's start time in clock ticks (with its pid, the identity of one process)."""
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return int(fh.read().rsplit(")", 1)[1].split()[19])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def inits_of(parent):
+    """Live processes that are pid 1 of their pid namespace and children of ``parent``."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        st = status(entry)
+        if st.get("State", "Z").startswith("Z") or st.get("PPid") != str(parent):
+            continue
+        if st.get("NSpid", "").split()[-1:] == ["1"] and len(st.get("NSpid", "").split()) > 1:
+            found.append(int(entry))
+    return found

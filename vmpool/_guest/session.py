@@ -61,6 +61,7 @@ class Node:
         self.conn = conn
         self.g_pid = g_pid  # the interpreter (a branch) or the holder (a checkpoint)
         self.i_pid = i_pid  # pid 1 of its pid namespace
+        self.i_key = (i_pid, out.start_time(i_pid))
         self.pidns = out.ns(g_pid, "pid")
         self.devs = {out.mount_dev(g_pid, "/tmp"), out.mount_dev(g_pid, "/dev/shm")}
         self.parent = parent  # the checkpoint it was forked from, or None
@@ -79,7 +80,9 @@ class Supervisor:
         self.pending = {}  # host request id -> branch id
         self.next_id = 0
         self.own_devs = {out.mount_dev("self", "/tmp"), out.mount_dev("self", "/dev/shm")}
-        self.gone = set()  # pid namespaces of killed nodes: their processes may still be on their way out
+        # (pid, start time) of the pid 1 of killed nodes, which may still be on their way out (a
+        # pid and a namespace's inode are both reused once freed; the pair is not)
+        self.gone = set()
 
     def _new_id(self, prefix):
         self.next_id += 1
@@ -88,30 +91,27 @@ class Supervisor:
     # ------------------------------------------------------------ branches
     def _adopt(self, sock, parent, deadline, siblings=()):
         """Wait for a new branch's hello on ``sock``, check it, and return its Node
-        (``siblings``: branches of the same spawn, not registered yet)."""
+        (``siblings``: branches of the same spawn, not registered yet). The branch's pid 1 is
+        a child of the holder that forked it (of this sandbox's init for a fresh branch)."""
         conn = Conn(sock)
         try:
             hello = _wait(conn, deadline)
             if not hello.get("ready"):
                 raise Refused(f"unexpected first message from a new branch: {str(hello)[:200]}")
-            known = {n.pidns for n in (*self.branches.values(), *self.checkpoints.values(), *siblings)}
+            forker = parent.g_pid if parent is not None else 1
+            known = {n.i_key for n in (*self.branches.values(), *self.checkpoints.values(), *siblings)}
+            self.gone = {key for key in self.gone if out.start_time(key[0]) == key[1]}
             known |= self.gone
-            known.add(out.ns("self", "pid"))
             while True:
-                fresh = {}
-                for entry in os.listdir("/proc"):
-                    if entry.isdigit():
-                        ns = out.ns(entry, "pid")
-                        if ns and ns not in known:
-                            fresh.setdefault(ns, []).append(entry)
+                fresh = [pid for pid in out.inits_of(forker) if (pid, out.start_time(pid)) not in known]
                 if len(fresh) == 1:
                     break
                 if len(fresh) > 1:
-                    raise Refused("a spawn produced more than one new pid namespace")
+                    raise Refused("a spawn produced more than one new branch")
                 if time.monotonic() > deadline:
                     raise Refused("the new branch's processes are not to be seen")
                 time.sleep(0.001)
-            (pidns,) = fresh
+            pidns = out.ns(fresh[0], "pid")
             members = out.members(pidns)
             inner = {i: p for p, i in members.items()}
             if set(inner) - {1, 2} or 2 not in inner or 1 not in inner:
@@ -173,29 +173,33 @@ class Supervisor:
 
     def new_root(self):
         ours, theirs = socket.socketpair()
-        pid = os.fork()
+        why_r, why_w = os.pipe()
+        pid = os.fork()  # a child that takes the program uid before it builds the branch
         if pid == 0:
+            fd = theirs.fileno()
             try:
                 ours.close()
-                fd = theirs.detach()
+                os.close(why_r)
                 os.setresgid(self.ids[1], self.ids[1], self.ids[1])
                 os.setresuid(self.ids[0], self.ids[0], self.ids[0])
-                nsb.become_branch(fd, self.opts, False, self.ids)
+                if nsb.spawn(fd, self.opts, False, self.ids, why_w) == 0:
+                    kernel.start(fd, self.opts)
             except BaseException as exc:
-                os.write(2, f"branch setup failed: {exc}\n".encode())
-                os._exit(1)
-            kernel.start(fd, self.opts)
+                os.write(why_w, f"branch setup failed: {exc}".encode())
             os._exit(0)
         theirs.close()
+        os.close(why_w)
         deadline = time.monotonic() + CONTROL_TIMEOUT_S
         try:
-            status = nsb.wait_child(pid, CONTROL_TIMEOUT_S, "a new branch's set-up")
+            nsb.wait_child(pid, CONTROL_TIMEOUT_S, "a new branch's set-up")
         except OSError as exc:
             ours.close()
+            os.close(why_r)
             raise Refused(str(exc)) from exc
-        if status != 0:
+        why = kernel.read_to_end(why_r, CONTROL_TIMEOUT_S)
+        if why:
             ours.close()
-            raise Refused(f"a new branch failed to start (status {status}); see the sandbox's stderr")
+            raise Refused(f"a new branch failed to start: {why}")
         return self._adopt(ours, None, deadline)
 
     def spawn(self, cp, n):
@@ -297,9 +301,7 @@ class Supervisor:
     def _kill_node(self, node):
         out.signal_all([node.i_pid], signal.SIGKILL)  # the whole pid namespace goes with its pid 1
         node.conn.close()
-        if len(self.gone) > 100_000:
-            self.gone.clear()
-        self.gone.add(node.pidns)
+        self.gone.add(node.i_key)
 
     def close_branch(self, bid):
         node = self.branches.pop(bid, None)
