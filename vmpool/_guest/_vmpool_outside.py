@@ -69,7 +69,6 @@ def freeze(pidns, spare=()):
             return found
         signal_all(fresh, signal.SIGSTOP)
         stopped.update({p: found[p] for p in fresh})
-        time.sleep(0.001)
     raise OSError("the session's processes kept multiplying while being stopped")
 
 

@@ -256,8 +256,10 @@ class Supervisor:
             self._kill_node(node)
             del self.branches[bid]
             raise Refused("the checkpoint's holder is not to be seen")
-        out.signal_all(holder, signal.SIGSTOP)
-        out.kill_and_wait([node.g_pid], deadline)
+        # Stopped, the old interpreter can do nothing more: its SIGKILL need not be waited for
+        # before the limits its branch had are lifted for the holder's forks.
+        out.signal_all([*holder, node.g_pid], signal.SIGSTOP)
+        out.signal_all([node.g_pid], signal.SIGKILL)
         self._raise_limits(holder[0])
         cp = node
         cp.g_pid = holder[0]
