@@ -8,6 +8,7 @@ Public surface::
         Harness, grade,                                          # offline grading
         GraderLike, verdict_row,                                 # the grading seam
         RayGrader, ray_grader, grade_ray, grade_ray_data,        # the same on Ray (ray imported lazily)
+        RaySessions, RaySession, RaySessionCheckpoint, SessionLostError,  # sessions over Ray
         GradeSummary, pass_at_k, summarize, format_summary,      # pass@k and reports
         Sample, SampleSet, InputIssue, ResultRow, ResultStore,   # samples in, rows out
         read_samples, read_results,
@@ -21,8 +22,9 @@ Public surface::
 Exception tree::
 
     HarnessError
-    ├── ConfigError    invalid config file or value ("file: key.path: why")
-    └── InputError     an input or output file unusable as a whole ("file[:line]: why")
+    ├── ConfigError       invalid config file or value ("file: key.path: why")
+    ├── InputError        an input or output file unusable as a whole ("file[:line]: why")
+    └── SessionLostError  a session over Ray whose actor or node is gone (also a vmpool.SessionError)
 
 Single bad records are not exceptions: they are ``InputIssue`` entries in the summary.
 Command line: ``python -m harness {grade,demo,bench,config} --help`` (``bench`` runs the suites
@@ -56,12 +58,22 @@ if TYPE_CHECKING:  # the real types for checkers; at run time they load on first
         environment_stats,
     )
     from ._trl import AsyncCodeReward, CodeReward, RewardBatch
-    from .ray import RayGrader, grade_ray, grade_ray_data, ray_grader
+    from .ray import (
+        RayGrader,
+        RaySession,
+        RaySessionCheckpoint,
+        RaySessions,
+        SessionLostError,
+        grade_ray,
+        grade_ray_data,
+        ray_grader,
+    )
 
 # Loaded on first use, so `import harness` (grading a file) loads no benchmark, Ray or TRL
 # code: the module that holds each of these names.
 _LAZY = {
     "RayGrader": ".ray", "ray_grader": ".ray", "grade_ray": ".ray", "grade_ray_data": ".ray",
+    "RaySession": ".ray", "RaySessionCheckpoint": ".ray", "RaySessions": ".ray", "SessionLostError": ".ray",
     "AsyncCodeReward": "._trl", "CodeReward": "._trl", "RewardBatch": "._trl",
     **{name: "._environment" for name in ("CodeEnvironment", "CodeEnvironmentGrader", "EnvironmentConfig",
                                           "EpisodeResult", "close_environments", "environment_stats")},
@@ -102,6 +114,10 @@ __all__ = [
     "InputIssue",
     "NoTestsError",
     "RayGrader",
+    "RaySession",
+    "RaySessionCheckpoint",
+    "RaySessions",
+    "SessionLostError",
     "ResultRow",
     "ResultStore",
     "RewardBatch",

@@ -39,6 +39,7 @@ PUBLIC = {
         "environment_stats",
         "GradingSettings", "Harness", "HarnessConfig", "HarnessError", "InputError", "InputIssue", "NoTestsError",
         "RayGrader", "ResultRow", "ResultStore", "RewardBatch",
+        "RaySession", "RaySessionCheckpoint", "RaySessions", "SessionLostError",
         "Sample", "SampleSet", "bundled_dataset", "config_from_dict", "describe_config", "format_summary", "grade", "grade_ray",
         "grade_ray_data", "load_config", "ray_grader", "verdict_row", "GraderLike", "pass_at_k", "read_results", "read_samples", "run_demo",
         "summarize",
@@ -60,4 +61,6 @@ def test_exception_trees():
     assert issubclass(vmpool.ImageConfigError, vmpool.SettingsError)
     assert issubclass(vmpool.SettingsError, vmpool.VmpoolError) and issubclass(vmpool.SettingsError, ValueError)
     assert issubclass(harness.ConfigError, harness.HarnessError)
+    assert issubclass(harness.SessionLostError, harness.HarnessError)
+    assert issubclass(harness.SessionLostError, vmpool.SessionError)
     assert issubclass(harness.InputError, harness.HarnessError)

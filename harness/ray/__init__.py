@@ -1,10 +1,12 @@
 """Grading on Ray: pool actors per node (:class:`RayGrader`, :func:`ray_grader` from a harness
 config), the offline grader on top of them (``Harness(config, grader=...)``, :func:`grade_ray`),
-and the streaming Ray Data path (:func:`grade_ray_data`).
+and the streaming Ray Data path (:func:`grade_ray_data`); sessions over Ray (:class:`RaySessions`
+leases :class:`RaySession` handles on per-node session actors; :class:`SessionLostError`).
 
 ``ray`` is imported only when one of these is used. Code split:
 ``_actor`` (the actor, Ray start-up), ``_client`` (RayGrader; its chunk scheduling in ``_chunks``, slots and metrics in
-``_support``), ``_data`` (Ray Data).
+``_support``), ``_data`` (Ray Data), ``_sessions`` (the session actor, the session handle) and
+``_sessions_client`` (RaySessions).
 """
 
 from __future__ import annotations
@@ -22,8 +24,10 @@ from .._io import SampleSet
 from .._summary import GradeSummary
 from ._client import RayGrader
 from ._data import grade_ray_data, is_directory_output
+from ._sessions import RaySession, RaySessionCheckpoint, SessionLostError
+from ._sessions_client import RaySessions
 
-__all__ = ["RayGrader", "grade_ray", "grade_ray_data", "ray_grader"]
+__all__ = ["RayGrader", "RaySession", "RaySessionCheckpoint", "RaySessions", "SessionLostError", "grade_ray", "grade_ray_data", "ray_grader"]
 
 PathLike = str | os.PathLike[str]
 
