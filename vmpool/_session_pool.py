@@ -17,7 +17,8 @@ class SessionPool:
     """Sessions kept warm, so leasing one costs a queue pop instead of a sandbox start.
 
     Each session is used by one lessee only and closed when it is given back (its state
-    is the lessee's, never handed to another); a background thread starts a replacement.
+    is the lessee's, never handed to another); background threads start replacements, two at
+    a time (a start waits on the kernel for much of its time).
     A context manager; :meth:`close` closes the warm and the leased sessions alike.
 
     Args:
@@ -40,28 +41,38 @@ class SessionPool:
         self._lock = threading.Lock()
         self._wanted = threading.Event()
         self._closed = False
+        self._starting = 0
         self._idle.put(Session(self.config))  # the first start fails loudly, here
-        self._refiller = threading.Thread(target=self._refill, name="vmpool-session-refill", daemon=True)
-        self._refiller.start()
+        self._refillers = [threading.Thread(target=self._refill, name=f"vmpool-session-refill-{i}", daemon=True)
+                           for i in range(min(2, warm))]
+        for thread in self._refillers:
+            thread.start()
         self._wanted.set()
 
     def _refill(self) -> None:
         while True:
-            self._wanted.wait()
+            self._wanted.wait(0.5)  # woken by a lease; the timeout covers a wake-up the other thread took
             self._wanted.clear()
-            while not self._closed and self._idle.qsize() < self.warm:
+            while True:
+                with self._lock:
+                    if self._closed:
+                        return
+                    if self._idle.qsize() + self._starting >= self.warm:
+                        break
+                    self._starting += 1
                 try:
                     session = Session(self.config)
                 except VmpoolError as exc:  # retried on the next lease; the lease starts one itself
                     logger.warning("could not start a warm session: %s", exc)
+                    with self._lock:
+                        self._starting -= 1
                     break
                 with self._lock:
+                    self._starting -= 1
                     if self._closed:
                         session.close()
                         return
                     self._idle.put(session)
-            if self._closed:
-                return
 
     def lease(self) -> Session:
         """A fresh session of this pool's config (warm when one is ready, else started now).
@@ -99,7 +110,8 @@ class SessionPool:
             self._closed = True
             leased, self._leased = list(self._leased), set()
         self._wanted.set()
-        self._refiller.join(timeout=60)
+        for thread in self._refillers:
+            thread.join(timeout=60)
         for session in leased:
             session.close()
         while True:

@@ -1,5 +1,5 @@
 """Driver side of sessions over Ray: :class:`RaySessions` starts or finds the per-node session
-actors (:class:`~harness.ray._sessions.SessionActorImpl`) and leases sessions on them."""
+actors (:class:`~harness.ray._session_actor.SessionActorImpl`) and leases sessions on them."""
 
 from __future__ import annotations
 
@@ -15,7 +15,8 @@ from typing import Any, Self
 from vmpool import SandboxStartError, SessionConfig, SessionError
 
 from ._actor import alive_nodes, default_runtime_env, ensure_ray
-from ._sessions import RaySession, SessionLostError, actor_name, ray_get, session_actor_class
+from ._session_actor import session_actor_class
+from ._sessions import RaySession, SessionLostError, actor_name, ray_get
 from ._support import _short
 
 __all__ = ["DEFAULT_NAMESPACE", "RaySessions"]
