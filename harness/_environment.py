@@ -48,7 +48,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from rewards import problem_to_dict
-from vmpool import Session, SessionError, VmpoolError
+from vmpool import CodeResult, CommandResult, Session, SessionError, VmpoolError
 
 from ._env_code import _cap, _defines, _entry_point, _stream, program_from_cells
 from ._env_sessions import (
@@ -292,11 +292,7 @@ class CodeEnvironment:
         except SessionError as exc:
             return self._died(exc)
         self._shared.count("python_calls")
-        parts = []
-        if result.stdout or result.stdout_truncated:
-            parts.append(_stream(result.stdout, result.stdout_truncated))
-        if result.stderr or result.stderr_truncated:
-            parts.append("[stderr]\n" + _stream(result.stderr, result.stderr_truncated))
+        parts = _outputs(result)
         if result.timed_out:
             parts.append(f"TimeoutError: the code ran past {self._config.tool_timeout_s:g} s and was interrupted.")
         elif result.error is not None:
@@ -328,11 +324,7 @@ class CodeEnvironment:
         except SessionError as exc:
             return self._died(exc)
         self._shared.count("bash_calls")
-        parts = []
-        if result.stdout or result.stdout_truncated:
-            parts.append(_stream(result.stdout, result.stdout_truncated))
-        if result.stderr or result.stderr_truncated:
-            parts.append("[stderr]\n" + _stream(result.stderr, result.stderr_truncated))
+        parts = _outputs(result)
         if result.timed_out:
             parts.append(f"[timed out after {self._config.tool_timeout_s:g} s; the command was killed]")
         else:
@@ -393,6 +385,16 @@ class CodeEnvironment:
 
 
 # --------------------------------------------------------------------------- grading
+
+
+def _outputs(result: CodeResult | CommandResult) -> list[str]:
+    """A call's stdout, then its stderr (after ``[stderr]``), each with the sandbox's own cut marked."""
+    parts = []
+    if result.stdout or result.stdout_truncated:
+        parts.append(_stream(result.stdout, result.stdout_truncated))
+    if result.stderr or result.stderr_truncated:
+        parts.append("[stderr]\n" + _stream(result.stderr, result.stderr_truncated))
+    return parts
 
 
 def _grade(envs: Sequence[CodeEnvironment]) -> dict[str, float]:

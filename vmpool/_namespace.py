@@ -60,8 +60,10 @@ PROGRAM_UID = 65534
 # only that namespace's uids and objects.
 AGENT_CAPS = ("CAP_SETUID", "CAP_SETGID", "CAP_KILL", "CAP_CHOWN", "CAP_FOWNER", "CAP_DAC_OVERRIDE")
 # What a session supervisor keeps besides: giving each session namespaces of its own nested in
-# the sandbox (mounts), inspecting them from outside (/proc of other uids) and stopping them.
-SESSION_CAPS = (*AGENT_CAPS, "CAP_SYS_ADMIN", "CAP_SYS_PTRACE")
+# the sandbox (mounts; CAP_SETFCAP: the kernel maps a new user namespace's ids only for a creator
+# that holds it, where the supervisor's uid is the sandbox's only one), inspecting them from
+# outside (/proc of other uids) and stopping them.
+SESSION_CAPS = (*AGENT_CAPS, "CAP_SYS_ADMIN", "CAP_SYS_PTRACE", "CAP_SETFCAP")
 SESSION_STAGE = "/vmpool-stage"  # the mount point a session branch builds its new /tmp on
 
 

@@ -357,17 +357,6 @@ def read_to_end(fd, timeout):
         os.close(fd)
 
 
-def reap_children():
-    """Collect the pid 1 of branches that were closed (children of this holder)."""
-    while True:
-        try:
-            pid, _ = os.waitpid(-1, os.WNOHANG)
-        except ChildProcessError:
-            return
-        if pid == 0:
-            return
-
-
 def hold(chan, kernel, opts):
     """The checkpoint holder's loop: spawn branches with this process's state on request.
     Returns in each new branch's interpreter (the caller then serves its channel)."""
@@ -397,7 +386,7 @@ def hold(chan, kernel, opts):
                 theirs.close()
                 os.close(why_w)
                 why = read_to_end(why_r, 30.0)
-                reap_children()
+                _reap()  # the pid 1 of branches closed since: children of this holder
                 if why:  # the set-up of the branch itself reports on the pipe
                     ours.close()
                     raise OSError(f"a branch failed to start: {why}")
