@@ -17,7 +17,10 @@ Measured in one run on the namespace backend:
 * ``fork(1)`` and ``fork(8)`` of a session holding a 100 MB Python heap and 10 MB of files:
   latency per child, and each child's private memory (``Private_*`` of ``smaps_rollup``:
   what copy-on-write has not shared) against the heap it inherited;
-* ``pause()`` + ``resume()`` round trip, median.
+* ``pause()`` + ``resume()`` round trip, median;
+* the microVM backend (``SessionConfig(backend="microvm")``, TCG where KVM is unusable): cold
+  start, ``fork(1)`` (a whole-VM checkpoint and a restore), pause (the VM to disk, its QEMU
+  ended) + resume, and a 10-turn episode's median call.
 """
 
 from __future__ import annotations
@@ -95,6 +98,11 @@ class SessionBench:
     fork_heap_bytes: int = 0
     fork_child_private_bytes: int = 0
     pause_resume_s: list[float] = field(default_factory=list)
+    vm_accel: str = ""
+    vm_start_s: list[float] = field(default_factory=list)
+    vm_fork_s: list[float] = field(default_factory=list)
+    vm_pause_resume_s: list[float] = field(default_factory=list)
+    vm_call_s: list[float] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)
 
     @property
@@ -148,7 +156,7 @@ def _fork_numbers(bench: SessionBench, forks: int) -> None:
         try:
             for c in children:
                 c.run_code("heap[0] = 1")  # touch one page: the rest stays shared
-            pids = _tree(parent._family.sandbox.pid or 0)
+            pids = _tree(getattr(parent._family.sandbox, "pid", None) or 0)
             bench.fork_child_private_bytes = _private_bytes(pids) // (len(children) + 2)
         finally:
             for c in children:
@@ -158,6 +166,36 @@ def _fork_numbers(bench: SessionBench, forks: int) -> None:
             parent.pause()
             parent.resume()
             bench.pause_resume_s.append(time.perf_counter() - start)
+
+
+def _microvm_numbers(bench: SessionBench, rounds: int) -> None:
+    from vmpool import BackendUnavailableError, Session, SessionConfig
+
+    cfg = SessionConfig(backend="microvm", memory_mb=256, disk_mb=64)
+    try:
+        Session(cfg).close()  # the template's one cold boot is not a session start
+    except BackendUnavailableError as exc:
+        bench.failures.append(f"microvm sessions: {exc}")
+        return
+    for _ in range(rounds):
+        start = time.perf_counter()
+        with Session(cfg) as s:
+            bench.vm_start_s.append(time.perf_counter() - start)
+            bench.vm_accel = s._family.sandbox.template.accel  # type: ignore[attr-defined]
+            for kind, text in EPISODE:
+                t = time.perf_counter()
+                bad = s.run_code(text).error is not None if kind == "code" else s.run(text).exit_code != 0
+                bench.vm_call_s.append(time.perf_counter() - t)
+                if bad:
+                    bench.failures.append(f"microvm episode call failed: {text!r}")
+            t = time.perf_counter()
+            (child,) = s.fork(1)
+            bench.vm_fork_s.append(time.perf_counter() - t)
+            child.close()
+            t = time.perf_counter()
+            s.pause()
+            s.resume()
+            bench.vm_pause_resume_s.append(time.perf_counter() - t)
 
 
 def _density(bench: SessionBench, n: int) -> None:
@@ -178,7 +216,7 @@ def _density(bench: SessionBench, n: int) -> None:
 
 
 def run_session_bench(leases: int = 40, cold: int = 10, sustained: int = 10, rounds: int = 3,
-                      density: int = 100, forks: int = 10) -> SessionBench:
+                      density: int = 100, forks: int = 10, microvm: int = 3) -> SessionBench:
     """Run the measurements above (see the module docstring)."""
     from vmpool import ExecRequest, Pool, PoolConfig, Session, SessionPool, Status
 
@@ -200,7 +238,7 @@ def run_session_bench(leases: int = 40, cold: int = 10, sustained: int = 10, rou
         Session().close()
     bench.starts_per_s = sustained / (time.perf_counter() - start)
     with Session() as idle:
-        pid = idle._family.sandbox.pid
+        pid = getattr(idle._family.sandbox, "pid", None)
         bench.idle_rss_bytes = _rss_bytes(_tree(pid)) if pid else 0
     programs = ["import json, re\nprint({'turn': 0})", "import os\nos.makedirs('work', exist_ok=True)",
                 "print(1)", "print(2 + 2)", "def f(x):\n    return x * 2\nprint(f(21))", "import os\nprint(os.getcwd())",
@@ -227,6 +265,8 @@ def run_session_bench(leases: int = 40, cold: int = 10, sustained: int = 10, rou
         _fork_numbers(bench, forks)
     if density:
         _density(bench, density)
+    if microvm:
+        _microvm_numbers(bench, microvm)
     return bench
 
 
@@ -254,5 +294,12 @@ def format_session_bench(b: SessionBench) -> str:
                   f"  memory per fork          {b.fork_child_private_bytes / 2**20:7.1f} MiB private (copied) vs "
                   f"{b.fork_heap_bytes / 2**20:.0f} MiB heap shared copy-on-write (+10 MiB files copied)",
                   f"  pause + resume           median {statistics.median(b.pause_resume_s or [0]) * ms:7.2f} ms"]
+    if b.vm_start_s:
+        med = statistics.median
+        lines += [f"Sessions (microvm backend, {b.vm_accel.upper()})",
+                  f"  cold session start       median {med(b.vm_start_s) * ms:7.1f} ms",
+                  f"  fork(1) (whole VM)       median {med(b.vm_fork_s) * ms:7.1f} ms",
+                  f"  pause (VM to disk) + resume  median {med(b.vm_pause_resume_s) * ms:7.1f} ms",
+                  f"  10-turn episode          median {med(b.vm_call_s) * ms:7.2f} ms per call"]
     lines += [f"  FAILED: {f}" for f in b.failures]
     return "\n".join(lines)

@@ -21,6 +21,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from . import _session_vm as _vm
+from ._errors import VmpoolError
+from ._microvm import Checkpoint as VMCheckpoint
+from ._session_family import REAPER as _REAPER
 from ._session_family import Family, Lost, SessionError
 from ._settings import SettingsError
 
@@ -52,6 +56,9 @@ class SessionConfig:
     transport_slack_s: float = _setting(
         "seconds past a call's timeout the host waits for its answer before the session is declared dead", 10.0)
     python: str = _setting("the interpreter inside the session", "/usr/bin/python3")
+    backend: str = _setting("namespace (nested namespaces in a bubblewrap sandbox) or microvm (a VM per session)",
+                            "namespace")
+    accel: str = _setting("microvm only: auto (KVM where a probe boot works, else TCG), kvm or tcg", "auto")
     idle_timeout_s: float = _setting("a session no call has used for this long is closed, seconds", 600.0)
     max_lifetime_s: float = _setting("a session is closed this long after it started, seconds", 3600.0)
 
@@ -61,6 +68,10 @@ class SessionConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < least:
                 raise SettingsError(f"must be an integer >= {least}, got {value!r}", name, owner="SessionConfig")
+        if self.backend not in ("namespace", "microvm"):
+            raise SettingsError(f"must be namespace or microvm, got {self.backend!r}", "backend", owner="SessionConfig")
+        if self.accel not in ("auto", "kvm", "tcg"):
+            raise SettingsError(f"must be auto, kvm or tcg, got {self.accel!r}", "accel", owner="SessionConfig")
         for name in ("start_timeout_s", "transport_slack_s", "idle_timeout_s", "max_lifetime_s"):
             if not getattr(self, name) > 0:
                 raise SettingsError(f"must be > 0, got {getattr(self, name)!r}", name, owner="SessionConfig")
@@ -137,8 +148,11 @@ class Session:
     def __init__(self, config: SessionConfig | None = None) -> None:
         self.config = config or SessionConfig()
         cfg = self.config
-        family = Family(python=cfg.python, tmpfs_mb=cfg.disk_mb, start_timeout_s=cfg.start_timeout_s,
-                        transport_slack_s=cfg.transport_slack_s, entry_args=_entry_args(cfg))
+        if cfg.backend == "microvm":
+            family = _vm.new_family(cfg, _entry_args(cfg))
+        else:
+            family = Family.namespace(python=cfg.python, tmpfs_mb=cfg.disk_mb, start_timeout_s=cfg.start_timeout_s,
+                                      transport_slack_s=cfg.transport_slack_s, entry_args=_entry_args(cfg))
         try:
             branch = str(family.control({"op": "new"})["branch"])
         except BaseException:
@@ -159,12 +173,15 @@ class Session:
         self._lock = threading.Lock()
         self._closed = ""  # why it is closed ("" while open)
         self._paused = False
+        self._parked: VMCheckpoint | None = None  # a paused microVM session's VM, on disk
         self.started = self.last_used = time.monotonic()
         family.join()
         _REAPER.watch(self)
 
     @property
     def closed(self) -> bool:
+        if self._parked is not None:  # its VM is on disk, not dead
+            return bool(self._closed)
         return bool(self._closed or self._family.dead)
 
     @property
@@ -184,6 +201,8 @@ class Session:
         with self._lock:
             if self.closed:
                 raise SessionError(f"the session is closed: {self._why_closed()}")
+            if self._parked is not None:
+                raise SessionError("the session is paused: resume it first")
             self.last_used = time.monotonic()
             try:
                 reply = self._family.call({**message, "branch": self._branch}, timeout + self.config.transport_slack_s,
@@ -284,9 +303,17 @@ class Session:
         here, on the namespace backend), threads a cell left running (refused: join them),
         shared memory mappings (refused), pipes and sockets a cell holds (closed in forks).
 
+        On the microVM backend the checkpoint is the whole VM: it keeps everything, running
+        background processes and threads included.
+
         Raises:
             SessionError: refused (the reason says what to change) or the session died.
         """
+        if self.config.backend == "microvm":
+            with self._lock:
+                if self.closed or self._parked is not None:
+                    raise SessionError("the session is closed or paused")
+                return SessionCheckpoint._of_vm(_vm.capture(self._family), self._branch, self.config)
         reply = self._control({"op": "checkpoint"})
         return SessionCheckpoint(self._family, str(reply["checkpoint"]), self.config)
 
@@ -301,14 +328,41 @@ class Session:
             return cp.fork(n)
 
     def pause(self) -> None:
-        """Stop every process of the session (SIGSTOP): it uses no CPU until :meth:`resume`.
-        On the namespace backend a pause keeps everything, running background processes
-        included, and frees CPU, not memory. Calls on a paused session are refused."""
+        """Stop every process of the session: it uses no CPU until :meth:`resume`, and keeps
+        everything, running background processes included. On the namespace backend it is
+        SIGSTOP (memory stays in use); on the microVM backend the VM is written to a file and
+        its QEMU ends (its memory is freed). Calls on a paused session are refused."""
+        if self.config.backend == "microvm":
+            with self._lock:
+                if self.closed or self._parked is not None:
+                    raise SessionError("the session is closed or already paused")
+                if self._family.members != 1:
+                    raise SessionError("the session shares its VM with a checkpoint or fork: it cannot be paused")
+                self._parked = _vm.capture(self._family)
+                self._paused = True
+                self._family.leave()  # its last member: the VM ends
+            return
         self._control({"op": "pause"})
         self._paused = True
 
     def resume(self) -> None:
-        """Continue a paused session exactly where it stopped."""
+        """Continue a paused session exactly where it stopped.
+
+        Raises:
+            SessionError: not paused, or (microVM) the VM could not be restored.
+        """
+        if self._parked is not None:
+            with self._lock:
+                parked = self._parked
+                try:
+                    family = _vm.new_family(self.config, _entry_args(self.config), checkpoint=parked)
+                except VmpoolError as exc:
+                    raise SessionError(f"cannot restore the paused session's VM: {exc}") from exc
+                family.join()
+                self._family, self._parked, self._paused = family, None, False
+                self.last_used = time.monotonic()
+            parked.close()
+            return
         self._control({"op": "resume"})
         self._paused = False
 
@@ -318,6 +372,10 @@ class Session:
             return
         self._closed = why
         _REAPER.forget(self)
+        if self._parked is not None:  # its VM is a file; its family was left at the pause
+            self._parked.close()
+            self._parked = None
+            return
         if not self._family.dead:
             try:
                 self._family.control({"op": "close", "branch": self._branch})
@@ -342,17 +400,25 @@ class SessionCheckpoint:
     A context manager; :meth:`close` frees it (sessions forked from it live on).
     """
 
-    def __init__(self, family: Family, cid: str, config: SessionConfig) -> None:
+    def __init__(self, family: Family | None, cid: str, config: SessionConfig) -> None:
         self._family = family
         self._cid = cid
         self.config = config
         self._closed = False
         self._lock = threading.Lock()
-        family.join()
+        self._vm: VMCheckpoint | None = None  # microVM: the captured VM, and the branch in it
+        if family is not None:
+            family.join()
+
+    @classmethod
+    def _of_vm(cls, vm: VMCheckpoint, branch: str, config: SessionConfig) -> SessionCheckpoint:
+        cp = cls(None, branch, config)
+        cp._vm = vm
+        return cp
 
     @property
     def closed(self) -> bool:
-        return self._closed or bool(self._family.dead)
+        return self._closed or (self._family is not None and bool(self._family.dead))
 
     def fork(self, n: int = 1) -> list[Session]:
         """``n`` new sessions (1..64) with this checkpoint's state, isolated from one another.
@@ -365,8 +431,26 @@ class SessionCheckpoint:
         with self._lock:
             if self.closed:
                 raise SessionError("the checkpoint is closed")
+            if self._vm is not None:  # a VM restored from the file per fork; the branch is in each
+                return self._fork_vms(n)
+            assert self._family is not None
             reply = self._family.control({"op": "spawn", "checkpoint": self._cid, "n": n})
         return [Session._of(self._family, str(b), self.config) for b in reply["branches"]]
+
+    def _fork_vms(self, n: int) -> list[Session]:
+        sessions: list[Session] = []
+        try:
+            for _ in range(n):
+                try:
+                    family = _vm.new_family(self.config, _entry_args(self.config), checkpoint=self._vm)
+                except VmpoolError as exc:
+                    raise SessionError(f"cannot fork the session's VM: {exc}") from exc
+                sessions.append(Session._of(family, self._cid, self.config))
+        except BaseException:
+            for s in sessions:
+                s.close()
+            raise
+        return sessions
 
     def close(self) -> None:
         """Free the checkpoint. Idempotent."""
@@ -374,6 +458,10 @@ class SessionCheckpoint:
             if self._closed:
                 return
             self._closed = True
+        if self._vm is not None:
+            self._vm.close()
+            return
+        assert self._family is not None
         if not self._family.dead:
             try:
                 self._family.control({"op": "release", "checkpoint": self._cid})
@@ -388,44 +476,6 @@ class SessionCheckpoint:
         self.close()
 
 
-class _Reaper:
-    """Closes sessions past their idle timeout or lifetime (one daemon thread, started lazily)."""
-
-    def __init__(self) -> None:
-        self._sessions: set[Session] = set()
-        self._lock = threading.Lock()
-        self._thread: threading.Thread | None = None
-
-    def watch(self, session: Session) -> None:
-        with self._lock:
-            self._sessions.add(session)
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._loop, name="vmpool-session-reaper", daemon=True)
-                self._thread.start()
-
-    def forget(self, session: Session) -> None:
-        with self._lock:
-            self._sessions.discard(session)
-
-    def _loop(self) -> None:
-        while True:
-            time.sleep(0.5)
-            now = time.monotonic()
-            with self._lock:
-                sessions = list(self._sessions)
-            for s in sessions:
-                cfg = s.config
-                if now - s.started > cfg.max_lifetime_s:
-                    why = f"it reached its maximum lifetime of {cfg.max_lifetime_s:g} s (SessionConfig.max_lifetime_s)"
-                elif not s._lock.locked() and not s.paused and now - s.last_used > cfg.idle_timeout_s:
-                    why = f"it was idle for more than {cfg.idle_timeout_s:g} s (SessionConfig.idle_timeout_s)"
-                else:
-                    continue
-                logger.info("closing a session: %s", why)
-                s._shut(why)
-
-
-_REAPER = _Reaper()
 
 
 def _streams(on_stdout: Callable[[str], None] | None,

@@ -15,7 +15,10 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from ._errors import SandboxError, VmpoolError
+from ._agent_client import AgentSandbox
+from ._errors import SandboxError, SandboxStartError, VmpoolError
+from ._microvm import Checkpoint as VMCheckpoint
+from ._microvm import MicroVMSandbox, MicroVMTemplate
 from ._namespace import NamespaceSandbox
 
 logger = logging.getLogger(__name__)
@@ -34,18 +37,45 @@ class Lost(SessionError):
 
 
 class Family:
-    """One session sandbox and its demultiplexed channel.
-
-    Args:
-        sandbox_args: keyword arguments of :class:`NamespaceSandbox` (``entry`` and
-            ``session`` are set here).
-
-    Raises:
-        BackendUnavailableError / SandboxStartError: the sandbox could not start.
+    """One session sandbox and its demultiplexed channel; made by :meth:`namespace` or
+    :meth:`microvm` (the supervisor is running and has said hello).
     """
 
-    def __init__(self, **sandbox_args: Any) -> None:
-        self.sandbox = NamespaceSandbox(entry=SESSION_ENTRY, session=True, **sandbox_args)
+    @classmethod
+    def namespace(cls, **sandbox_args: Any) -> Family:
+        """A namespace sandbox running the supervisor (``sandbox_args``: :class:`NamespaceSandbox`'s).
+
+        Raises:
+            BackendUnavailableError / SandboxStartError: the sandbox could not start.
+        """
+        return cls(NamespaceSandbox(entry=SESSION_ENTRY, session=True, **sandbox_args))
+
+    @classmethod
+    def microvm(cls, template: MicroVMTemplate, entry_args: tuple[str, ...], *,
+                checkpoint: VMCheckpoint | None = None, start_timeout_s: float = 60.0,
+                transport_slack_s: float = 10.0) -> Family:
+        """A microVM whose guest agent hands its channel to the supervisor; from ``checkpoint``,
+        a clone of a session VM (its supervisor already runs, with every branch it had).
+
+        Raises:
+            SandboxStartError: the VM did not start, or its supervisor did not say hello.
+        """
+        vm = MicroVMSandbox(template, checkpoint=checkpoint, start_timeout_s=start_timeout_s,
+                            transport_slack_s=transport_slack_s)
+        if checkpoint is None:
+            try:
+                assert vm._chan is not None
+                vm._chan.send({"op": "session", "args": list(entry_args)})
+                hello = vm._chan.recv(time.monotonic() + start_timeout_s)
+                if not hello.get("ready") or not hello.get("supervisor"):
+                    raise SandboxStartError(f"the guest's session supervisor did not start: {hello}")
+            except BaseException:
+                vm.close()
+                raise
+        return cls(vm)
+
+    def __init__(self, sandbox: AgentSandbox) -> None:
+        self.sandbox = sandbox
         self._chan = self.sandbox._chan
         assert self._chan is not None
         self._send_lock = threading.Lock()
@@ -59,7 +89,12 @@ class Family:
 
     @property
     def isolation_lost(self) -> str:
-        return self.sandbox.isolation_lost
+        return str(getattr(self.sandbox, "isolation_lost", ""))
+
+    @property
+    def members(self) -> int:
+        with self._lock:
+            return self._members
 
     def _read(self) -> None:
         assert self._chan is not None
@@ -154,3 +189,43 @@ class Family:
     def close(self) -> None:
         self.sandbox.close()
         self._die("the session sandbox was closed")
+
+
+class _Reaper:
+    """Closes sessions past their idle timeout or lifetime (one daemon thread, started lazily)."""
+
+    def __init__(self) -> None:
+        self._sessions: set[Any] = set()
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+
+    def watch(self, session: Any) -> None:
+        with self._lock:
+            self._sessions.add(session)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._loop, name="vmpool-session-reaper", daemon=True)
+                self._thread.start()
+
+    def forget(self, session: Any) -> None:
+        with self._lock:
+            self._sessions.discard(session)
+
+    def _loop(self) -> None:
+        while True:
+            time.sleep(0.5)
+            now = time.monotonic()
+            with self._lock:
+                sessions = list(self._sessions)
+            for s in sessions:
+                cfg = s.config
+                if now - s.started > cfg.max_lifetime_s:
+                    why = f"it reached its maximum lifetime of {cfg.max_lifetime_s:g} s (SessionConfig.max_lifetime_s)"
+                elif not s._lock.locked() and not s.paused and now - s.last_used > cfg.idle_timeout_s:
+                    why = f"it was idle for more than {cfg.idle_timeout_s:g} s (SessionConfig.idle_timeout_s)"
+                else:
+                    continue
+                logger.info("closing a session: %s", why)
+                s._shut(why)
+
+
+REAPER = _Reaper()  # every session of this process

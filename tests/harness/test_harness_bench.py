@@ -192,7 +192,7 @@ def test_the_command_line_offers_every_suite_and_runs_them_through_the_bench_pac
 def test_sessions_bench_measures_leases_episodes_and_memory() -> None:
     from bench.sessions import format_session_bench, run_session_bench
 
-    bench = run_session_bench(leases=3, cold=2, sustained=2, rounds=1, density=3, forks=2)
+    bench = run_session_bench(leases=3, cold=2, sustained=2, rounds=1, density=3, forks=2, microvm=0)
     assert bench.ok, bench.failures
     assert len(bench.lease_s) == 3 and len(bench.episode_call_s) == 10 and bench.idle_rss_bytes > 0
     assert len(bench.fork1_s) == 2 and bench.fork8_s and bench.pause_resume_s and bench.density == 3

@@ -287,13 +287,18 @@ def _interpreter_setup(opts):
     """pid 2, still with every capability of the branch: mount its /proc, cap its
     processes, forbid user namespaces, then drop every capability for good."""
     mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
-    write_proc("/proc/sys/kernel/pid_max", max(PID_MAX_FLOOR, int(opts["max_processes"]) + 2))
+    import resource
+
+    try:
+        write_proc("/proc/sys/kernel/pid_max", max(PID_MAX_FLOOR, int(opts["max_processes"]) + 2))
+    except OSError:  # a kernel before 6.14 has one pid_max (a microVM guest's): count processes instead
+        n = int(opts["max_processes"])
+        resource.setrlimit(resource.RLIMIT_NPROC, (n, n))
     write_proc("/proc/sys/user/max_user_namespaces", 0)
     import socket
 
     socket.sethostname("sandbox")
     drop_capabilities()
-    import resource
 
     mem = int(opts["memory_mb"]) << 20
     resource.setrlimit(resource.RLIMIT_AS, (mem, mem))

@@ -40,6 +40,7 @@ from _vmpool_chan import HEADER, Channel
 
 PROTOCOL = 2  # the same framing and hello as the grading agent (vmpool.PROTOCOL_VERSION)
 HOME = "/tmp/home"
+SHELL = "/bin/bash" if os.path.exists("/bin/bash") else "/bin/sh"  # a microVM image may have busybox only
 
 
 class CellTimeout(BaseException):
@@ -227,7 +228,7 @@ class Kernel:
         script = f"trap 'printf \"%s\" \"$PWD\" > {cwd_file}' EXIT\n{req.get('command', '')}\n"
         timed_out = False
         try:
-            proc = subprocess.Popen(["/bin/bash", "-c", script], cwd=self.cwd, stdin=subprocess.DEVNULL,
+            proc = subprocess.Popen([SHELL, "-c", script], cwd=self.cwd, stdin=subprocess.DEVNULL,
                                     stdout=1, stderr=2, start_new_session=True, env=os.environ.copy())
             try:
                 code = proc.wait(float(req.get("timeout") or 30.0))

@@ -38,11 +38,9 @@ goes wrong after a program ran is reported as an ``anomaly``: the host retires t
 
 from __future__ import annotations
 
-import fcntl
 import gc
 import os
 import signal
-import struct
 import sys
 import time
 import traceback
@@ -61,6 +59,7 @@ from _vmpool_procs import (  # noqa: E402
     _code_of,
     _start_zygote,
 )
+from _vmpool_restore import resume as _resume  # noqa: E402
 from _vmpool_run import run_one  # noqa: E402
 
 sys.path.remove(_HERE)
@@ -113,39 +112,6 @@ def _make_state_dir() -> None:
         print(f"vmpool agent: no {STATE_DIR}: {exc}", file=sys.stderr)
 
 
-RNDADDENTROPY = 0x40085203  # _IOW('R', 0x03, int[2])
-RNDRESEEDCRNG = 0x5207  # _IO('R', 0x07)
-
-
-def _resume(req: dict) -> dict:
-    """After a snapshot restore every clone holds the template's clock and RNG state:
-    set the clock from the host and mix fresh host entropy into the kernel RNG (then
-    force a reseed), so no two clones share random numbers. Children reseed Python's
-    ``random`` from the kernel at fork."""
-    import random
-
-    done = {}
-    try:
-        time.clock_settime(time.CLOCK_REALTIME, float(req["time"]))
-        done["clock"] = True
-    except (OSError, KeyError, ValueError) as exc:
-        done["clock"] = f"{exc}"
-    try:
-        seed = bytes.fromhex(req["seed"])
-        with open("/dev/urandom", "wb", buffering=0) as fh:
-            try:
-                info = struct.pack("ii", len(seed) * 8, len(seed)) + seed
-                fcntl.ioctl(fh.fileno(), RNDADDENTROPY, info)
-                fcntl.ioctl(fh.fileno(), RNDRESEEDCRNG)
-            except OSError:  # not root (namespace sandbox): plain mixing still helps
-                fh.write(seed)
-        random.seed(seed)
-        done["rng"] = True
-    except (OSError, KeyError, ValueError) as exc:
-        done["rng"] = f"{exc}"
-    return done
-
-
 def _apply_argv() -> None:
     """``--cpu N``: run this agent, and everything it forks, on CPU N (the host leased it).
     ``--path DIR`` (repeatable): a read-only package directory the host mounted, appended
@@ -169,6 +135,30 @@ def _apply_argv() -> None:
         os.sched_setscheduler(0, os.SCHED_BATCH, os.sched_param(0))
     except OSError as exc:
         print(f"vmpool agent: cannot use SCHED_BATCH: {exc}", file=sys.stderr)
+
+
+def _become_sessions(rfd: int, wfd: int, req: dict) -> None:
+    """A microVM session sandbox: hand the channel to the session supervisor (``session.py``,
+    which answers from now on) and stay pid 1, reaping orphans."""
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.dup2(rfd, 0)
+            os.dup2(wfd, 1)
+            args = [str(a) for a in req.get("args", [])]
+            os.execve(sys.executable, [sys.executable, "-I", "-B", "/opt/vmpool/session.py", *args],
+                      {"PATH": "/usr/bin:/bin", "HOME": "/tmp", "LANG": "C.UTF-8", "VMPOOL_GUEST": "microvm"})
+        finally:
+            os._exit(127)
+    os.close(rfd)
+    os.close(wfd)
+    while True:
+        try:
+            os.wait()
+        except ChildProcessError:
+            time.sleep(1)
+        except InterruptedError:
+            continue
 
 
 def main() -> None:
@@ -223,6 +213,8 @@ def main() -> None:
         if req.get("op") == "ping":
             chan.send({"id": req.get("id"), "pong": True})
             continue
+        if req.get("op") == "session" and os.getpid() == 1:
+            _become_sessions(rfd, wfd, req)  # never returns: the channel is the supervisor's now
         seq += 1
         try:
             for spec in (req, req.get("companion")):

@@ -33,11 +33,13 @@ sys.path.insert(0, _HERE)
 import _vmpool_branch as nsb  # noqa: E402
 import _vmpool_kernel as kernel  # noqa: E402
 import _vmpool_outside as out  # noqa: E402
+import _vmpool_restore as restore  # noqa: E402
 from _vmpool_chan import Channel, Conn  # noqa: E402
 
 sys.path.remove(_HERE)
 
 PROTOCOL = kernel.PROTOCOL
+IN_MICROVM = os.environ.get("VMPOOL_GUEST") == "microvm"  # the guest agent started us on its channel
 PROGRAM_UID = 65534
 CONTROL_TIMEOUT_S = 30.0
 KERNEL_OPS = ("exec", "shell", "write", "read", "list", "restart", "ping")
@@ -367,6 +369,8 @@ class Supervisor:
                 self.branches[bid] = node
                 out.append(bid)
             return {"branches": out}
+        if op == "resume" and "seed" in req:  # a restored microVM: the host's clock and fresh entropy
+            return {"resumed": restore.resume(req)}
         if op == "release":
             self.release(str(req.get("checkpoint")))
             return {"released": True}
@@ -439,6 +443,9 @@ class Supervisor:
                 if fd == host_fd:
                     req = self.host.recv()
                     if req is None:
+                        if IN_MICROVM:  # a virtio port reads EOF while no host is connected (a restore)
+                            time.sleep(0.001)
+                            continue
                         return
                     self.on_host(req)
                 elif fd in conns and conns[fd][0] in self.branches:
@@ -469,6 +476,7 @@ def _prepare_sandbox(opts):
             if exc.errno not in (errno.EINVAL, errno.ENOENT):
                 raise
     nsb.write_proc("/proc/sys/kernel/pid_max", max(nsb.PID_MAX_FLOOR, int(opts["family_processes"])))
+    os.makedirs(nsb.STAGE, exist_ok=True)  # bubblewrap made it; a microVM's root is writable
 
 
 def main():
