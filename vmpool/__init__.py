@@ -9,8 +9,14 @@ tests or rewards. The public surface::
         result = pool.run(ExecRequest(code="print(1 + 1)"))
         assert result.status is Status.OK and result.stdout == "2\\n"
 
+Sessions (an agent's computer: state across calls, checkpoint, fork, pause; both backends)::
+
+    from vmpool import Session, SessionConfig, SessionPool, SessionCheckpoint
+    with Session(SessionConfig()) as s:
+        s.run_code("x = 1"); s.run("ls"); a, b = s.fork(2)
+
 A program's failure is data (:class:`ExecResult.status`); infrastructure failures
-raise exceptions from the tree in :mod:`vmpool._errors`.
+raise exceptions from the tree in :mod:`vmpool._errors` (a session's: ``SessionError``).
 """
 
 from ._errors import (

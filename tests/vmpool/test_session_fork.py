@@ -208,3 +208,19 @@ def test_output_streams_to_callbacks_while_the_call_runs(session: Session) -> No
     assert session.run("for i in 1 2; do echo $i; sleep 0.2; done", on_stdout=lines.append).exit_code == 0
     assert "".join(lines) == "1\n2\n"
     session.checkpoint().close()  # the streaming thread is gone between calls
+
+
+def test_a_fork_bomb_is_held_to_its_own_branch(session: Session) -> None:
+    a, b = session.fork(2)
+    try:
+        bomb = a.run("bomb() { bomb | bomb & }; bomb; sleep 2", timeout=4)
+        assert bomb.timed_out or bomb.exit_code is not None  # it ran into its branch's pid limit, not the host's
+        count = a.run_code("import os\nlen([p for p in os.listdir('/proc') if p.isdigit()])").data
+        assert count < 305  # the branch's pid_max bounds it (the kernel's floor is 301)
+        # the sibling forked from the same checkpoint still starts processes freely
+        assert b.run("for i in 1 2 3 4 5 6 7 8; do (sleep 0.1 &); done; echo ok").stdout == "ok\n"
+        with session.fork(1)[0] as later:  # and a later fork of the parent too
+            assert later.run("echo fine").stdout == "fine\n"
+    finally:
+        a.close()
+        b.close()
