@@ -109,6 +109,7 @@ class CodeResult:
     timed_out: bool = False
     stdout_truncated: bool = False
     stderr_truncated: bool = False
+    limit: str = ""  # "cpu" / "memory": the call's cpu_s or memory_mb stopped it (see error)
 
 
 @dataclass(frozen=True)
@@ -122,6 +123,7 @@ class CommandResult:
     cwd: str = ""
     stdout_truncated: bool = False
     stderr_truncated: bool = False
+    limit: str = ""  # "cpu" / "memory": the command's cpu_s or memory_mb killed it
 
 
 @dataclass(frozen=True)
@@ -229,6 +231,7 @@ class Session:
                 self.last_used = time.monotonic()
 
     def run_code(self, code: str, *, timeout: float = 30.0, context: str = "default",
+                 cpu_s: float | None = None, memory_mb: int | None = None,
                  on_stdout: Callable[[str], None] | None = None,
                  on_stderr: Callable[[str], None] | None = None) -> CodeResult:
         """Run a Python cell in a persistent context (variables, imports and definitions persist).
@@ -238,6 +241,10 @@ class Session:
             timeout: seconds of wall-clock time; past it the cell is interrupted (``TimeoutError``)
                 and what it started is killed; the context survives.
             context: the context's name; each has its own namespace and counter.
+            cpu_s / memory_mb: CPU seconds and resident memory (MiB) the call may add, the cell and
+                what it starts together; measured and enforced from outside the session (the
+                supervisor), past either the cell is stopped and what it started killed
+                (``limit``, ``CPUTimeLimitExceeded`` / ``MemoryLimitExceeded``); the session goes on.
             on_stdout / on_stderr: called with the cell's output as it comes (pieces of text, from
                 a background thread, within ``output_bytes``); the result still holds all of it.
 
@@ -246,30 +253,32 @@ class Session:
         """
         if not isinstance(code, str):
             raise TypeError(f"code must be str, got {type(code).__name__}")
-        r = self._call({"op": "exec", "code": code, "context": context, "timeout": timeout}, timeout,
-                       _streams(on_stdout, on_stderr))
+        r = self._call({"op": "exec", "code": code, "context": context, "timeout": timeout,
+                        **_call_limits(cpu_s, memory_mb)}, timeout, _streams(on_stdout, on_stderr))
         err = r.get("error")
         return CodeResult(r.get("result"), r.get("data"), bool(r.get("has_data")), r.get("stdout", ""),
                           r.get("stderr", ""), CodeError(err["name"], err["value"], err["traceback"]) if err else None,
                           int(r.get("execution_count", 0)), bool(r.get("timed_out")),
-                          bool(r.get("stdout_truncated")), bool(r.get("stderr_truncated")))
+                          bool(r.get("stdout_truncated")), bool(r.get("stderr_truncated")), str(r.get("limit", "")))
 
     def restart_context(self, context: str = "default") -> None:
         """Forget a context's variables: its next cell starts from a fresh namespace."""
         self._call({"op": "restart", "context": context}, 10.0)
 
-    def run(self, command: str, *, timeout: float = 30.0, on_stdout: Callable[[str], None] | None = None,
+    def run(self, command: str, *, timeout: float = 30.0, cpu_s: float | None = None, memory_mb: int | None = None,
+            on_stdout: Callable[[str], None] | None = None,
             on_stderr: Callable[[str], None] | None = None) -> CommandResult:
         """Run a shell command (``bash -c``) in the session's working directory, which persists
-        (``on_stdout`` / ``on_stderr`` as for :meth:`run_code`).
+        (``cpu_s``, ``memory_mb``, ``on_stdout`` / ``on_stderr`` as for :meth:`run_code`).
 
         Raises:
             SessionError: the session died.
         """
-        r = self._call({"op": "shell", "command": command, "timeout": timeout}, timeout,
-                       _streams(on_stdout, on_stderr))
+        r = self._call({"op": "shell", "command": command, "timeout": timeout, **_call_limits(cpu_s, memory_mb)},
+                       timeout, _streams(on_stdout, on_stderr))
         return CommandResult(r.get("exit_code"), r.get("stdout", ""), r.get("stderr", ""), bool(r.get("timed_out")),
-                             r.get("cwd", ""), bool(r.get("stdout_truncated")), bool(r.get("stderr_truncated")))
+                             r.get("cwd", ""), bool(r.get("stdout_truncated")), bool(r.get("stderr_truncated")),
+                             str(r.get("limit", "")))
 
     def write_file(self, path: str, data: str | bytes) -> None:
         """Write a file (relative paths are under the session's home, ``/tmp/home``).
@@ -476,6 +485,20 @@ class SessionCheckpoint:
         self.close()
 
 
+
+
+def _call_limits(cpu_s: float | None, memory_mb: int | None) -> dict[str, Any]:
+    """The wire fields of a call's limits (checked here: a bad value is the caller's error)."""
+    out: dict[str, Any] = {}
+    if cpu_s is not None:
+        if isinstance(cpu_s, bool) or not isinstance(cpu_s, (int, float)) or not cpu_s > 0:
+            raise ValueError(f"cpu_s must be a number > 0, got {cpu_s!r}")
+        out["cpu_s"] = float(cpu_s)
+    if memory_mb is not None:
+        if isinstance(memory_mb, bool) or not isinstance(memory_mb, int) or memory_mb < 1:
+            raise ValueError(f"memory_mb must be an integer >= 1, got {memory_mb!r}")
+        out["memory_mb"] = memory_mb
+    return out
 
 
 def _streams(on_stdout: Callable[[str], None] | None,

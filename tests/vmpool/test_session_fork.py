@@ -224,3 +224,23 @@ def test_a_fork_bomb_is_held_to_its_own_branch(session: Session) -> None:
     finally:
         a.close()
         b.close()
+
+
+def test_a_calls_cpu_and_memory_limits_hold_from_outside_and_the_session_goes_on(session: Session) -> None:
+    start = time.monotonic()
+    spin = session.run_code("import resource\nresource.setrlimit(resource.RLIMIT_CPU, (-1, -1))\nwhile True:\n    pass",
+                            cpu_s=0.5, timeout=60)  # lifting its own rlimit does not lift the call's limit
+    assert spin.limit == "cpu" and spin.error.name == "CPUTimeLimitExceeded" and not spin.timed_out
+    assert time.monotonic() - start < 30
+    grow = session.run_code("chunks = []\nwhile True:\n    chunks.append(b'x' * (8 << 20))", memory_mb=64, timeout=60)
+    assert grow.limit == "memory" and grow.error.name == "MemoryLimitExceeded"
+    session.run_code("del chunks")
+    burn = session.run("yes > /dev/null", cpu_s=0.5, timeout=60)
+    assert burn.limit == "cpu" and "more than 0.5 s of CPU time" in burn.stderr
+    hog = session.run("python3 -c 'x = []\nwhile 1: x.append(b\"x\" * (8 << 20))'", memory_mb=64, timeout=60)
+    assert hog.limit == "memory" and hog.exit_code != 0
+    ok = session.run_code("sum(range(1000))", cpu_s=5, memory_mb=64)
+    assert ok.data == 499500 and ok.limit == "" and ok.error is None
+    assert "yes" not in session.run("ps -eo comm").stdout  # what the calls started is gone
+    with pytest.raises(ValueError, match="cpu_s"):
+        session.run_code("1", cpu_s=0)

@@ -210,6 +210,9 @@ class Kernel:
             reply["error"] = {"name": type(exc).__name__, "value": str(exc)[:10_000],
                               "traceback": "".join(tb)[-20_000:]}
         finally:
+            # Ignored until the next cell: a late SIGALRM (the supervisor's, for a call's CPU or
+            # memory limit) must not land in the kernel's own code.
+            signal.signal(signal.SIGALRM, signal.SIG_IGN)
             signal.setitimer(signal.ITIMER_REAL, 0)
         if reply["timed_out"]:
             _kill_new(before)
@@ -412,7 +415,15 @@ def serve(chan, kernel, opts, file_limit):
             op = req.get("op")
             streamer = Streamer(chan, req.get("id"), kernel.output) if req.get("stream") else None
             if op == "exec":
-                reply = kernel.exec(req, streamer)
+                try:
+                    reply = kernel.exec(req, streamer)
+                except CellTimeout:  # the alarm landed between the cell and its cleanup
+                    signal.signal(signal.SIGALRM, signal.SIG_IGN)
+                    if streamer is not None:
+                        streamer.finish()
+                    reply = {"execution_count": kernel.counts.get(str(req.get("context") or "default"), 0),
+                             "result": None, "error": {"name": "TimeoutError", "value": "the cell was interrupted",
+                                                       "traceback": ""}, "timed_out": True, "stdout": "", "stderr": ""}
             elif op == "shell":
                 reply = kernel.shell(req, streamer)
             elif op in ("write", "read", "list"):

@@ -42,6 +42,7 @@ PROTOCOL = kernel.PROTOCOL
 IN_MICROVM = os.environ.get("VMPOOL_GUEST") == "microvm"  # the guest agent started us on its channel
 PROGRAM_UID = 65534
 CONTROL_TIMEOUT_S = 30.0
+WATCH_PERIOD_S = 0.05  # how often calls with CPU or memory limits are measured
 KERNEL_OPS = ("exec", "shell", "write", "read", "list", "restart", "ping")
 
 
@@ -80,6 +81,7 @@ class Supervisor:
         self.branches = {}
         self.checkpoints = {}
         self.pending = {}  # host request id -> branch id
+        self.watches = {}  # host request id -> a call's CPU and memory limits (see _watch)
         self.next_id = 0
         self.own_devs = {out.mount_dev("self", "/tmp"), out.mount_dev("self", "/dev/shm")}
         # (pid, start time) of the pid 1 of killed nodes, which may still be on their way out (a
@@ -130,48 +132,8 @@ class Supervisor:
 
     def verify(self, node, siblings=()):
         """What is wrong with a new branch's isolation ("" when nothing is)."""
-        g, i = node.g_pid, node.i_pid
-        st = out.status(g)
-        for key in ("CapEff", "CapPrm", "CapBnd", "CapAmb", "CapInh"):
-            if int(st.get(key, "1"), 16) != 0:
-                return f"its interpreter holds capabilities ({key} {st.get(key)})"
-        if st.get("NoNewPrivs") != "1" or st.get("Threads") != "1":
-            return "its interpreter lacks no_new_privs or runs extra threads"
         others = [n for n in (*self.branches.values(), *self.checkpoints.values(), *siblings) if n is not node]
-        for kind in ("user", "mnt", "net", "ipc", "uts", "pid"):
-            mine = out.ns(g, kind)
-            if mine is None or mine == out.ns("self", kind) or any(mine == out.ns(n.g_pid, kind) for n in others):
-                return f"its {kind} namespace is not its own"
-        if out.ns(i, "user") in (out.ns(g, "user"), out.ns("self", "user")):
-            return "its pid 1 did not leave the branch's user namespace"
-        taken = set(self.own_devs)
-        for n in others:
-            taken |= n.devs
-        if None in node.devs or node.devs & taken:
-            return "its /tmp or /dev/shm is not a filesystem of its own"
-        null = os.stat("/dev/null").st_dev
-        allowed = node.devs | {f"{os.major(null)}:{os.minor(null)}"}
-        try:
-            with open(f"/proc/{g}/maps") as fh:
-                shared = nsb.shared_in(fh)
-            if shared:
-                return f"it holds a shared memory mapping ({shared[0]})"
-            sockets = 0
-            for fd in os.listdir(f"/proc/{g}/fd"):
-                target = os.readlink(f"/proc/{g}/fd/{fd}")
-                if target.startswith("socket:"):
-                    sockets += 1
-                elif target.startswith(("pipe:", "anon_inode:")):
-                    return f"it holds a descriptor shared with another process ({target})"
-                else:
-                    dev = os.stat(f"/proc/{g}/fd/{fd}").st_dev
-                    if f"{os.major(dev)}:{os.minor(dev)}" not in allowed:
-                        return f"it holds a file open that is not its own ({target})"
-            if sockets != 1:
-                return f"it holds {sockets} sockets, not just its channel"
-        except OSError as exc:
-            return f"cannot inspect it: {exc}"
-        return ""
+        return out.verify(node, others, self.own_devs)
 
     def new_root(self):
         ours, theirs = socket.socketpair()
@@ -350,6 +312,7 @@ class Supervisor:
         for rid, owner in list(self.pending.items()):
             if owner == bid:
                 del self.pending[rid]
+                self.watches.pop(rid, None)
                 self.host.send({"id": rid, "lost": why})
 
     # ------------------------------------------------------------ the loop
@@ -402,6 +365,8 @@ class Supervisor:
                 self.host.send({"id": rid, "error": "the session is paused: resume it first"})
             else:
                 self.pending[rid] = bid
+                if req.get("cpu_s") or req.get("memory_mb"):
+                    self._watch(rid, node, req)
                 node.conn.queue({k: v for k, v in req.items() if k != "branch"})
             return
         try:
@@ -425,6 +390,9 @@ class Supervisor:
             if rid is not None and self.pending.get(rid) == bid:
                 if "stream" not in msg:  # output while the call runs; the answer ends it
                     del self.pending[rid]
+                    watch = self.watches.pop(rid, None)
+                    if watch is not None:
+                        watch.mark(msg)
                 self.host.send(msg)
         if node.conn.eof:
             self.branches.pop(bid, None)
@@ -432,11 +400,20 @@ class Supervisor:
             self._fail_pending(bid, "the session's interpreter exited")
             self._collect(node.parent, node)
 
+    def _watch(self, rid, node, req):
+        """Hold a call to its CPU seconds and memory from outside the branch (what the model's
+        code cannot reach, it cannot lift; its own rlimits it could)."""
+        self.watches[rid] = out.CallWatch(node.pidns, node.g_pid, req.get("op"), req.get("cpu_s"),
+                                          req.get("memory_mb"))
+
     def run(self, host_fd):
         while True:
             conns = {node.conn.fileno(): (bid, node) for bid, node in self.branches.items()}
             wants_write = [fd for fd, (_, node) in conns.items() if node.conn.outbuf]
-            readable, writable, _ = select.select([host_fd, *conns], wants_write, [])
+            readable, writable, _ = select.select([host_fd, *conns], wants_write, [],
+                                                  WATCH_PERIOD_S if self.watches else None)
+            for watch in self.watches.values():
+                watch.check()
             for fd in writable:
                 conns[fd][1].conn.flush()
             for fd in readable:
