@@ -11,7 +11,6 @@ import re
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -26,6 +25,7 @@ from harness import (
 from harness._env_code import program_from_cells
 from harness._env_sessions import _shared_for
 from rewards import RewardConfig, load_problems, problem_to_dict
+from tests.harness._recorder import Recorder
 from vmpool import PoolConfig, SessionConfig
 
 REPO = Path(__file__).resolve().parents[2]
@@ -55,20 +55,6 @@ def _tools(env_type: type) -> list[str]:
     """The tool names TRL finds on an environment class (GRPOTrainer.__init__'s own rule)."""
     return [name for name, _ in inspect.getmembers(env_type, predicate=inspect.isfunction)
             if name not in ("reset", "get_reward") and not name.startswith("_")]
-
-
-class Recorder:
-    """Stands in for TRL's ``log_extra`` / ``log_metric``."""
-
-    def __init__(self) -> None:
-        self.extra: dict[str, list[Any]] = {}
-        self.metrics: dict[str, list[float]] = {}
-
-    def log_extra(self, column: str, values: list) -> None:
-        self.extra.setdefault(column, []).extend(values)
-
-    def log_metric(self, name: str, value: float) -> None:
-        self.metrics.setdefault(name, []).append(value)
 
 
 # --------------------------------------------------------------------------- TRL's contract

@@ -18,6 +18,7 @@ import pytest
 
 from harness import AsyncCodeReward, CodeReward, NoTestsError, RewardBatch
 from rewards import Outcome, RewardConfig, load_problems, problem_to_dict
+from tests.harness._recorder import Recorder
 from vmpool import ExecResult, Limits, Pool, PoolConfig, Status
 
 pytestmark = pytest.mark.usefixtures("no_leaks")
@@ -46,20 +47,6 @@ def humaneval_rows() -> list[dict[str, Any]]:
 def pool() -> Iterator[Pool]:
     with Pool(PoolConfig(size=2)) as p:
         yield p
-
-
-class Recorder:
-    """Stands in for TRL's ``log_extra`` / ``log_metric``."""
-
-    def __init__(self) -> None:
-        self.extra: dict[str, list[Any]] = {}
-        self.metrics: dict[str, list[float]] = {}
-
-    def log_extra(self, column: str, values: list) -> None:
-        self.extra.setdefault(column, []).extend(values)
-
-    def log_metric(self, name: str, value: float) -> None:
-        self.metrics.setdefault(name, []).append(value)
 
 
 def _call(reward: Any, completions: list[Any], problem: str, rec: Recorder | None = None, **extra: Any) -> Any:
