@@ -44,8 +44,8 @@ import json
 import logging
 import weakref
 from collections import Counter
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
 
 from rewards import problem_to_dict
 from vmpool import CodeResult, CommandResult, Session, SessionError, VmpoolError
@@ -71,6 +71,8 @@ from ._env_sessions import (
     environment_stats,
 )
 from ._errors import NoTestsError
+
+_R = TypeVar("_R", CodeResult, CommandResult)
 
 __all__ = ["CodeEnvironment", "CodeEnvironmentGrader", "EnvironmentConfig", "EpisodeResult", "close_environments",
            "environment_stats"]
@@ -267,6 +269,27 @@ class CodeEnvironment:
         return f"Error: the session stopped: {exc}. The next call starts a fresh session."
 
     # ------------------------------------------------------------------ tools
+    def _tool(self, kind: str, arg: object, run: Callable[[Session], _R]) -> _R | str:
+        """What python and bash share: the argument's type, the call cap, a live session, the call
+        and its count; the call's result, or the text the model gets instead."""
+        if not isinstance(arg, str):
+            what = "code" if kind == "python" else "command"
+            return f"Error: {what} must be a string, got {type(arg).__name__}."
+        refused = self._count(kind)
+        if refused:
+            return refused
+        if kind == "python":
+            self._cells.append(arg)
+        session = self._live_session()
+        if isinstance(session, str):
+            return session
+        try:
+            result = run(session)
+        except SessionError as exc:
+            return self._died(exc)
+        self._shared.count(f"{kind}_calls")
+        return result
+
     def python(self, code: str) -> str:
         """Run Python code in a persistent interpreter, like a notebook cell.
 
@@ -278,20 +301,9 @@ class CodeEnvironment:
         Returns:
             The code's printed output, the value of its last expression, and any error.
         """
-        if not isinstance(code, str):
-            return f"Error: code must be a string, got {type(code).__name__}."
-        refused = self._count("python")
-        if refused:
-            return refused
-        self._cells.append(code)
-        session = self._live_session()
-        if isinstance(session, str):
-            return session
-        try:
-            result = session.run_code(code, timeout=self._config.tool_timeout_s)
-        except SessionError as exc:
-            return self._died(exc)
-        self._shared.count("python_calls")
+        result = self._tool("python", code, lambda s: s.run_code(code, timeout=self._config.tool_timeout_s))
+        if isinstance(result, str):
+            return result
         parts = _outputs(result)
         if result.timed_out:
             parts.append(f"TimeoutError: the code ran past {self._config.tool_timeout_s:g} s and was interrupted.")
@@ -311,19 +323,9 @@ class CodeEnvironment:
         Returns:
             The command's output and its exit code.
         """
-        if not isinstance(command, str):
-            return f"Error: command must be a string, got {type(command).__name__}."
-        refused = self._count("bash")
-        if refused:
-            return refused
-        session = self._live_session()
-        if isinstance(session, str):
-            return session
-        try:
-            result = session.run(command, timeout=self._config.tool_timeout_s)
-        except SessionError as exc:
-            return self._died(exc)
-        self._shared.count("bash_calls")
+        result = self._tool("bash", command, lambda s: s.run(command, timeout=self._config.tool_timeout_s))
+        if isinstance(result, str):
+            return result
         parts = _outputs(result)
         if result.timed_out:
             parts.append(f"[timed out after {self._config.tool_timeout_s:g} s; the command was killed]")

@@ -18,7 +18,7 @@ from ._microvm import MicroVMTemplate
 from ._session_family import Family, SessionError
 
 if TYPE_CHECKING:
-    from ._session import SessionConfig
+    from ._session_types import SessionConfig
 
 _TEMPLATES: dict[str, MicroVMTemplate] = {}
 _TEMPLATES_LOCK = threading.Lock()

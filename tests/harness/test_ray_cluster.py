@@ -12,6 +12,7 @@ import pytest
 
 from harness import RayGrader
 from rewards import load_problems, reference_solutions
+from tests.harness._ray_cluster import ray_cluster
 from vmpool import Limits
 
 pytestmark = pytest.mark.ray
@@ -24,29 +25,9 @@ STORE = 100 * 1024 * 1024
 @pytest.fixture
 def cluster() -> Iterator[Any]:
     """A head with no CPUs and three 1-CPU worker nodes offering the custom resource ``grader``."""
-    ray = pytest.importorskip("ray")
-    from ray.cluster_utils import Cluster
-
-    c = Cluster(
-        initialize_head=True,
-        head_node_args={
-            "num_cpus": 0,
-            "include_dashboard": False,
-            "object_store_memory": STORE,
-            # Notice a dead node in ~2 s instead of the default ~30 s.
-            "_system_config": {"health_check_period_ms": 500, "health_check_failure_threshold": 4,
-                               "health_check_initial_delay_ms": 0},
-        },
-    )
-    try:
-        for _ in range(3):
-            c.add_node(num_cpus=1, resources={"grader": 1}, object_store_memory=STORE)
-        c.wait_for_nodes()
-        ray.init(address=c.address, log_to_driver=False, configure_logging=False)
+    pytest.importorskip("ray")
+    with ray_cluster(3, {"grader": 1}, STORE) as c:
         yield c
-    finally:
-        ray.shutdown()
-        c.shutdown()
 
 
 def test_node_killed_mid_batch_every_result_once_and_correct(cluster: Any) -> None:

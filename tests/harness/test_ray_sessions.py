@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 
 from harness.ray import RaySession, RaySessions, SessionLostError
+from tests.harness._ray_cluster import ray_cluster
 from vmpool import CodeResult, CommandResult, FileInfo, SessionConfig, SessionError
 
 pytestmark = pytest.mark.ray
@@ -36,22 +37,9 @@ LOST_BOUND_S = 60.0
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[Any]:
     """A head with no CPUs and two 1-CPU worker nodes offering ``sessions``; dead nodes noticed in ~2 s."""
-    ray = pytest.importorskip("ray")
-    from ray.cluster_utils import Cluster
-
-    c = Cluster(initialize_head=True, head_node_args={
-        "num_cpus": 0, "include_dashboard": False, "object_store_memory": STORE,
-        "_system_config": {"health_check_period_ms": 500, "health_check_failure_threshold": 4,
-                           "health_check_initial_delay_ms": 0}})
-    try:
-        for _ in range(2):
-            c.add_node(num_cpus=1, resources=OFFERS, object_store_memory=STORE)
-        c.wait_for_nodes()
-        ray.init(address=c.address, log_to_driver=False, configure_logging=False)
+    pytest.importorskip("ray")
+    with ray_cluster(2, OFFERS, STORE) as c:
         yield c
-    finally:
-        ray.shutdown()
-        c.shutdown()
 
 
 @pytest.fixture(scope="module")

@@ -265,15 +265,21 @@ def _enter(opts, copy_files, ids, reopen, cwd):
         os.chdir("/tmp")
 
 
+def set_all_signals(disposition):
+    """Every catchable signal's handler set to ``disposition(sig)``."""
+    for sig in range(1, signal.NSIG):
+        if sig in (signal.SIGKILL, signal.SIGSTOP):
+            continue
+        try:
+            signal.signal(sig, disposition(sig))
+        except (OSError, ValueError):
+            pass
+
+
 def _reap_forever():
     """pid 1 of the branch: reap orphans, nothing else (it left the branch's user namespace
     before the interpreter started, so it holds no capability over the branch)."""
-    for sig in range(1, signal.NSIG):
-        if sig not in (signal.SIGKILL, signal.SIGSTOP, signal.SIGCHLD):
-            try:
-                signal.signal(sig, signal.SIG_IGN)
-            except (OSError, ValueError):
-                pass
+    set_all_signals(lambda sig: signal.SIG_DFL if sig == signal.SIGCHLD else signal.SIG_IGN)
     while True:
         try:
             os.wait()

@@ -313,13 +313,7 @@ def send_with_fds(fd, message, fds):
 def _quiet_signals():
     """Every handler a cell may have installed back to the default, so none runs after the
     fork (the checkpoint holder runs this module's code only)."""
-    for sig in range(1, signal.NSIG):
-        if sig in (signal.SIGKILL, signal.SIGSTOP):
-            continue
-        try:
-            signal.signal(sig, signal.SIG_IGN if sig == signal.SIGPIPE else signal.SIG_DFL)
-        except (OSError, ValueError):
-            pass
+    branch.set_all_signals(lambda sig: signal.SIG_IGN if sig == signal.SIGPIPE else signal.SIG_DFL)
 
 
 def checkpoint(chan, req):
