@@ -6,6 +6,9 @@ STAMP  := $(VENV)/.installed-stamp
 # torch is pinned to the release this project is tested with; pip takes the CPU
 # wheel from a local wheelhouse where one is configured (our machines), else PyPI.
 TORCH  ?= torch==2.13.0
+# verl, for its SandboxFusion client module only (tests load that one file; none of verl's own
+# heavy dependencies are installed).
+VERL   ?= verl==0.9.1
 
 .PHONY: deps test test-fast run bench lint typecheck check clean
 
@@ -16,6 +19,7 @@ $(STAMP): pyproject.toml .ci/install-system.sh
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --disable-pip-version-check "$(TORCH)"
 	$(BIN)/python -m pip install -q --disable-pip-version-check -e '.[all]'
+	$(BIN)/python -m pip install -q --disable-pip-version-check --no-deps "$(VERL)"
 	touch $(STAMP)
 
 ## run the whole test suite (slow, ray and microvm markers included); the microvm tests

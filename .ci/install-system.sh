@@ -6,9 +6,11 @@
 #   libseccomp2 - compiles the sandbox's seccomp filter (through pyseccomp)
 #   uidmap      - newuidmap/newgidmap: sandbox uids of their own for an ordinary user (subordinate ranges)
 #   qemu-system-x86, lz4 - the microvm backend: QEMU, and unpacking the Debian kernel for the guest image
+#   python3-numpy, -pandas, -pil, -matplotlib - what E2B's default template offers sessions (harness serve)
 set -euo pipefail
 need=()
-for pkg in bubblewrap uidmap python3 python3-venv python3-pip libseccomp2 make qemu-system-x86 lz4; do
+for pkg in bubblewrap uidmap python3 python3-venv python3-pip libseccomp2 make qemu-system-x86 lz4 \
+           python3-numpy python3-pandas python3-pil python3-matplotlib; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need+=("$pkg")
 done
 if [ ${#need[@]} -eq 0 ]; then

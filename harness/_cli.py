@@ -1,4 +1,4 @@
-"""Command line: ``harness {grade,problems,demo,bench,config,image}`` (also ``python -m harness``).
+"""Command line: ``harness {grade,problems,demo,bench,config,image,serve}`` (also ``python -m harness``).
 
 Exit codes: 0 success; 1 the demo's verdicts or the bench's checks were not as
 expected; 2 bad usage, config or input (the message names file, line or key), and with
@@ -139,6 +139,21 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("action", choices=("build",), help="build: build the image, print its directory")
     i.add_argument("--config", metavar="YAML", help="image config file (default: built-in defaults)")
     i.add_argument("--json", action="store_true", help="print the image paths and cache state as JSON")
+
+    s = sub.add_parser("serve", help="E2B- and SandboxFusion-compatible HTTP service (and POST /grade) on warm pools")
+    s.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1; others need --token)")
+    s.add_argument("--port", type=int, default=8000, help="TCP port (default 8000)")
+    s.add_argument("--token", action="append", default=[], metavar="T",
+                   help="an API key clients must send (repeatable; also $HARNESS_SERVE_TOKEN)")
+    s.add_argument("--session-backend", choices=("namespace", "microvm"), default="namespace",
+                   help="what an E2B sandbox is: a namespace session (default) or a microVM session")
+    s.add_argument("--warm", type=int, default=4, metavar="N", help="sessions kept started ahead of creates")
+    s.add_argument("--max-sandboxes", type=_positive_int, default=2000, metavar="N",
+                   help="live E2B sandboxes in the whole service")
+    s.add_argument("--ray", action="store_true", help="run on Ray Serve across the cluster (sessions on every node)")
+    s.add_argument("--address", metavar="A", help="with --ray: the cluster to join (default: start or find a local one)")
+    s.add_argument("--replicas", type=_positive_int, default=2, metavar="N", help="with --ray: HTTP replicas")
+    _add_pool_options(s)  # the grading stack behind /run_code and /grade
 
     c = sub.add_parser("config", help="print every config key with its value and help text")
     _add_pool_options(c)  # the config file to validate and show, and the flags that override it

@@ -135,7 +135,30 @@ def _cmd_config(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from vmpool import SessionConfig
+
+    from .serve import ServeConfig
+
+    tokens = tuple(args.token) + tuple(t for t in os.environ.get("HARNESS_SERVE_TOKEN", "").split(",") if t)
+    try:
+        session = SessionConfig(backend=args.session_backend)
+    except ValueError as exc:
+        raise ConfigError(str(exc), key="--session-backend") from exc
+    config = ServeConfig(host=args.host, port=args.port, tokens=tokens, session=session, warm_sessions=args.warm,
+                         max_sandboxes=args.max_sandboxes, harness=_config(args))
+    if args.ray:
+        from .serve._ray_serve import run_on_ray
+
+        run_on_ray(config, address=args.address, replicas=args.replicas)
+        return 0
+    from .serve import run
+
+    run(config, log_level="info" if args.verbose else "warning")
+    return 0
+
+
 HANDLERS: dict[str, Callable[[argparse.Namespace], int]] = {
     "grade": _cmd_grade, "problems": _cmd_problems, "demo": _cmd_demo, "bench": _cmd_bench,
-    "config": _cmd_config, "image": _cmd_image,
+    "config": _cmd_config, "image": _cmd_image, "serve": _cmd_serve,
 }

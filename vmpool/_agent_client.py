@@ -133,6 +133,7 @@ class AgentSandbox:
             "argv": list(request.argv),
             "cache_code": request.cache_code,
             "entry": request.entry,
+            **({"fetch_files": list(request.fetch_files)} if request.fetch_files else {}),
         }
         comp = request.companion
         if comp is not None:
@@ -244,4 +245,11 @@ def _result(reply: dict[str, Any], status: Status, companion: CompanionResult | 
         error=str(reply.get("error", "")),
         timeout_by=str(reply.get("timeout_by", "")),
         companion=companion,
+        files=_fetched(reply.get("files")),
     )
+
+
+def _fetched(files: Any) -> dict[str, bytes]:
+    if not isinstance(files, dict):
+        return {}
+    return {str(name): base64.b64decode(str(b64)) for name, b64 in files.items()}

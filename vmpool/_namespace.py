@@ -65,6 +65,7 @@ AGENT_CAPS = ("CAP_SETUID", "CAP_SETGID", "CAP_KILL", "CAP_CHOWN", "CAP_FOWNER",
 # outside (/proc of other uids) and stopping them.
 SESSION_CAPS = (*AGENT_CAPS, "CAP_SYS_ADMIN", "CAP_SYS_PTRACE", "CAP_SETFCAP")
 SESSION_STAGE = "/vmpool-stage"  # the mount point a session branch builds its new /tmp on
+ETC_PATHS = ("/etc/alternatives", "/etc/matplotlibrc", "/etc/fonts")  # bound read-only when present
 
 
 @functools.lru_cache(maxsize=1)
@@ -241,6 +242,10 @@ class NamespaceSandbox(AgentSandbox):
             "--unshare-all", "--unshare-user", *identity, "--die-with-parent", "--new-session",
             "--hostname", "sandbox",
             "--ro-bind", "/usr", "/usr",
+            # The few /etc entries libraries in /usr resolve through (Debian's BLAS/LAPACK alternatives
+            # links for numpy, matplotlib's rc file, fontconfig): nothing else of the host's /etc.
+            "--perms", "0755", "--dir", "/etc",
+            *[arg for path in ETC_PATHS for arg in ("--ro-bind-try", path, path)],
             "--symlink", "usr/lib", "/lib", "--symlink", "usr/lib64", "/lib64",
             "--symlink", "usr/bin", "/bin", "--symlink", "usr/sbin", "/sbin",
             "--proc", "/proc", "--dev", "/dev",
@@ -248,6 +253,8 @@ class NamespaceSandbox(AgentSandbox):
             "--size", str(8 << 20), "--tmpfs", "/dev/shm",
             *agent_module_binds(),
             *(["--dir", SESSION_STAGE] if self._session else []),
+            # E2B's and Jupyter's home: a session's files at /home/user are its own /tmp/home.
+            *(["--perms", "0755", "--dir", "/home", "--symlink", "/tmp/home", "/home/user"] if self._session else []),
             # World-searchable mount points (bwrap makes the parents of a bind 0700), so the
             # tester and program uids reach the packages.
             *(["--perms", "0755", "--dir", SITE_DIR] if self._site else []),

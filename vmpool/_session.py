@@ -164,6 +164,24 @@ class Session:
                           int(r.get("execution_count", 0)), bool(r.get("timed_out")),
                           bool(r.get("stdout_truncated")), bool(r.get("stderr_truncated")), str(r.get("limit", "")))
 
+    def interrupt(self) -> bool:
+        """Stop the call this session is running (from another thread), as its timeout would: a
+        cell is interrupted (``TimeoutError``) and what it started killed, a command's processes
+        are killed; the session goes on. Used when whoever waited for the call has gone away.
+
+        Returns:
+            True when a call was running, False when there was none (or the session is paused,
+            closed or its VM is parked).
+        """
+        if self.closed or self._parked is not None or self._family.dead:
+            return False
+        try:  # not under the session's lock: the call being stopped holds it
+            reply = self._family.control({"op": "interrupt", "branch": self._branch})
+        except SessionError as exc:
+            logger.debug("interrupting session %s: %s", self._branch, exc)
+            return False
+        return bool(reply.get("interrupted"))
+
     def restart_context(self, context: str = "default") -> None:
         """Forget a context's variables: its next cell starts from a fresh namespace."""
         self._call({"op": "restart", "context": context}, 10.0)

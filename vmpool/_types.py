@@ -173,6 +173,9 @@ class ExecRequest:
             the code object. Never set it for model-written code.
         companion: a trusted process run beside the program (see :class:`Companion`);
             the program then has the socket to it on fd 3 instead of a report pipe.
+        fetch_files: paths (relative to the work dir) of files to send back after the run, in
+            :attr:`ExecResult.files`: regular files only, read once the program and everything
+            it started are dead, ``limits.output_bytes`` in all.
         entry: with ``cache_code``: the zygote runs the code's top level once, as a module
             (``__name__`` is not ``"__main__"``), and each run calls its function of this
             name (``sys.argv`` set as usual) instead of executing the code again. Saves the
@@ -187,13 +190,15 @@ class ExecRequest:
     cache_code: bool = False
     companion: Companion | None = None
     entry: str = ""
+    fetch_files: Sequence[str] = ()
 
     def __post_init__(self) -> None:
         if not isinstance(self.code, str):
             raise TypeError(f"ExecRequest.code must be str, got {type(self.code).__name__}")
-        for name in self.files:
-            if not name or name.startswith("/") or ".." in name.split("/"):
-                raise ValueError(f"ExecRequest.files: {name!r} must be a relative path inside the work dir")
+        for what, names in (("files", self.files), ("fetch_files", self.fetch_files)):
+            for name in names:
+                if not isinstance(name, str) or not name or name.startswith("/") or ".." in name.split("/"):
+                    raise ValueError(f"ExecRequest.{what}: {name!r} must be a relative path inside the work dir")
         _check_entry("ExecRequest", self.entry, self.cache_code)
 
 
@@ -216,6 +221,8 @@ class ExecResult:
         timeout_by: for TIMEOUT, ``"cpu"`` (the CPU-time limit) or ``"wall"`` (the
             wall-clock backstop); empty otherwise.
         companion: how the companion ended, for requests that had one.
+        files: the requested :attr:`ExecRequest.fetch_files` that existed, by name (missing
+            ones, non-regular ones and those past the size budget are left out).
     """
 
     status: Status
@@ -232,6 +239,7 @@ class ExecResult:
     error: str = ""
     timeout_by: str = ""
     companion: CompanionResult | None = None
+    files: Mapping[str, bytes] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:

@@ -121,6 +121,22 @@ def inits_of(parent):
     return found
 
 
+def descendants(pidns, root):
+    """The live processes of ``pidns`` below ``root`` (its children, theirs, ...)."""
+    parents = {}
+    for pid in members(pidns):
+        try:
+            with open(f"/proc/{pid}/stat") as fh:
+                parents[pid] = int(fh.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+    found, frontier = set(), {root}
+    while frontier:
+        frontier = {pid for pid, ppid in parents.items() if ppid in frontier and pid not in found}
+        found |= frontier
+    return found
+
+
 _TICK = os.sysconf("SC_CLK_TCK")
 _PAGE = os.sysconf("SC_PAGE_SIZE")
 

@@ -9,6 +9,7 @@ import os
 import select
 import signal
 import socket
+import stat
 import time
 
 from _vmpool_procs import (
@@ -42,6 +43,32 @@ def _write_files(workdir: str, files: dict) -> None:
         data = base64.b64decode(spec["b64"]) if "b64" in spec else spec["text"].encode()
         with open(path, "wb") as fh:
             fh.write(data)
+
+
+def _fetch_files(workdir: str, names, cap: int) -> dict:
+    """The files the request asked back, read after the program and all it started are dead
+    (nothing can swap them meanwhile): regular files inside the work dir only, never through a
+    symlink, ``cap`` bytes in all; a missing or refused one is left out."""
+    out, left = {}, cap
+    root = os.path.realpath(workdir) + "/"
+    for name in names or ():
+        path = os.path.join(workdir, str(name))
+        if not os.path.realpath(path).startswith(root):
+            continue
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        except OSError:
+            continue
+        try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode) or st.st_size > left:
+                continue
+            data = os.read(fd, st.st_size + 1)[: st.st_size]
+        finally:
+            os.close(fd)
+        left -= len(data)
+        out[str(name)] = base64.b64encode(data).decode()
+    return out
 
 
 def _prepare(req: dict, seq: int):
@@ -363,6 +390,7 @@ def run_one(req: dict, seq: int, zsock: socket.socket) -> dict:
             zsock.settimeout(None)
     clean = _sweep()
     wall = time.monotonic() - start
+    fetched = _fetch_files(workdir, req.get("fetch_files"), cap) if req.get("fetch_files") and clean else {}
     for stream in streams.values():
         if stream.open:  # one that showed EOF has nothing more to read
             stream.drain()
@@ -406,6 +434,7 @@ def run_one(req: dict, seq: int, zsock: socket.socket) -> dict:
         "wall_s": wall,
         "cpu_s": cpu,
         "anomaly": anomaly,
+        "files": fetched,
     }
     if comp:
         result["companion"] = {**tester_end, "stdout": streams[t_out[0]].text(), "stderr": streams[t_err[0]].text()}

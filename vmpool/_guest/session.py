@@ -81,6 +81,7 @@ class Supervisor:
         self.branches = {}
         self.checkpoints = {}
         self.pending = {}  # host request id -> branch id
+        self.pending_ops = {}  # host request id -> its op (interrupt tells a cell from a command)
         self.watches = {}  # host request id -> a call's CPU and memory limits (see _watch)
         self.next_id = 0
         self.own_devs = {out.mount_dev("self", "/tmp"), out.mount_dev("self", "/dev/shm")}
@@ -308,10 +309,24 @@ class Supervisor:
             out.signal_all(out.members(node.pidns), signal.SIGCONT)
         node.paused = on
 
+    def interrupt(self, bid):
+        """Stop the branch's running call as its timeout would: a cell gets SIGALRM (its kernel then
+        kills what the cell started), a command's processes are killed. False when nothing ran."""
+        node = self.branches[bid]
+        ops = [self.pending_ops.get(rid) for rid, owner in self.pending.items() if owner == bid]
+        if not ops or node.paused:
+            return False
+        if "exec" in ops:
+            out.signal_all([node.g_pid], signal.SIGALRM)
+        else:
+            out.signal_all(out.descendants(node.pidns, node.g_pid), signal.SIGKILL)
+        return True
+
     def _fail_pending(self, bid, why):
         for rid, owner in list(self.pending.items()):
             if owner == bid:
                 del self.pending[rid]
+                self.pending_ops.pop(rid, None)
                 self.watches.pop(rid, None)
                 self.host.send({"id": rid, "lost": why})
 
@@ -343,6 +358,8 @@ class Supervisor:
         if op == "close":
             self.close_branch(bid)
             return {"closed": True}
+        if op == "interrupt":
+            return {"interrupted": self.interrupt(bid)}
         if any(owner == bid for owner in self.pending.values()):
             raise Refused("the session is busy with another call")
         if op == "checkpoint":
@@ -365,6 +382,7 @@ class Supervisor:
                 self.host.send({"id": rid, "error": "the session is paused: resume it first"})
             else:
                 self.pending[rid] = bid
+                self.pending_ops[rid] = op
                 if req.get("cpu_s") or req.get("memory_mb"):
                     self._watch(rid, node, req)
                 node.conn.queue({k: v for k, v in req.items() if k != "branch"})
@@ -390,6 +408,7 @@ class Supervisor:
             if rid is not None and self.pending.get(rid) == bid:
                 if "stream" not in msg:  # output while the call runs; the answer ends it
                     del self.pending[rid]
+                    self.pending_ops.pop(rid, None)
                     watch = self.watches.pop(rid, None)
                     if watch is not None:
                         watch.mark(msg)
