@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 import harness
+import harness.serve
 import harness.verl
 import rewards
 import vmpool
@@ -21,6 +22,8 @@ PUBLIC = {
         "resolve_backend", "settings_from_dict",
     ],
     harness.verl: ["compute_score", "problem_from_ground_truth"],
+    harness.serve: ["BadRequest", "Conflict", "Gone", "LimitExceeded", "NotFound", "ServeConfig", "ServeError", "TooLarge",
+                    "Unauthorized", "Unprocessable", "create_app", "run"],
     vmpool.image: [
         "AGENT_PORT", "ImageConfig", "ImageConfigError", "ImageError", "ImagePaths", "build_image",
         "describe_image_config", "find_image", "image_config_from_dict", "image_key", "load_image_config",
@@ -64,3 +67,7 @@ def test_exception_trees():
     assert issubclass(harness.SessionLostError, harness.HarnessError)
     assert issubclass(harness.SessionLostError, vmpool.SessionError)
     assert issubclass(harness.InputError, harness.HarnessError)
+    assert issubclass(harness.serve.ServeError, harness.HarnessError)
+    assert all(issubclass(e, harness.serve.ServeError) for e in (
+        harness.serve.BadRequest, harness.serve.Unauthorized, harness.serve.NotFound, harness.serve.Gone,
+        harness.serve.Conflict, harness.serve.TooLarge, harness.serve.Unprocessable, harness.serve.LimitExceeded))

@@ -51,7 +51,7 @@ class ServeConfig:
     templates: tuple[str, ...] = _help(
         "E2B template ids accepted by POST /sandboxes (each a session as `session` says); another id "
         "gets a 400 naming these", default=DEFAULT_TEMPLATES)
-    warm_sessions: int = _help("sessions kept started ahead of E2B creates (0 = start each on demand)", default=4)
+    warm_sessions: int = _help("sessions kept started ahead of E2B creates (>= 1)", default=4)
     max_sandboxes: int = _help("live E2B sandboxes (paused ones included) in the whole service", default=2000)
     max_sandboxes_per_token: int = _help("live E2B sandboxes one API key may hold", default=1100)
     default_timeout_s: float = _help("an E2B sandbox's life when the create request names none, seconds",
@@ -80,7 +80,7 @@ class ServeConfig:
         for name in ("max_sandboxes", "max_sandboxes_per_token", "max_body_bytes", "max_grade_samples",
                      "max_inflight"):
             need(getattr(self, name) >= 1, name, f"must be >= 1, got {getattr(self, name)!r}")
-        need(self.warm_sessions >= 0, "warm_sessions", f"must be >= 0, got {self.warm_sessions!r}")
+        need(self.warm_sessions >= 1, "warm_sessions", f"must be >= 1, got {self.warm_sessions!r}")
         need(0 < self.default_timeout_s <= self.max_timeout_s, "default_timeout_s",
              f"must be > 0 and <= max_timeout_s ({self.max_timeout_s}), got {self.default_timeout_s!r}")
         need(self.max_run_timeout_s > 0, "max_run_timeout_s", f"must be > 0, got {self.max_run_timeout_s!r}")

@@ -8,7 +8,6 @@ that disconnects has its cell interrupted. ``language: "bash"`` runs the code as
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import secrets
@@ -24,7 +23,7 @@ from vmpool import CodeError, CodeResult, SessionError
 
 from ._e2b_envd import HOME, resolve, session_failure
 from ._errors import BadRequest, Unprocessable
-from ._http import Service, field, guarded
+from ._http import Service, Streamed, field, guarded
 from ._jupyter import Context, cell_events, rewrite, setup_code
 from ._sandboxes import Box
 
@@ -43,31 +42,33 @@ def _line(event: dict[str, Any]) -> bytes:
     return json.dumps(event, separators=(",", ":")).encode() + b"\n"
 
 
-def _hidden(box: Box, ctx: Context, code: str) -> None:
+def _hidden(box: Box, ctx: Context, code: str) -> bool:
     """A cell the user did not send (set-up, working directory): its failure is only logged."""
     r = box.session.run_code(code, context=ctx.id, timeout=30.0)
     if r.error is not None:
         logger.info("sandbox %s context %s: set-up cell failed: %s: %s", box.id, ctx.id, r.error.name, r.error.value)
+    return r.error is None
 
 
-def _run_cell(box: Box, ctx: Context, code: str, env: dict[str, str], timeout: float,
-              on_out: Any, on_err: Any) -> CodeResult:
+def _run_cell(box: Box, ctx: Context, code: str, env: dict[str, str], timeout: float, call: Streamed) -> CodeResult:
+    stopped = CodeResult(None, None, False, "", "", CodeError("KeyboardInterrupt", "the client went away", ""), 0)
     with box.lock:
         if ctx.language == "bash":
-            c = box.session.run(code, timeout=timeout, on_stdout=on_out, on_stderr=on_err)
+            c = box.session.run(code, timeout=timeout, on_stdout=call.push("stdout"), on_stderr=call.push("stderr"))
             error = None if c.exit_code == 0 else CodeError(
                 "TimeoutError" if c.timed_out else "CalledProcessError",
                 "the command ran past its timeout" if c.timed_out else f"exit status {c.exit_code}", "")
             return CodeResult(None, None, False, c.stdout, c.stderr, error, 0, c.timed_out)
         if not ctx.ready:
-            _hidden(box, ctx, setup_code(box.env_vars))
-            ctx.ready = True
+            ctx.ready = _hidden(box, ctx, setup_code(box.env_vars))
         moved = ctx.cwd != HOME or env
         if moved:
             _hidden(box, ctx, f"_e2b_.enter({ctx.cwd!r}, {env!r})")
         try:
-            return box.session.run_code(rewrite(code), context=ctx.id, timeout=timeout, on_stdout=on_out,
-                                        on_stderr=on_err)
+            if call.stop.is_set():
+                return stopped
+            return box.session.run_code(rewrite(code), context=ctx.id, timeout=timeout,
+                                        on_stdout=call.push("stdout"), on_stderr=call.push("stderr"))
         finally:
             if moved and not box.session.closed:
                 _hidden(box, ctx, "_e2b_.leave()")
@@ -95,49 +96,31 @@ async def execute(service: Service, request: Request) -> Response:
         raise BadRequest(f"sandbox {box.id} is paused: connect to it first")
     timeout = max(1.0, box.end_at - service.sandboxes.clock())
     ctx.count += 1
-    return StreamingResponse(_cell_stream(service, box, ctx, code, env, timeout), media_type="application/x-ndjson")
+    return StreamingResponse(_cell_stream(service, request, box, ctx, code, env, timeout), media_type="application/x-ndjson")
 
 
-async def _cell_stream(service: Service, box: Box, ctx: Context, code: str, env: dict[str, str],
-                       timeout: float) -> AsyncIterator[bytes]:
-    loop = asyncio.get_running_loop()
-    queue: asyncio.Queue[tuple[str, str]] = asyncio.Queue()
-
-    def push(name: str) -> Any:
-        return lambda text: loop.call_soon_threadsafe(queue.put_nowait, (name, text))
-
+async def _cell_stream(service: Service, request: Request, box: Box, ctx: Context, code: str,
+                       env: dict[str, str], timeout: float) -> AsyncIterator[bytes]:
+    call = Streamed(service, request, box.session)
     yield _line({"type": "number_of_executions", "execution_count": ctx.count})
-    future = service.start(_run_cell, box, ctx, code, env, timeout, push("stdout"), push("stderr"))
-    finished = False
+    call.start(_run_cell, box, ctx, code, env, timeout, call)
     try:
-        while True:
-            getter: asyncio.Future[Any] = asyncio.ensure_future(queue.get())
-            waiting: set[asyncio.Future[Any]] = {getter, future}
-            done, _ = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
-            if getter in done:
-                name, text = getter.result()
-                yield _line({"type": name, "text": text, "timestamp": _now_ns()})
-                continue
-            getter.cancel()
-            break
-        while not queue.empty():
-            name, text = queue.get_nowait()
-            yield _line({"type": name, "text": text, "timestamp": _now_ns()})
+        async for piece in call.events():
+            if piece is not None:
+                yield _line({"type": piece[0], "text": piece[1], "timestamp": _now_ns()})
+        if call.left:
+            return
         try:
-            result = future.result()
+            result = call.result()
         except SessionError as exc:
             err = session_failure(service, box, exc)
             yield _line({"type": "error", "name": "SandboxError", "value": str(err), "traceback": ""})
             yield _line({"type": "end_of_execution"})
-            finished = True
             return
         for event in _events(result, ctx):
             yield _line(event)
-        finished = True
     finally:
-        if not finished and not future.done():  # the client went away: stop its cell
-            logger.info("client left sandbox %s mid-cell: interrupting it", box.id)
-            service.start(box.session.interrupt)
+        call.close()
 
 
 def _events(result: CodeResult, ctx: Context) -> Iterator[dict[str, Any]]:

@@ -9,7 +9,6 @@ goes away mid-command has the command killed (``Session.interrupt``).
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import gzip
 import json
@@ -26,7 +25,7 @@ from starlette.routing import Route
 from vmpool import CommandResult, SessionError
 
 from ._errors import BadRequest, Gone, NotFound, TooLarge
-from ._http import Service, guarded
+from ._http import Service, Streamed, guarded
 from ._sandboxes import Box
 
 __all__ = ["HOME", "envelope", "resolve", "routes", "session_failure"]
@@ -124,48 +123,35 @@ async def start_process(service: Service, request: Request) -> Response:
     timeout = min(float(deadline_ms) / 1000.0, remaining) if deadline_ms.isdigit() and int(deadline_ms) else remaining
     keepalive = float(request.headers.get("keepalive-ping-interval") or 50)
     box.next_pid += 1
-    return StreamingResponse(_command_stream(service, box, script, timeout, keepalive, box.next_pid),
+    return StreamingResponse(_command_stream(service, request, box, script, timeout, keepalive, box.next_pid),
                              media_type="application/connect+json")
 
 
-async def _command_stream(service: Service, box: Box, script: str, timeout: float, keepalive: float,
-                          pid: int) -> AsyncIterator[bytes]:
-    loop = asyncio.get_running_loop()
-    queue: asyncio.Queue[tuple[str, str]] = asyncio.Queue()
+async def _command_stream(service: Service, request: Request, box: Box, script: str, timeout: float,
+                          keepalive: float, pid: int) -> AsyncIterator[bytes]:
+    call = Streamed(service, request, box.session)
 
-    def push(name: str) -> Any:
-        return lambda text: loop.call_soon_threadsafe(queue.put_nowait, (name, text))
-
-    def call() -> CommandResult:
+    def run() -> CommandResult:
         with box.lock:
-            return box.session.run(script, timeout=timeout, on_stdout=push("stdout"), on_stderr=push("stderr"))
+            return box.session.run(script, timeout=timeout, on_stdout=call.push("stdout"),
+                                   on_stderr=call.push("stderr"))
 
     yield envelope({"event": {"start": {"pid": pid}}})
-    future = service.start(call)
-    finished = False
+    call.start(run)
     try:
-        while True:
-            getter: asyncio.Future[Any] = asyncio.ensure_future(queue.get())
-            waiting: set[asyncio.Future[Any]] = {getter, future}
-            done, _ = await asyncio.wait(waiting, timeout=keepalive, return_when=asyncio.FIRST_COMPLETED)
-            if getter in done:
-                name, text = getter.result()
-                yield envelope({"event": {"data": {name: base64.b64encode(text.encode()).decode()}}})
-                continue
-            getter.cancel()
-            if future in done:
-                break
-            yield envelope({"event": {"keepalive": {}}})
-        while not queue.empty():
-            name, text = queue.get_nowait()
-            yield envelope({"event": {"data": {name: base64.b64encode(text.encode()).decode()}}})
+        async for piece in call.events(keepalive):
+            if piece is None:
+                yield envelope({"event": {"keepalive": {}}})
+            else:
+                yield envelope({"event": {"data": {piece[0]: base64.b64encode(piece[1].encode()).decode()}}})
+        if call.left:
+            return
         try:
-            result = future.result()
+            result = call.result()
         except SessionError as exc:
             err = session_failure(service, box, exc)
             yield envelope({"error": {"code": "not_found" if isinstance(err, NotFound) else "unavailable",
                                       "message": str(err)}}, END_STREAM)
-            finished = True
             return
         if result.timed_out:
             yield envelope({"error": {"code": "deadline_exceeded",
@@ -174,11 +160,8 @@ async def _command_stream(service: Service, box: Box, script: str, timeout: floa
         else:
             yield envelope(_end_event(result))
             yield envelope({}, END_STREAM)
-        finished = True
     finally:
-        if not finished and not future.done():  # the client went away: stop what it started
-            logger.info("client left sandbox %s mid-command: interrupting it", box.id)
-            service.start(box.session.interrupt)
+        call.close()
 
 
 @guarded

@@ -8,7 +8,8 @@ import functools
 import json
 import logging
 import secrets
-from collections.abc import Callable
+import threading
+from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
@@ -19,7 +20,7 @@ from ._config import ServeConfig
 from ._errors import BadRequest, ServeError, TooLarge, Unauthorized
 from ._sandboxes import Box, Sandboxes, owner_of
 
-__all__ = ["Service", "error_response", "guarded"]
+__all__ = ["Service", "Streamed", "disconnected", "error_response", "field", "guarded"]
 
 logger = logging.getLogger(__name__)
 
@@ -70,11 +71,13 @@ class Service:
         return owner_of(self.api_key(request))
 
     def sandbox(self, request: Request) -> Box:
-        """The sandbox an envd or interpreter request is for (E2b-Sandbox-Id and X-Access-Token)."""
+        """The sandbox an envd or interpreter request is for (E2b-Sandbox-Id, and its access token
+        as X-Access-Token or E2B-Traffic-Access-Token)."""
         sandbox_id = request.headers.get("e2b-sandbox-id", "")
         if not sandbox_id:
             raise BadRequest("the E2b-Sandbox-Id header is missing: point E2B_SANDBOX_URL at this service")
-        return self.sandboxes.by_access(sandbox_id, request.headers.get("x-access-token", ""))
+        token = request.headers.get("x-access-token", "") or request.headers.get("e2b-traffic-access-token", "")
+        return self.sandboxes.by_access(sandbox_id, token)
 
     # ------------------------------------------------------------------ bodies
     async def body(self, request: Request, limit: int | None = None) -> bytes:
@@ -109,6 +112,92 @@ class Service:
         close = getattr(self.runner, "close", None)
         if close is not None:
             close()
+
+
+class Streamed:
+    """One blocking session call on a worker thread, its output handed to the event loop as it
+    comes, stopped when the client leaves.
+
+    ``events()`` yields ``(stream, text)`` pieces (``None`` every ``keepalive`` seconds of silence)
+    until the call is done or the client has gone (``left``); :meth:`close` (in the caller's
+    ``finally``) then interrupts the session until the call returns, so a call that had not
+    reached the session yet when the client left is stopped too.
+    """
+
+    def __init__(self, service: Service, request: Request, session: Any) -> None:
+        self.service, self.request, self.session = service, request, session
+        self.loop = asyncio.get_running_loop()
+        self.queue: asyncio.Queue[tuple[str, str]] = asyncio.Queue()
+        self.stop, self.done = threading.Event(), threading.Event()
+        self.left = False
+        self.future: asyncio.Future[Any] | None = None
+
+    def push(self, name: str) -> Callable[[str], None]:
+        def put(text: str) -> None:
+            self.loop.call_soon_threadsafe(self.queue.put_nowait, (name, text))
+
+        return put
+
+    def start(self, fn: Callable[..., Any], *args: Any) -> None:
+        def work() -> Any:
+            try:
+                return fn(*args)
+            finally:
+                self.done.set()
+
+        self.future = self.service.start(work)
+
+    async def events(self, keepalive: float | None = None) -> AsyncIterator[tuple[str, str] | None]:
+        assert self.future is not None
+        gone: asyncio.Future[Any] = asyncio.ensure_future(disconnected(self.request))
+        getter: asyncio.Future[Any] | None = None
+        try:
+            while True:
+                getter = asyncio.ensure_future(self.queue.get())
+                waiting: set[asyncio.Future[Any]] = {getter, self.future, gone}
+                done, _ = await asyncio.wait(waiting, timeout=keepalive, return_when=asyncio.FIRST_COMPLETED)
+                if gone in done:
+                    getter.cancel()
+                    self.left = True
+                    return
+                if getter in done:
+                    yield getter.result()
+                    continue
+                getter.cancel()
+                if self.future in done:
+                    break
+                yield None
+            while not self.queue.empty():
+                yield self.queue.get_nowait()
+        finally:
+            gone.cancel()
+            if getter is not None:
+                getter.cancel()
+
+    def result(self) -> Any:
+        assert self.future is not None
+        return self.future.result()
+
+    def close(self) -> None:
+        if self.future is None or self.done.is_set():
+            return
+        self.stop.set()
+        logger.info("client left mid-call: interrupting its session")
+
+        def stopper() -> None:  # until the call returns: it may not have reached the session yet
+            while not self.done.wait(0.2):
+                self.session.interrupt()
+
+        threading.Thread(target=stopper, name="harness-serve-stop", daemon=True).start()
+
+
+async def disconnected(request: Request) -> None:
+    """Returns when the client of a streaming reply has gone away (its body already read, the
+    next ASGI message is the disconnect): a reply that sends nothing for a while still learns it."""
+    while True:
+        message = await request.receive()
+        if message.get("type") == "http.disconnect":
+            return
 
 
 def error_response(exc: ServeError) -> Response:

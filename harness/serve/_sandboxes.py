@@ -72,7 +72,9 @@ class Box:
 
     def created_json(self) -> dict[str, Any]:
         return {"templateID": self.template, "sandboxID": self.id, "clientID": "harness", "alias": self.template,
-                "envdVersion": ENVD_VERSION, "envdAccessToken": self.access_token, "domain": None}
+                "envdVersion": ENVD_VERSION, "envdAccessToken": self.access_token,
+                # The SDK sends the envd token to envd and /execute, the traffic token to /contexts.
+                "trafficAccessToken": self.access_token, "domain": None}
 
     def detail_json(self, config: ServeConfig) -> dict[str, Any]:
         return {**self.created_json(), "startedAt": _iso(self.started_at), "endAt": _iso(self.end_at),

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 
+import pytest
+
 from tests._procs import pool_extra_processes
 from vmpool import ExecRequest, Limits, Status
 
@@ -24,6 +26,25 @@ def test_ok_program(pool):
     r = run(pool, "print(sum(range(10)))")
     assert r.status is Status.OK and r.exit_code == 0 and r.stdout == "45\n"
     assert r.wall_s > 0
+
+
+def test_fetch_files_sends_back_regular_files_of_the_work_dir_only(pool):
+    code = ("import os\n"
+            "open('out.txt', 'w').write('made')\n"
+            "os.mkdir('d'); open('d/x.bin', 'wb').write(bytes([0, 1]))\n"
+            "os.symlink('/opt/vmpool/agent.py', 'link')\n"
+            "os.symlink('/etc', 'dirlink')\n"
+            "os.mkfifo('fifo')\n"
+            "import subprocess; subprocess.Popen(['sleep', '30'])  # still running at the end: killed first\n")
+    r = run(pool, code, fetch_files=["out.txt", "d/x.bin", "link", "dirlink/alternatives", "fifo", "d", "none"])
+    assert r.status is Status.OK, r.stderr
+    assert r.files == {"out.txt": b"made", "d/x.bin": b"\x00\x01"}
+    with pytest.raises(ValueError, match="relative path"):
+        ExecRequest(code="", fetch_files=["../x"])
+    # the size budget is limits.output_bytes in all
+    big = run(pool, "open('a', 'w').write('x' * 3000); open('b', 'w').write('y' * 3000)",
+              fetch_files=["a", "b"], limits=Limits(wall_s=5, output_bytes=4096))
+    assert list(big.files) == ["a"]
 
 
 def test_stdin_larger_than_a_pipe_buffer(pool):

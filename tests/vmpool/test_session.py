@@ -114,7 +114,9 @@ def test_a_kernel_that_kills_itself_is_a_clear_error_and_frees_everything() -> N
 def test_a_session_sees_neither_the_host_nor_the_network(session: Session) -> None:
     probe = session.run_code(
         "import os, socket\n"
-        "seen = {p: os.path.exists(p) for p in ('/etc/passwd', '/root', '/home', '/work', '/run')}\n"
+        "seen = {p: os.path.exists(p) for p in ('/etc/passwd', '/root', '/work', '/run')}\n"
+        "seen['/home: not only user'] = os.listdir('/home') != ['user']\n"
+        "seen['/home/user is elsewhere'] = os.path.realpath('/home/user') != '/tmp/home'\n"
         "try:\n    socket.create_connection(('1.1.1.1', 53), timeout=2); net = 'open'\n"
         "except OSError as exc:\n    net = type(exc).__name__\n"
         "(seen, net, os.getuid())")
@@ -169,3 +171,20 @@ def test_a_cell_that_defeats_its_timeout_loses_the_session_clearly() -> None:
             session.run_code("while True:\n    try:\n        while True:\n            pass\n"
                              "    except BaseException:\n        pass", timeout=0.5)
         assert session.closed and time.monotonic() - start < 10
+
+
+def test_interrupt_stops_the_running_cell_or_command_and_keeps_the_session(session: Session) -> None:
+    import threading
+
+    assert session.interrupt() is False  # nothing runs
+    session.run_code("kept = 7")
+    for call in (lambda: session.run_code("while True: pass", timeout=60),
+                 lambda: session.run("sleep 60; echo never", timeout=60)):
+        timer = threading.Timer(0.5, session.interrupt)
+        started = time.monotonic()
+        timer.start()
+        result = call()
+        timer.join()
+        assert time.monotonic() - started < 20
+        assert "never" not in result.stdout
+    assert session.run_code("kept").text == "7"
