@@ -14,13 +14,16 @@ suite is a function ``Options -> Report``; a report says whether its checks held
 * ``reliability`` (:mod:`bench.reliability`): soak, faults, hostile programs (the cases
   live in :mod:`bench.reliability_cases`, which the tests share);
 * ``sessions`` (:mod:`bench.sessions`): warm lease vs cold start, start rate, idle memory,
-  a 10-turn episode against ``Pool.run`` per call.
+  a 10-turn episode against ``Pool.run`` per call;
+* ``serve`` (:mod:`bench.serve`): ``harness serve`` through the E2B SDK and verl's client,
+  against the direct vmpool path.
 
 They reach the product only through its public names.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -115,6 +118,12 @@ def _sessions(options: Options) -> Report:
     return _Formatted(run_session_bench(), format_session_bench)
 
 
+def _serve(options: Options) -> Report:
+    from .serve import format_serve_bench, run_serve_bench
+
+    return _Formatted(run_serve_bench(live=int(os.environ.get("SERVE_BENCH_LIVE", "1000"))), format_serve_bench)
+
+
 def _reliability(options: Options) -> Report:
     from .reliability import format_reliability, run_reliability_bench
 
@@ -128,6 +137,7 @@ SUITES: dict[str, Callable[[Options], Report]] = {
     "ray": _ray,
     "reliability": _reliability,
     "sessions": _sessions,
+    "serve": _serve,
 }
 """Every suite by its ``--suite`` name; each imports its module when it runs."""
 

@@ -127,11 +127,14 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--latency-samples", type=int, default=164, metavar="N",
                    help="programs timed one at a time for the per-program overhead (default 164; 0 skips)")
     b.add_argument("--skip-naive", action="store_true", help="skip the slow python3 -c baseline")
-    b.add_argument("--suite", choices=("throughput", "microvm", "ray", "reliability", "sessions"), default="throughput",
+    b.add_argument("--suite", choices=("throughput", "microvm", "ray", "reliability", "sessions", "serve"),
+                   default="throughput",
                    help="throughput: sandboxed vs fork vs python3 -c (default); microvm: snapshot clones vs cold "
                         "boots; ray: RayGrader vs the local pool (throughput, GRPO reward latency, 1-2-4 simulated "
                         "nodes); reliability: soak (RELIABILITY_SOAK_N programs, default 2000), faults, hostile "
-                        "programs, hacks; sessions: warm lease vs cold start, idle memory, a 10-turn episode")
+                        "programs, hacks; sessions: warm lease vs cold start, idle memory, a 10-turn episode; serve: "
+                        "harness serve through the E2B SDK and verl's client vs the direct path "
+                        "(SERVE_BENCH_LIVE live sandboxes, default 1000)")
     b.add_argument("--json-out", metavar="PATH", help="also write the numbers as JSON")
     _add_pool_options(b)
 
@@ -150,9 +153,6 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--warm", type=int, default=4, metavar="N", help="sessions kept started ahead of creates")
     s.add_argument("--max-sandboxes", type=_positive_int, default=2000, metavar="N",
                    help="live E2B sandboxes in the whole service")
-    s.add_argument("--ray", action="store_true", help="run on Ray Serve across the cluster (sessions on every node)")
-    s.add_argument("--address", metavar="A", help="with --ray: the cluster to join (default: start or find a local one)")
-    s.add_argument("--replicas", type=_positive_int, default=2, metavar="N", help="with --ray: HTTP replicas")
     _add_pool_options(s)  # the grading stack behind /run_code and /grade
 
     c = sub.add_parser("config", help="print every config key with its value and help text")

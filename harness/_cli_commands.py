@@ -147,11 +147,6 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         raise ConfigError(str(exc), key="--session-backend") from exc
     config = ServeConfig(host=args.host, port=args.port, tokens=tokens, session=session, warm_sessions=args.warm,
                          max_sandboxes=args.max_sandboxes, harness=_config(args))
-    if args.ray:
-        from .serve._ray_serve import run_on_ray
-
-        run_on_ray(config, address=args.address, replicas=args.replicas)
-        return 0
     from .serve import run
 
     run(config, log_level="info" if args.verbose else "warning")

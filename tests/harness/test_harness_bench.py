@@ -200,3 +200,14 @@ def test_sessions_bench_measures_leases_episodes_and_memory() -> None:
     assert 0 < bench.fork_child_private_bytes < bench.fork_heap_bytes / 2
     text = format_session_bench(bench)
     assert "lease from a warm pool" in text and "10-turn episode" in text and "fork(8)" in text
+
+
+def test_serve_bench_measures_the_clients_against_the_direct_path() -> None:
+    from bench.serve import format_serve_bench, run_serve_bench
+
+    bench = run_serve_bench(rounds=3, live=5, verl_repeat=1)
+    assert bench.ok, bench
+    assert len(bench.e2b_s) == 3 and len(bench.direct_s) == 3 and bench.live_cells_ok == 5
+    assert bench.verl_cases > 0 and bench.verl_s > 0 and bench.direct_cases_s > 0
+    text = format_serve_bench(bench)
+    assert "E2B create + run_code + kill" in text and "verl check_correctness" in text
