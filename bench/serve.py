@@ -3,7 +3,7 @@ with the direct path they stand for, in one run.
 
 * E2B: ``Sandbox.create()`` + first ``run_code`` + ``kill()`` through the unmodified SDK against
   ``harness serve``, median and p99, against the same work on ``vmpool`` directly (lease a warm
-  session, one cell, close);
+  session, one cell, close), one at a time with ``PAUSE_S`` between (the warm pools refilled);
 * ``live`` E2B sandboxes held at once through the service (created with the async SDK), the
   seconds that took and the available memory they used, then one cell in each;
 * verl's SandboxFusion client (``check_correctness``) on a bundled LiveCodeBench row through
@@ -16,38 +16,24 @@ from __future__ import annotations
 import asyncio
 import importlib.util
 import os
-import socket
 import statistics
 import sysconfig
-import threading
 import time
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .sessions import _available_bytes, _p
+
 __all__ = ["ServeBench", "format_serve_bench", "run_serve_bench"]
 
 TOKEN = "bench-token-0123456789"
+PAUSE_S = 0.3  # between timed creates: each one a client's latency with the warm pools refilled
 CARDS = ("t = int(input())\n"
          "for _ in range(t):\n"
          "    s = input().strip()\n"
          "    print('YES' if sum(a != b for a, b in zip(s, 'abc')) in (0, 2) else 'NO')\n")
-
-
-def _p(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else 0.0
-
-
-def _available_bytes() -> int:
-    with open("/proc/meminfo") as fh:
-        for line in fh:
-            if line.startswith("MemAvailable:"):
-                return int(line.split()[1]) * 1024
-    return 0
 
 
 @dataclass
@@ -73,29 +59,6 @@ class ServeBench:
         return {**asdict(self), "ok": self.ok}
 
 
-@contextmanager
-def _service(**settings: Any) -> Iterator[str]:
-    import uvicorn
-
-    from harness.serve import ServeConfig, create_app
-
-    app = create_app(ServeConfig(tokens=(TOKEN,), **settings))
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
-                                           timeout_keep_alive=300))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    while not server.started:
-        time.sleep(0.02)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(60)
-
-
 def _verl_client() -> Any:
     path = Path(sysconfig.get_paths()["purelib"]) / "verl/utils/reward_score/sandbox_fusion/utils.py"
     spec = importlib.util.spec_from_file_location("verl_sandbox_fusion_utils", path)
@@ -109,6 +72,7 @@ def run_serve_bench(rounds: int = 30, live: int = 1000, verl_repeat: int = 20) -
     """Run the measurements above (see the module docstring)."""
     from e2b_code_interpreter import AsyncSandbox, Sandbox
 
+    from harness.serve import ServeConfig, running
     from rewards import StdioTests, data_path, load_problems
     from vmpool import ExecRequest, Limits, Pool, SessionPool
 
@@ -118,15 +82,18 @@ def run_serve_bench(rounds: int = 30, live: int = 1000, verl_repeat: int = 20) -
             start = time.perf_counter()
             session = pool.lease()
             session.run_code("1 + 1")
+            bench.direct_s.append(time.perf_counter() - start)  # closing it is off the path, as the service's is
             pool.release(session)
-            bench.direct_s.append(time.perf_counter() - start)
+            time.sleep(PAUSE_S)
     bench.direct_s = bench.direct_s[2:]
     tests = load_problems(data_path("livecodebench")).by_id()["livecodebench/codeforces/1873_A"].tests
     assert isinstance(tests, StdioTests)
     io = {"inputs": [c.stdin for c in tests.cases] * verl_repeat,
           "outputs": [c.stdout for c in tests.cases] * verl_repeat}
     bench.verl_cases = len(io["inputs"])
-    with _service(warm_sessions=8, max_sandboxes=live + 50, max_sandboxes_per_token=live + 50) as url:
+    config = ServeConfig(tokens=(TOKEN,), warm_sessions=8, max_sandboxes=live + 50,
+                         max_sandboxes_per_token=live + 50)
+    with running(config) as url:
         os.environ.update(E2B_API_URL=url, E2B_SANDBOX_URL=url, E2B_API_KEY=TOKEN)
         for i in range(rounds + 2):
             start = time.perf_counter()
@@ -135,6 +102,7 @@ def run_serve_bench(rounds: int = 30, live: int = 1000, verl_repeat: int = 20) -
             sbx.kill()
             if i >= 2:
                 bench.e2b_s.append(time.perf_counter() - start)
+            time.sleep(PAUSE_S)
         verl = _verl_client()
         endpoint = f"{url}/run_code?token={TOKEN}"
         start = time.perf_counter()

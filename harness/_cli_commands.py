@@ -147,6 +147,19 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         raise ConfigError(str(exc), key="--session-backend") from exc
     config = ServeConfig(host=args.host, port=args.port, tokens=tokens, session=session, warm_sessions=args.warm,
                          max_sandboxes=args.max_sandboxes, harness=_config(args))
+    if args.ray:
+        import time
+
+        from .serve._ray_serve import deploy, shutdown
+
+        url = deploy(config, address=args.address, replicas=args.replicas)
+        print(f"harness serve on Ray Serve at {url} ({args.replicas} gateway replicas); Ctrl-C stops it", flush=True)
+        try:
+            while True:
+                time.sleep(3600)
+        except KeyboardInterrupt:
+            shutdown()
+        return 0
     from .serve import run
 
     run(config, log_level="info" if args.verbose else "warning")

@@ -23,7 +23,7 @@ PUBLIC = {
     ],
     harness.verl: ["compute_score", "problem_from_ground_truth"],
     harness.serve: ["BadRequest", "Conflict", "Gone", "LimitExceeded", "NotFound", "ServeConfig", "ServeError", "TooLarge",
-                    "Unauthorized", "Unprocessable", "create_app", "run"],
+                    "Unauthorized", "Unprocessable", "create_app", "run", "running"],
     vmpool.image: [
         "AGENT_PORT", "ImageConfig", "ImageConfigError", "ImageError", "ImagePaths", "build_image",
         "describe_image_config", "find_image", "image_config_from_dict", "image_key", "load_image_config",

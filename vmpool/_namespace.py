@@ -33,7 +33,6 @@ import functools
 import json
 import logging
 import os
-import select
 import shutil
 import stat
 import subprocess
@@ -45,7 +44,7 @@ from pathlib import Path
 from ._agent_client import AgentSandbox
 from ._cpus import CpuLease, lease_cpu
 from ._errors import BackendUnavailableError, SandboxError, SandboxStartError
-from ._protocol import PROTOCOL_VERSION, FrameChannel
+from ._protocol import PROTOCOL_VERSION, FrameChannel, readable
 from ._seccomp import seccomp_bpf
 from ._uids import UidLease, lease_uid, uid_plan
 
@@ -323,7 +322,7 @@ class NamespaceSandbox(AgentSandbox):
         try:
             data = b""
             while b"}" not in data:
-                ready, _, _ = select.select([info_r], [], [], max(0.0, deadline - time.monotonic()))
+                ready = readable(info_r, deadline - time.monotonic())
                 chunk = os.read(info_r, 4096) if ready else b""
                 if not chunk:
                     raise SandboxStartError(f"bwrap did not report its namespace: {self._diagnostics()}")

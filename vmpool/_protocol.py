@@ -77,6 +77,14 @@ agent's ``PRELOAD``, kept equal by a test): a program importing them pays no imp
 benchmark's fork floor preloads the same, so the two start from the same state."""
 
 
+def readable(fd: int, timeout_s: float) -> bool:
+    """Whether ``fd`` has data (or EOF) within ``timeout_s``: ``poll``, not ``select``, so a
+    process holding a thousand sessions' descriptors (numbers past FD_SETSIZE) can still wait."""
+    poller = select.poll()
+    poller.register(fd, select.POLLIN | select.POLLHUP | select.POLLERR)
+    return bool(poller.poll(min(max(0.0, timeout_s), 86400.0) * 1000.0))  # a day at most: poll takes an int
+
+
 class FrameChannel:
     """Framed JSON messages over a pair of pipe file descriptors."""
 
@@ -102,8 +110,7 @@ class FrameChannel:
             if remaining <= 0:
                 raise SandboxError("guest did not answer before the transport deadline")
             try:
-                ready, _, _ = select.select([self._rfd], [], [], remaining)
-                if not ready:
+                if not readable(self._rfd, remaining):
                     continue
                 chunk = os.read(self._rfd, max(need - len(self._buf), 1 << 16))
             except OSError as exc:

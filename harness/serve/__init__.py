@@ -13,11 +13,12 @@ Faces, one ASGI app (:func:`create_app`):
 
     from harness.serve import ServeConfig, create_app
     app = create_app(ServeConfig(tokens=("a-long-secret",)))   # any ASGI server runs it
+    with running(ServeConfig()) as url: ...                     # or in a thread of this process
 
 Errors are in :mod:`harness.serve._errors` (``ServeError`` and one class per HTTP refusal).
 """
 
-from ._app import create_app, run
+from ._app import create_app, run, running
 from ._config import ServeConfig
 from ._errors import (
     BadRequest,
@@ -44,4 +45,5 @@ __all__ = [
     "Unprocessable",
     "create_app",
     "run",
+    "running",
 ]

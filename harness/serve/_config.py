@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -51,6 +52,10 @@ class ServeConfig:
     templates: tuple[str, ...] = _help(
         "E2B template ids accepted by POST /sandboxes (each a session as `session` says); another id "
         "gets a 400 naming these", default=DEFAULT_TEMPLATES)
+    custom_templates: Mapping[str, SessionConfig] = _help(
+        "more E2B template ids, each with a session config of its own (e.g. a microvm session whose "
+        "image carries other packages: SessionConfig(backend='microvm')); started on first use",
+        default_factory=dict)
     warm_sessions: int = _help("sessions kept started ahead of E2B creates (>= 1)", default=4)
     max_sandboxes: int = _help("live E2B sandboxes (paused ones included) in the whole service", default=2000)
     max_sandboxes_per_token: int = _help("live E2B sandboxes one API key may hold", default=1100)
@@ -77,6 +82,9 @@ class ServeConfig:
         need(bool(self.tokens) or is_loopback(self.host), "tokens",
              f"binding {self.host} (not loopback) needs a token: pass --token or set HARNESS_SERVE_TOKEN")
         need(bool(self.templates), "templates", "must name at least one template id")
+        for name, session in self.custom_templates.items():
+            need(isinstance(name, str) and bool(name) and isinstance(session, SessionConfig), "custom_templates",
+                 f"each entry must map a template id to a vmpool.SessionConfig, got {name!r}: {session!r}")
         for name in ("max_sandboxes", "max_sandboxes_per_token", "max_body_bytes", "max_grade_samples",
                      "max_inflight"):
             need(getattr(self, name) >= 1, name, f"must be >= 1, got {getattr(self, name)!r}")
@@ -85,11 +93,16 @@ class ServeConfig:
              f"must be > 0 and <= max_timeout_s ({self.max_timeout_s}), got {self.default_timeout_s!r}")
         need(self.max_run_timeout_s > 0, "max_run_timeout_s", f"must be > 0, got {self.max_run_timeout_s!r}")
 
-    def sandbox_session(self) -> SessionConfig:
-        """The session config of an E2B sandbox: its life is the service's to end (E2B's timeout),
-        so the session's own idle timeout and lifetime are set past the longest one allowed."""
+    def template_ids(self) -> tuple[str, ...]:
+        return (*self.templates, *(t for t in self.custom_templates if t not in self.templates))
+
+    def sandbox_session(self, template: str | None = None) -> SessionConfig:
+        """The session config of an E2B sandbox of ``template``: its life is the service's to end
+        (E2B's timeout), so the session's own idle timeout and lifetime are set past the longest
+        one allowed."""
+        base = self.custom_templates.get(template or "", self.session)
         try:
-            return SessionConfig(**{**self.session.__dict__, "idle_timeout_s": self.max_timeout_s + 60,
-                                    "max_lifetime_s": max(self.session.max_lifetime_s, 30 * 86400.0)})
+            return SessionConfig(**{**base.__dict__, "idle_timeout_s": self.max_timeout_s + 60,
+                                    "max_lifetime_s": max(base.max_lifetime_s, 30 * 86400.0)})
         except SettingsError as exc:
             raise ConfigError(str(exc), key=f"session.{exc.key}") from exc

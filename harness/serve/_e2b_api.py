@@ -13,9 +13,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from vmpool import SessionError
+from vmpool import VmpoolError
 
-from ._errors import BadRequest, LimitExceeded
+from ._errors import BadRequest
 from ._http import Service, field, guarded
 
 __all__ = ["routes"]
@@ -34,8 +34,8 @@ async def create(service: Service, request: Request) -> Response:
     owner = service.owner(request)
     body = await service.json(request)
     template = field(body, "templateID", str, default="base")
-    if template not in service.config.templates:
-        raise BadRequest(f"template {template!r} is not served here; templates: {', '.join(service.config.templates)}")
+    if template not in service.config.template_ids():
+        raise BadRequest(f"template {template!r} is not served here; templates: {', '.join(service.config.template_ids())}")
     if body.get("allow_internet_access") is True or (body.get("network") or {}).get("allowOut"):
         raise BadRequest("allow_internet_access is not available: sandboxes here never have a network "
                          "(create with allow_internet_access=False)")
@@ -46,10 +46,8 @@ async def create(service: Service, request: Request) -> Response:
                                      _strings(body.get("envVars"), "envVars"), bool(body.get("autoPause")))
     except ValueError as exc:
         raise BadRequest(str(exc)) from exc
-    except SessionError as exc:
+    except VmpoolError as exc:  # SessionError included: infrastructure, not the request's fault
         return JSONResponse({"code": 503, "message": f"no sandbox could be started: {exc}"}, status_code=503)
-    except LimitExceeded:
-        raise
     return JSONResponse(box.created_json(), status_code=201)
 
 

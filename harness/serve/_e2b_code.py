@@ -63,7 +63,7 @@ def _run_cell(box: Box, ctx: Context, code: str, env: dict[str, str], timeout: f
             ctx.ready = _hidden(box, ctx, setup_code(box.env_vars))
         moved = ctx.cwd != HOME or env
         if moved:
-            _hidden(box, ctx, f"_e2b_.enter({ctx.cwd!r}, {env!r})")
+            _hidden(box, ctx, f"_e2b_.enter({resolve(ctx.cwd)!r}, {env!r})")
         try:
             if call.stop.is_set():
                 return stopped
@@ -134,7 +134,8 @@ async def create_context(service: Service, request: Request) -> Response:
     language = field(body, "language", str, default="python")
     if language not in LANGUAGES:
         raise Unprocessable(f"language {language!r} is not available here; languages: {', '.join(LANGUAGES)}")
-    cwd = resolve(field(body, "cwd", str, default=HOME))
+    cwd = field(body, "cwd", str, default=HOME)
+    resolve(cwd)  # refuses an empty one
     ctx = Context(secrets.token_hex(8), language, cwd)
     box.contexts[ctx.id] = ctx
     return JSONResponse(ctx.to_json())

@@ -64,10 +64,14 @@ def _unwrap(raw: bytes, encoding: str) -> dict[str, Any]:
 
 
 def resolve(path: str) -> str:
-    """E2B paths: relative ones are under the user's home."""
+    """An E2B path as the session's file calls take it: ``/home/user/...`` and relative paths
+    are relative to the session's home (its ``/tmp/home``, which the namespace backend also
+    shows at ``/home/user``; a microVM guest has only the home itself)."""
     if not path:
         raise BadRequest("the path is empty")
-    return path if path.startswith("/") else f"{HOME}/{path}"
+    if path == HOME or path.startswith(HOME + "/"):
+        return path[len(HOME) + 1:] or "."
+    return path
 
 
 def session_failure(service: Service, box: Box, exc: SessionError) -> Exception:
@@ -91,7 +95,12 @@ def command_script(process: dict[str, Any], box: Box) -> str:
     envs = {**box.env_vars, **(process.get("envs") or {})}
     exports = "".join(f"export {k}={shlex.quote(str(v))}\n" for k, v in envs.items() if k.isidentifier())
     cwd = resolve(str(process.get("cwd") or HOME))
-    return f"{exports}cd {shlex.quote(cwd)} || exit 1\n{script}"
+    if cwd.startswith("/"):
+        go = f"cd {shlex.quote(cwd)}"
+    else:  # /home/user where the backend shows it (namespace), else the session's home itself
+        rel = shlex.quote(cwd)
+        go = f"{{ cd {HOME}/{rel} 2>/dev/null || cd \"$HOME\"/{rel}; }}"
+    return f"{exports}{go} || exit 1\n{script}"
 
 
 def _end_event(result: CommandResult) -> dict[str, Any]:
@@ -107,6 +116,10 @@ def _end_event(result: CommandResult) -> dict[str, Any]:
 
 @guarded
 async def health(service: Service, request: Request) -> Response:
+    try:
+        service.sandbox(request)
+    except NotFound as exc:  # E2B's edge answers a gone sandbox's traffic with 502: is_running() is False
+        return JSONResponse({"code": 502, "message": str(exc)}, status_code=502)
     return Response(status_code=204)
 
 

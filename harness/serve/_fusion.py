@@ -24,7 +24,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from vmpool import ExecRequest, ExecResult, Limits, SettingsError, Status
+from vmpool import ExecRequest, ExecResult, Limits, SettingsError, Status, VmpoolError
 
 from ._errors import BadRequest, Unprocessable
 from ._http import Service, field, guarded
@@ -130,7 +130,10 @@ async def run_code(service: Service, request: Request) -> Response:
                           fetch_files=_fetch(body.get("fetch_files")))
     except ValueError as exc:
         raise BadRequest(str(exc)) from exc
-    result = await service.blocking(service.runner.pool.run, req)
+    try:
+        result = await service.blocking(service.runner.pool.run, req)
+    except VmpoolError as exc:  # the pool itself could not start: infrastructure (verl: -1)
+        result = ExecResult(status=Status.SANDBOX_ERROR, error=str(exc))
     fetched = {name: base64.b64encode(data).decode() for name, data in result.files.items()}
     return JSONResponse(fusion_reply(result, limits, fetched))
 

@@ -71,6 +71,8 @@ def enter(cwd, env):
     _saved_env.append(({k: os.environ.get(k) for k in (env or {})}, os.getcwd()))
     os.environ.update({str(k): str(v) for k, v in (env or {}).items()})
     if cwd:
+        if not cwd.startswith("/"):  # relative to the home (E2B's /home/user)
+            cwd = os.path.join(os.environ.get("HOME", HOME), cwd)
         os.makedirs(cwd, exist_ok=True)
         os.chdir(cwd)
 

@@ -16,9 +16,10 @@ import secrets
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 from vmpool import SessionError
 
@@ -26,19 +27,14 @@ from ._config import ServeConfig
 from ._errors import Conflict, Gone, LimitExceeded, NotFound
 from ._jupyter import Context
 
-__all__ = ["Box", "SessionSource", "Sandboxes", "owner_of"]
+if TYPE_CHECKING:
+    from ._templates import TemplatePools
+
+__all__ = ["Box", "Sandboxes", "owner_of"]
 
 logger = logging.getLogger(__name__)
 
 ENVD_VERSION = "0.5.7"  # what the E2B SDK 2.x needs for every call this service answers (see PROTOCOLS)
-
-
-class SessionSource(Protocol):
-    """Where sessions come from: a local ``vmpool.SessionPool`` or Ray's ``RaySessions``."""
-
-    def lease(self) -> Any: ...
-
-    def close(self) -> None: ...
 
 
 def owner_of(token: str) -> str:
@@ -95,16 +91,20 @@ class Sandboxes:
 
     Args:
         config: the service's limits and timeouts.
-        source: where sessions come from.
+        source: where sessions come from (``lease(template)``, ``close()``).
         clock: seconds since the epoch (tests move it).
+        id_prefix: what every sandbox id here starts with (on Ray: the node's tag, by which the
+            gateway routes a request to the node that holds the sandbox).
     """
 
-    def __init__(self, config: ServeConfig, source: SessionSource, clock: Callable[[], float] = time.time) -> None:
-        self.config, self.source, self.clock = config, source, clock
+    def __init__(self, config: ServeConfig, source: TemplatePools, clock: Callable[[], float] = time.time,
+                 id_prefix: str = "") -> None:
+        self.config, self.source, self.clock, self.id_prefix = config, source, clock, id_prefix
         self._boxes: dict[str, Box] = {}
         self._reserved: dict[str, int] = {}  # owner -> creates under way (counted against the limits)
         self._lock = threading.Lock()
         self._stop = threading.Event()
+        self._closer = ThreadPoolExecutor(max_workers=32, thread_name_prefix="harness-serve-close")
         self._reaper = threading.Thread(target=self._reap_loop, name="harness-serve-reaper", daemon=True)
         self._reaper.start()
 
@@ -163,16 +163,18 @@ class Sandboxes:
                                     f"(max_sandboxes={self.config.max_sandboxes}): try again later")
             self._reserved[owner] = self._reserved.get(owner, 0) + 1
         try:
-            session = self.source.lease()
+            session, prepared = self.source.lease(template)
         finally:
             with self._lock:
                 self._reserved[owner] -= 1
                 if not self._reserved[owner]:
                     del self._reserved[owner]
         now = self.clock()
-        box = Box(id=secrets.token_hex(10), owner=owner, template=template, session=session,
-                  access_token=secrets.token_urlsafe(24), started_at=now, end_at=now + life,
-                  metadata=dict(metadata), env_vars=dict(env_vars), auto_pause=auto_pause)
+        box = Box(id=self.id_prefix + secrets.token_hex(10 - len(self.id_prefix) // 2), owner=owner,
+                  template=template, session=session, access_token=secrets.token_urlsafe(24), started_at=now,
+                  end_at=now + life, metadata=dict(metadata), env_vars=dict(env_vars), auto_pause=auto_pause)
+        # A prepared session has the E2B set-up in its default context already (envVars still to set).
+        box.contexts["default"] = Context("default", ready=prepared and not env_vars)
         with self._lock:
             self._boxes[box.id] = box
         logger.info("sandbox %s created (template %s, %.0f s)", box.id, template, life)
@@ -201,6 +203,14 @@ class Sandboxes:
                 return
             box.closed = True
             self._boxes.pop(box.id, None)
+        # Gone from the registry already (no request reaches it); its processes end off the
+        # request's path, so a kill answers at once.
+        self._closer.submit(self._close_session, box, why)
+
+    def _close_session(self, box: Box, why: str) -> None:
+        # A moment first: the reply that ended it goes out before this thread competes for the
+        # interpreter (closing a session is work, none of it urgent).
+        self._stop.wait(0.05)
         try:
             box.session.close()
         except SessionError as exc:
@@ -291,4 +301,5 @@ class Sandboxes:
             boxes = list(self._boxes.values())
         for box in boxes:
             self._end(box, "the service stopped")
+        self._closer.shutdown(wait=True)
         self.source.close()

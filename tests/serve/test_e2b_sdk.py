@@ -214,3 +214,42 @@ def test_the_per_key_limit_is_a_clear_429(e2b_env: str, url: str) -> None:
                 s.kill()
         r = httpx.post(f"{small}/v2/sandboxes", content=b"x" * (70 << 20), headers={"X-API-KEY": TOKEN})
         assert r.status_code == 413 and "limit" in r.json()["message"]
+
+
+def test_hostile_cells_hurt_only_their_own_sandbox(e2b_env: str) -> None:
+    bystander = Sandbox.create()
+    sbx = Sandbox.create()
+    try:
+        bystander.run_code("mine = 'intact'")
+        # a flood: capped per call (the cell's writes fail past the cap), the sandbox goes on
+        ex = sbx.run_code("import sys\nfor _ in range(200):\n    sys.stdout.write('x' * 100_000)\n'after'")
+        assert sum(map(len, ex.logs.stdout)) <= 2 << 20 and ex.error is not None
+        assert sbx.run_code("'after'").text == "'after'"
+        # a cell that ends its own kernel: that sandbox is gone (a clear error, then 404s)
+        ex = sbx.run_code("import os\nos._exit(3)")
+        assert ex.error is not None and ex.error.name == "SandboxError"
+        with pytest.raises(NotFoundException):
+            sbx.run_code("1")
+        assert bystander.run_code("mine").text == "'intact'"
+    finally:
+        bystander.kill()
+        sbx.kill()
+
+
+@pytest.mark.microvm
+def test_a_template_can_be_a_microvm_session(e2b_env: str) -> None:
+    from vmpool import SessionConfig
+
+    config = ServeConfig(tokens=(TOKEN,), warm_sessions=1, custom_templates={"vm": SessionConfig(backend="microvm")})
+    with running(config) as url:
+        sbx = Sandbox.create(template="vm", api_url=url, sandbox_url=url)
+        try:
+            assert sbx.run_code("import os\nx = os.uname().release\nx").text != "''"
+            uname = sbx.commands.run("uname -r").stdout.strip()
+            assert sbx.run_code("x").text == repr(uname)  # a guest kernel of its own
+            sbx.files.write("/home/user/v.txt", "vm")
+            assert sbx.commands.run("cat v.txt").stdout == "vm"
+        finally:
+            sbx.kill()
+        with pytest.raises(SandboxException, match="templates"):
+            Sandbox.create(template="nope", api_url=url, sandbox_url=url)

@@ -166,3 +166,16 @@ def test_a_public_bind_needs_a_token() -> None:
     with pytest.raises(ConfigError, match="needs a token"):
         ServeConfig(host="0.0.0.0")
     assert ServeConfig(host="0.0.0.0", tokens=("long-enough-token",)).tokens
+
+
+def test_no_sandbox_is_sandbox_error_and_verl_scores_it_minus_one(verl: ModuleType) -> None:
+    from harness import HarnessConfig
+    from vmpool import PoolConfig
+
+    broken = HarnessConfig(pool=PoolConfig(size=1, python="/nonexistent/python3", start_timeout_s=5))
+    with running(ServeConfig(tokens=(TOKEN,), warm_sessions=1, harness=broken)) as base:
+        r = httpx.post(f"{base}/run_code", json={"code": "print(1)"}, headers={"X-API-KEY": TOKEN}, timeout=60)
+        assert r.status_code == 200 and r.json()["status"] == "SandboxError", r.text
+        assert r.json()["message"] and r.json()["run_result"] is None
+        io = {"inputs": ["1\n"], "outputs": ["1\n"]}
+        assert verl.check_correctness(f"{base}/run_code?token={TOKEN}", io, "print(input())")[0] == [-1]
