@@ -156,7 +156,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--ray", action="store_true",
                    help="run on Ray Serve: a gateway routing each sandbox to the node that holds it, sessions on every node")
     s.add_argument("--address", metavar="A", help="with --ray: the cluster to join (default: $RAY_ADDRESS, else a local one)")
-    s.add_argument("--replicas", type=_positive_int, default=2, metavar="N", help="with --ray: gateway replicas (default 2)")
+    s.add_argument("--replicas", type=_positive_int, metavar="N", help="with --ray: gateway replicas (default 2)")
     _add_pool_options(s)  # the grading stack behind /run_code and /grade
 
     c = sub.add_parser("config", help="print every config key with its value and help text")

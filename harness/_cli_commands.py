@@ -9,10 +9,14 @@ import sys
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ._config import HarnessConfig, config_to_yaml, describe_config, load_config
 from ._errors import ConfigError
 from ._summary import format_summary
+
+if TYPE_CHECKING:
+    from .serve import ServeConfig
 
 __all__ = ["HANDLERS"]
 
@@ -148,21 +152,34 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     config = ServeConfig(host=args.host, port=args.port, tokens=tokens, session=session, warm_sessions=args.warm,
                          max_sandboxes=args.max_sandboxes, harness=_config(args))
     if args.ray:
-        import time
-
-        from .serve._ray_serve import deploy, shutdown
-
-        url = deploy(config, address=args.address, replicas=args.replicas)
-        print(f"harness serve on Ray Serve at {url} ({args.replicas} gateway replicas); Ctrl-C stops it", flush=True)
-        try:
-            while True:
-                time.sleep(3600)
-        except KeyboardInterrupt:
-            shutdown()
-        return 0
+        return _serve_on_ray(config, args.address, 2 if args.replicas is None else args.replicas)
+    if args.address is not None or args.replicas is not None:
+        raise ConfigError("only means something with --ray (the Ray cluster and the gateway replicas)",
+                          key="--address" if args.address is not None else "--replicas")
     from .serve import run
 
     run(config, log_level="info" if args.verbose else "warning")
+    return 0
+
+
+def _serve_on_ray(config: ServeConfig, address: str | None, replicas: int) -> int:
+    """Deploy on Ray Serve, then wait for SIGINT or SIGTERM and take the app and every node's
+    sandboxes down. The app and the node services are detached actors: a driver killed with
+    SIGKILL leaves them serving, and ``harness serve --ray`` run again takes them over."""
+    import signal
+    import threading
+
+    from .serve._ray_serve import deploy, shutdown
+
+    url = deploy(config, address=address, replicas=replicas)
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    print(f"harness serve on Ray Serve at {url} ({replicas} gateway replicas); Ctrl-C or SIGTERM stops it",
+          flush=True)
+    stop.wait()
+    print("harness serve: stopping (every sandbox closes)", flush=True)
+    shutdown()
     return 0
 
 

@@ -308,3 +308,4 @@ def shutdown() -> None:
         except Exception as exc:
             logger.debug("node service %s: %s", node["NodeID"][:8], exc)
         ray.kill(actor)
+
