@@ -7,10 +7,15 @@
 #   uidmap      - newuidmap/newgidmap: sandbox uids of their own for an ordinary user (subordinate ranges)
 #   qemu-system-x86, lz4 - the microvm backend: QEMU, and unpacking the Debian kernel for the guest image
 #   python3-numpy, -pandas, -pil, -matplotlib - what E2B's default template offers sessions (harness serve)
+#   gcc, g++, openjdk-17-jdk-headless, nodejs, golang-go, rustc, cargo - the other languages programs
+#       are graded in (rewards' languages); golang-github-stretchr-testify-dev and the librust-*-dev
+#       crates (rand, regex, md5) - what HumanEval-X's Go tests and Rust declarations use
 set -euo pipefail
 need=()
 for pkg in bubblewrap uidmap python3 python3-venv python3-pip libseccomp2 make qemu-system-x86 lz4 \
-           python3-numpy python3-pandas python3-pil python3-matplotlib; do
+           python3-numpy python3-pandas python3-pil python3-matplotlib \
+           gcc g++ openjdk-17-jdk-headless nodejs golang-go golang-github-stretchr-testify-dev rustc cargo \
+           librust-rand-dev librust-regex-dev librust-md5-dev; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need+=("$pkg")
 done
 if [ ${#need[@]} -eq 0 ]; then

@@ -134,6 +134,9 @@ class AgentSandbox:
             "cache_code": request.cache_code,
             "entry": request.entry,
             **({"fetch_files": list(request.fetch_files)} if request.fetch_files else {}),
+            **({"command": list(request.command)} if request.command else {}),
+            **({"env": dict(request.env)} if request.env else {}),
+            **({"executable": list(request.executable)} if request.executable else {}),
         }
         comp = request.companion
         if comp is not None:

@@ -64,7 +64,9 @@ AGENT_CAPS = ("CAP_SETUID", "CAP_SETGID", "CAP_KILL", "CAP_CHOWN", "CAP_FOWNER",
 # outside (/proc of other uids) and stopping them.
 SESSION_CAPS = (*AGENT_CAPS, "CAP_SYS_ADMIN", "CAP_SYS_PTRACE", "CAP_SETFCAP")
 SESSION_STAGE = "/vmpool-stage"  # the mount point a session branch builds its new /tmp on
-ETC_PATHS = ("/etc/alternatives", "/etc/matplotlibrc", "/etc/fonts")  # bound read-only when present
+# Bound read-only when present: alternatives (the toolchains' /usr/bin names), fonts and
+# matplotlib (E2B sessions), the JDK's configuration (java.security and friends).
+ETC_PATHS = ("/etc/alternatives", "/etc/matplotlibrc", "/etc/fonts", "/etc/java-17-openjdk")
 
 
 @functools.lru_cache(maxsize=1)

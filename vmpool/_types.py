@@ -45,6 +45,9 @@ class Status(str, enum.Enum):
         return self is Status.SANDBOX_ERROR
 
 
+MEMORY_MODES = ("address_space", "resident")
+
+
 def _setting(help_text: str, default: object) -> Any:
     return field(default=default, metadata={"help": help_text})
 
@@ -72,6 +75,11 @@ class Limits:
     max_open_files: int = _setting("open file descriptors per program (RLIMIT_NOFILE); >= 16", 64)
     output_bytes: int = _setting("cap on each of stdout, stderr and the report channel, bytes", 1 << 20)
     file_size_bytes: int = _setting("largest file a program may write (RLIMIT_FSIZE), bytes", 16 << 20)
+    memory_mode: str = _setting(
+        "how memory_mb is enforced: 'address_space' (RLIMIT_AS: exact, what Python programs get) or "
+        "'resident' (the agent sums the resident memory of every process of the run each poll, 20 ms, "
+        "and kills at the limit; RLIMIT_AS is then only a backstop at 4 x memory_mb + 4 GiB): for "
+        "runtimes that reserve far more address space than they use (the JVM, Go)", "address_space")
 
     def __post_init__(self) -> None:
         def fail(name: str, rule: str) -> SettingsError:
@@ -81,6 +89,8 @@ class Limits:
             raise fail("wall_s", "must be > 0")
         if self.cpu_s is not None and not self.cpu_s > 0:
             raise fail("cpu_s", "must be > 0 or null")
+        if self.memory_mode not in MEMORY_MODES:
+            raise fail("memory_mode", f"must be one of {', '.join(MEMORY_MODES)}")
         minimum = {"memory_mb": 32, "max_open_files": 16}  # the interpreter itself needs these
         for name in ("memory_mb", "max_processes", "max_open_files", "output_bytes", "file_size_bytes"):
             value = getattr(self, name)
@@ -103,6 +113,7 @@ class Limits:
             "max_open_files": self.max_open_files,
             "output_bytes": self.output_bytes,
             "file_size_bytes": self.file_size_bytes,
+            **({"memory_mode": self.memory_mode} if self.memory_mode != "address_space" else {}),
         }
 
 
@@ -159,10 +170,12 @@ class ExecRequest:
     """One program to run in a sandbox.
 
     The code runs as ``__main__`` in a freshly forked child of a warm interpreter,
-    in its own temp dir (the working directory) and process group.
+    in its own temp dir (the working directory) and process group; or, with ``command``,
+    that child executes a program of the sandbox's (a compiler, a compiled binary, ``node``)
+    under the same uid, limits and isolation.
 
     Args:
-        code: Python source of the program.
+        code: Python source of the program (``""`` with ``command``).
         stdin: text fed to the program's standard input (then EOF).
         files: extra files written into the working directory before the run
             (relative paths only).
@@ -180,6 +193,14 @@ class ExecRequest:
             (``__name__`` is not ``"__main__"``), and each run calls its function of this
             name (``sys.argv`` set as usual) instead of executing the code again. Saves the
             module's set-up in every forked child; only for harness-authored code.
+        command: run this argv instead of ``code``: ``command[0]`` is an absolute path or a
+            name found on ``/usr/local/bin:/usr/bin:/bin``, started in the work dir (a
+            ``./name`` is a file of ``files``). ``argv`` is then unused: the arguments are
+            ``command[1:]``. A program that cannot be started exits with 127 and says why
+            on stderr.
+        env: environment variables set for the program on top of the sandbox's own
+            (``PATH``, ``HOME``, ``LANG``).
+        executable: names among ``files`` written with mode 0755 (a compiled program).
     """
 
     code: str
@@ -191,10 +212,27 @@ class ExecRequest:
     companion: Companion | None = None
     entry: str = ""
     fetch_files: Sequence[str] = ()
+    command: Sequence[str] = ()
+    env: Mapping[str, str] = field(default_factory=dict)
+    executable: Sequence[str] = ()
 
     def __post_init__(self) -> None:
         if not isinstance(self.code, str):
             raise TypeError(f"ExecRequest.code must be str, got {type(self.code).__name__}")
+        if self.command:
+            if isinstance(self.command, str) or not all(isinstance(a, str) and "\0" not in a for a in self.command):
+                raise ValueError(f"ExecRequest.command must be a sequence of strings, got {self.command!r}")
+            if not self.command[0]:
+                raise ValueError("ExecRequest.command[0] (the program to run) is empty")
+            if self.code or self.cache_code:
+                raise ValueError("ExecRequest.command replaces code: leave code empty and cache_code off")
+        for key, value in self.env.items():
+            if not (isinstance(key, str) and key and "=" not in key and "\0" not in key and isinstance(value, str)
+                    and "\0" not in value):
+                raise ValueError(f"ExecRequest.env: {key!r}={value!r} is not a valid variable")
+        missing = [name for name in self.executable if name not in self.files]
+        if missing:
+            raise ValueError(f"ExecRequest.executable names files that are not in files: {missing}")
         for what, names in (("files", self.files), ("fetch_files", self.fetch_files)):
             for name in names:
                 if not isinstance(name, str) or not name or name.startswith("/") or ".." in name.split("/"):

@@ -21,12 +21,9 @@ from _vmpool_procs import (
     SCRATCH_DIRS,
     STATE_DIR,
     _cached,
-    _kill_group,
-    _proc_cpu,
     _run_paths,
-    _sweep,
-    _wipe_scratch,
 )
+from _vmpool_sweep import _kill_group, _proc_cpu, _resident_bytes, _sweep, _wipe_scratch
 from _vmpool_tester import _tester_for
 
 # Every status this agent sends. The host's vmpool.Status has each one, plus
@@ -77,13 +74,15 @@ def _prepare(req: dict, seq: int):
     os.mkdir(workdir, 0o700)
     files = req.get("files") or {}
     _write_files(workdir, files)
+    for name in req.get("executable") or ():
+        os.chmod(os.path.join(workdir, name), 0o755)
     if _PRIV["on"]:
         if files:
             for root, dirs, names in os.walk(workdir):
                 for name in [*dirs, *names]:
                     os.chown(os.path.join(root, name), PROGRAM_UID, PROGRAM_UID)
         os.chown(workdir, PROGRAM_UID, PROGRAM_UID)
-    if not req.get("cache_code"):
+    if not req.get("cache_code") and not req.get("command"):
         fd = os.open(code_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
         with os.fdopen(fd, "wb") as fh:
             fh.write(req["code"].encode("utf-8", "surrogateescape"))
@@ -251,6 +250,9 @@ def run_one(req: dict, seq: int, zsock: socket.socket) -> dict:
     # parses once.
     spec = {"limits": limits, "argv": list(req.get("argv") or []),
             "cache_code": bool(req.get("cache_code")), "entry": req.get("entry") or ""}
+    for key in ("command", "env"):
+        if req.get(key):
+            spec[key] = req[key]
     if spec["cache_code"]:
         # The zygote is told a source once; after that its digest is enough.
         spec["code_ref"] = req["code_ref"]
@@ -289,6 +291,8 @@ def run_one(req: dict, seq: int, zsock: socket.socket) -> dict:
         sel.add(tester.pidfd, "tester-died")
 
     cpu_limit = float(limits["cpu_s"])
+    # Resident mode: the run's memory is summed at each poll (RLIMIT_AS is only a backstop).
+    memory_cap = int(limits["memory_mb"]) << 20 if limits.get("memory_mode") == "resident" else 0
     tester_cpu_limit = float(comp["limits"]["cpu_s"]) if comp else 0.0
     deadline = start + float(limits["wall_s"])
     verdict = None  # set when the agent itself ends the run
@@ -326,6 +330,13 @@ def run_one(req: dict, seq: int, zsock: socket.socket) -> dict:
             if program_exit is None and _proc_cpu(pid) > cpu_limit:
                 verdict, timeout_by = "timeout", "cpu"
                 _kill_group(pid)
+                program_killed = True
+                if not comp:
+                    break
+            if memory_cap and verdict is None and _resident_bytes() > memory_cap:
+                verdict = "memory_limit"
+                _kill_group(pid)
+                _sweep(keep=(pid,))  # every process of the run, not only the program's group (the zygote reaps pid)
                 program_killed = True
                 if not comp:
                     break
@@ -400,7 +411,7 @@ def run_one(req: dict, seq: int, zsock: socket.socket) -> dict:
                 os.close(fd)
             except OSError:
                 pass
-    if not req.get("cache_code"):
+    if not req.get("cache_code") and not req.get("command"):
         try:
             os.unlink(code_file)
         except OSError:

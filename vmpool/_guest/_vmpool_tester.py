@@ -18,12 +18,11 @@ from _vmpool_procs import (
     _become,
     _cached,
     _exec_main,
-    _kill_group,
-    _proc_cpu,
     _Receiver,
     _set_limits,
     _warm_entry,
 )
+from _vmpool_sweep import _kill_group, _proc_cpu
 
 
 class _Tester:

@@ -4,7 +4,8 @@ This file is executed by the sandbox's own interpreter (``/usr/bin/python3 -I``)
 imported by the harness: it must stay standalone (stdlib only, no imports from the
 project) so the same files can run inside a namespace sandbox or a microVM guest. Its
 modules sit beside it (every ``_guest/*.py`` is bound or copied into the sandbox):
-``_vmpool_procs`` (the program zygote, forked children, limits, sweeps, cleanup),
+``_vmpool_procs`` (the program zygote, forked children, limits), ``_vmpool_sweep`` (kill
+sweeps, scratch cleanup, a run's CPU time and resident memory),
 ``_vmpool_run`` (one run: work dir, event loop, teardown, result) and ``_vmpool_tester``
 (the persistent tester process). With ``--cpu N`` the agent pins itself (and so every
 process it starts) to CPU N and runs ``SCHED_BATCH`` (see ``vmpool._cpus``).
