@@ -3,7 +3,8 @@
 Public surface::
 
     from rewards import load_problems, Grader, RewardConfig, compute_reward
-    problems = load_problems("rewards/data/humaneval.jsonl")
+    problems = load_problems("rewards/data/humaneval.jsonl")   # or stdio problems, solved in
+                                                                # C, C++, Java, JS, Go, Rust, Bash
     with vmpool.Pool(vmpool.PoolConfig(size=2)) as pool:
         grader = Grader(pool)
         verdicts = grader.grade_batch([(problems[0], completion)])
@@ -28,12 +29,14 @@ from ._adapters import (
     reference_solutions,
     restricted_loads,
 )
+from ._build import COMPILE_LIMITS, Build, Builder
 from ._compare import stdout_matches, values_equal
 from ._data import DATASETS, data_path
 from ._errors import ProblemFormatError, RewardConfigError, RewardsError
 from ._excerpt import excerpt
-from ._extract import extract_code
+from ._extract import extract_code, extract_program
 from ._grade import CaseResult, Grader, Outcome, Verdict
+from ._languages import LANGUAGES, Language, find_language, language_names
 from ._problems import (
     AssertTests,
     CallCase,
@@ -48,13 +51,18 @@ from ._problems import (
 from ._shaping import RewardConfig, compute_reward
 
 __all__ = [
+    "COMPILE_LIMITS",
+    "LANGUAGES",
     "AssertTests",
+    "Build",
+    "Builder",
     "CallCase",
     "CaseResult",
     "CallTests",
     "DATASETS",
     "FORMATS",
     "Grader",
+    "Language",
     "Outcome",
     "Problem",
     "ProblemFormatError",
@@ -71,6 +79,9 @@ __all__ = [
     "data_path",
     "excerpt",
     "extract_code",
+    "extract_program",
+    "find_language",
+    "language_names",
     "load_problems",
     "problem_from_dict",
     "problem_from_row",

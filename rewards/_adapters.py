@@ -196,8 +196,10 @@ def _code_contests(obj: dict[str, Any], file: str, line: int) -> Problem:
         if not isinstance(stdin, str) or not isinstance(stdout, str):
             raise ProblemFormatError(file, line, f"test[{i}]", "stdin and stdout must be strings")
         cases.append(StdioCase(stdin=stdin, stdout=stdout))
+    # Codeforces' default checker compares tokens, line breaks included: the rows' expected
+    # outputs do not always break lines where a correct program does.
     return Problem(task_id=f"code_contests/{rid}", prompt=content, source="code_contests",
-                   tests=StdioTests(cases=tuple(cases)))
+                   tests=StdioTests(cases=tuple(cases), whitespace="tokens"))
 
 
 def _lcb_decode(raw: str, file: str, line: int) -> dict[str, Any]:

@@ -67,8 +67,10 @@ def stdout_matches(actual: str, expected: str, *, float_tol: float | None = None
             ``-12``, ``007``, ``1000000007``) must be matched by equal text, so ``1000000507``
             or ``5.0`` for ``5`` fail; ``nan``/``inf`` need equal text too.
         whitespace: ``"tolerant"``: split each line into whitespace-separated tokens, ignore
-            trailing blank lines; ``"exact"``: compare text after CRLF->LF normalisation, allowing
-            only a missing/extra final newline.
+            trailing blank lines; ``"tokens"``: compare the whole output's tokens, any run of
+            whitespace (newlines included) separating them (Codeforces' default checker);
+            ``"exact"``: compare text after CRLF->LF normalisation, allowing only a
+            missing/extra final newline.
 
     Returns:
         True when every line matches and the number of lines is the same.
@@ -80,20 +82,23 @@ def stdout_matches(actual: str, expected: str, *, float_tol: float | None = None
         a = actual.replace("\r\n", "\n")
         b = expected.replace("\r\n", "\n")
         return a == b or a.rstrip("\n") == b.rstrip("\n")
+    if whitespace == "tokens":
+        return _tokens_match(actual.split(), expected.split(), float_tol)
     if whitespace != "tolerant":
-        raise ValueError(f"whitespace must be 'tolerant' or 'exact', got {whitespace!r}")
+        raise ValueError(f"whitespace must be 'tolerant', 'tokens' or 'exact', got {whitespace!r}")
     got, want = _lines(actual), _lines(expected)
     if len(got) != len(want):
         return False
-    for line_got, line_want in zip(got, want):  # same length checked above: no truncation
-        tokens_got, tokens_want = line_got.split(), line_want.split()
-        if len(tokens_got) != len(tokens_want):
+    # same length checked above: no truncation
+    return all(_tokens_match(g.split(), w.split(), float_tol) for g, w in zip(got, want))
+
+
+def _tokens_match(got: list[str], want: list[str], float_tol: float | None) -> bool:
+    if len(got) != len(want):
+        return False
+    for tg, tw in zip(got, want):
+        if tg != tw and (float_tol is None or not _float_token_equal(tg, tw, float_tol)):
             return False
-        for tg, tw in zip(tokens_got, tokens_want):
-            if tg == tw:
-                continue
-            if float_tol is None or not _float_token_equal(tg, tw, float_tol):
-                return False
     return True
 
 

@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Sequence
 from typing import Any
 
-__all__ = ["extract_code"]
+from ._languages import find_language
+
+__all__ = ["extract_code", "extract_program"]
 
 logger = logging.getLogger(__name__)
 
-# An opening fence: ``` or ~~~ (3+), optional info string. Only python/py/untagged blocks count.
+# An opening fence: ``` or ~~~ (3+), optional info string; its first word is the language tag.
 _FENCE_RE = re.compile(r"^[ \t]{0,3}(`{3,}|~{3,})[ \t]*([^\s`]*)[^\n]*$", re.MULTILINE)
-_PYTHON_TAGS = {"", "python", "py", "python3", "py3"}
 # Reasoning that models emit before the answer (DeepSeek-R1, Qwen3...): never the program.
 _THINK_RE = re.compile(r"<think>.*?</think>", re.DOTALL | re.IGNORECASE)
 
@@ -103,22 +105,55 @@ def extract_code(completion: Any, entry_point: str = "") -> str | None:
         ``entry_point`` when one does; an unterminated final fence counts); the whole text when
         there is no fence; ``None`` for empty or whitespace-only code. Never raises.
     """
+    found = extract_program(completion, entry_point)
+    return found[0] if found is not None else None
+
+
+def extract_program(completion: Any, entry_point: str = "", languages: Sequence[str] = ("python",),
+                    default: str = "python") -> tuple[str, str] | None:
+    """The program in a completion and its language, or ``None`` when there is none in an
+    allowed language.
+
+    Args:
+        completion: as for :func:`extract_code`; a message dict may also say its
+            ``"language"`` (what its untagged code is written in).
+        entry_point: as for :func:`extract_code` (Python blocks only).
+        languages: the canonical names of the languages the sample may be in.
+        default: the language of untagged code (a fence with no tag, or no fence at all).
+
+    Returns:
+        ``(code, language)``: the last fenced block whose tag names an allowed language
+        (``cpp``, ``c++``, ``java``, ``js``, ``go``, ``rust``, ``bash``...; see
+        :mod:`rewards._languages`), the whole text in ``default`` when there is no fence;
+        ``None`` when the fences hold no allowed language, or the code is empty. Never raises.
+    """
     try:
+        if isinstance(completion, dict) and isinstance(completion.get("language"), str):
+            named = find_language(completion["language"])
+            if named is None:
+                return None
+            default = named.name
         text = _completion_text(completion)
         if text is None or not text.strip():
             return None
         text = _without_thinking(text.replace("\r\n", "\n"))
         if not text.strip():
             return None
-        blocks = [body for tag, body in _fenced_blocks(text) if tag in _PYTHON_TAGS]
+        blocks = []
+        for tag, body in _fenced_blocks(text):
+            lang = find_language(tag) if tag else find_language(default)
+            if lang is not None and lang.name in languages:
+                blocks.append((body, lang.name))
         if blocks:
-            defining = [b for b in blocks if entry_point and _defines(b, entry_point)]
-            code = (defining or blocks)[-1]
+            defining = [b for b in blocks if entry_point and b[1] == "python" and _defines(b[0], entry_point)]
+            code, language = (defining or blocks)[-1]
         elif _FENCE_RE.search(text):
-            return None  # only non-Python blocks (```json, ```bash...): no program here
+            return None  # only blocks of other languages (```json, ```bash...): no program here
+        elif default in languages:
+            code, language = text, default
         else:
-            code = text
-        return code if code.strip() else None
+            return None
+        return (code, language) if code.strip() else None
     except Exception:  # must never raise on model output; log and treat as no code
-        logger.exception("extract_code failed on a %s", type(completion).__name__)
+        logger.exception("extract_program failed on a %s", type(completion).__name__)
         return None

@@ -30,9 +30,11 @@ from typing import Any
 
 from vmpool import ExecRequest, ExecResult, Limits, Status, VmpoolError
 
+from ._build import Build, Builder
 from ._compare import values_equal
-from ._excerpt import excerpt
-from ._extract import extract_code
+from ._excerpt import excerpt, run_why, wrong_output
+from ._extract import extract_program
+from ._languages import find_language
 from ._problems import AssertTests, CallTests, Problem, StdioTests
 from ._runner import RunnerReport, build_request, compile_program, parse_report
 from ._schedule import CaseWatch, StopRule, case_passed, stdio_cutoff
@@ -52,6 +54,7 @@ class Outcome(str, enum.Enum):
     FAILED = "failed"
     NO_CODE = "no_code"
     SYNTAX_ERROR = "syntax_error"
+    COMPILE_ERROR = "compile_error"
     RUNTIME_ERROR = "runtime_error"
     TIMEOUT = "timeout"
     MEMORY_LIMIT = "memory_limit"
@@ -134,6 +137,7 @@ class _Batch:
 
     requests: list[ExecRequest] = dataclasses.field(default_factory=list)
     index: dict[Any, int] = dataclasses.field(default_factory=dict)
+    builds: dict[str, Build] = dataclasses.field(default_factory=dict)  # by Builder.key, for this batch
 
 
 def _cut(text: str) -> str:
@@ -168,6 +172,8 @@ class Grader:
             never hit it: only failing cases spend it.
         details: fill each verdict's ``cases`` with per-test details (input, expected,
             actual, error, each cut to ``details_chars``).
+        builder: builds programs in compiled languages, once per unique source (default: a
+            :class:`~rewards._build.Builder` with its default compile limits and cache).
 
     Raises:
         ValueError: ``wall_factor`` < 1, ``wall_slack_s`` < 0 or ``failing_time_budget`` <= 0.
@@ -176,7 +182,7 @@ class Grader:
     def __init__(self, pool: Any, default_limits: Limits | None = None, *, wall_factor: float = 3.0,
                  wall_slack_s: float = 2.0, stop_at_first_failure: bool = False,
                  failing_time_budget: float | None = None, details: bool = False,
-                 details_chars: int = 200) -> None:
+                 details_chars: int = 200, builder: Builder | None = None) -> None:
         if not wall_factor >= 1.0:
             raise ValueError(f"wall_factor must be >= 1 (the backstop sits above the time limit), got {wall_factor!r}")
         if not wall_slack_s >= 0.0:
@@ -188,6 +194,7 @@ class Grader:
         self.stop_rule = StopRule(stop_at_first_failure, failing_time_budget)
         self.details = details
         self.details_chars = details_chars
+        self.builder = builder or Builder()
 
     # ------------------------------------------------------------------ public
     def grade(self, problem: Problem, completion: Any) -> Verdict:
@@ -213,7 +220,8 @@ class Grader:
         Raises:
             TypeError: an item's problem is not a :class:`Problem`.
         """
-        batch = _Batch()
+        items = list(items)
+        batch = _Batch(builds=self._build(items))
         submit = getattr(self.pool, "submit", None)
         if submit is None:
             plans = [self._plan(problem, completion, batch) for problem, completion in items]
@@ -244,6 +252,21 @@ class Grader:
         broken = ExecResult(status=Status.SANDBOX_ERROR, error=f"pool failed: {failure}")
         results += [broken] * (len(batch.requests) - len(results))
         return [plan.verdict if plan.verdict is not None else self._judge(plan, results) for plan in plans]
+
+    def _build(self, items: list[tuple[Problem, Any]]) -> dict[str, Build]:
+        """Build the batch's programs in compiled languages, each unique source once (a
+        build first: no test of a sample can run before its program is built)."""
+        wanted = []
+        for problem, completion in items:
+            found = self._extract(problem, completion) if isinstance(problem, Problem) else None
+            if found is not None and found[1].name != "python":
+                wanted.append((found[1], problem.program_for(found[0])))
+        return self.builder.build_all(self._map, wanted) if wanted else {}
+
+    @staticmethod
+    def _extract(problem: Problem, completion: Any) -> tuple[str, Any] | None:
+        found = extract_program(completion, problem.entry_point or "", problem.allowed_languages, problem.language)
+        return None if found is None else (found[0], find_language(found[1]))
 
     def _map(self, requests: list[ExecRequest]) -> Sequence[ExecResult]:
         if not requests:
@@ -284,11 +307,15 @@ class Grader:
             raise TypeError(f"grade items must be (Problem, completion) pairs, got a {type(problem).__name__}")
         plan = _Plan(problem=problem)
         total = problem.tests.count
-        code = extract_code(completion, problem.entry_point or "")
-        if code is None:
-            plan.verdict = Verdict(False, Outcome.NO_CODE, 0, total, "no code found in the completion")
+        found = self._extract(problem, completion)
+        if found is None:
+            langs = problem.allowed_languages
+            plan.verdict = Verdict(False, Outcome.NO_CODE, 0, total, "no code found in the completion" + (
+                "" if langs == ("python",) else f" (in {', '.join(langs)})"))
             return plan
-        program = problem.program_for(code)
+        program = problem.program_for(found[0])
+        if found[1].name != "python":
+            return self._plan_built(plan, program, found[1], batch)
         compiled, error = _compiled(program)
         if error is not None:
             plan.verdict = Verdict(False, Outcome.SYNTAX_ERROR, 0, total, _cut(error))
@@ -318,6 +345,30 @@ class Grader:
             key = ("call", program, problem.setup_code, tests.fn_name,
                    tuple(repr((c.args, c.kwargs)) for c in tests.cases), limits)
         plan.request_ids.append(add(key, lambda: build_request(problem, program, limits, compiled)))
+        return plan
+
+    def _plan_built(self, plan: _Plan, program: str, lang: Any, batch: _Batch) -> _Plan:
+        """A stdio sample in a built language: one run of its build per case."""
+        problem, total = plan.problem, plan.problem.tests.count
+        build = batch.builds.get(self.builder.key(lang, program))
+        if build is None or build.ok is None:
+            why = build.error if build is not None else "the program was not built"
+            plan.verdict = Verdict(None, Outcome.SANDBOX_ERROR, 0, total, _cut(f"build: {why}"), 0.0,
+                                   Status.SANDBOX_ERROR)
+            return plan
+        if not build.ok:
+            plan.verdict = Verdict(False, Outcome.COMPILE_ERROR, 0, total, _cut(build.error), build.wall_s)
+            return plan
+        assert isinstance(problem.tests, StdioTests)  # other kinds allow Python only (Problem checks)
+        limits = self._limits(problem)
+        plan.limit_s = limits.effective_cpu_s
+        requests, index = batch.requests, batch.index
+        for case in problem.tests.cases:
+            key = ("built", lang.name, program, case.stdin, limits)
+            if key not in index:
+                index[key] = len(requests)
+                requests.append(build.run_request(case.stdin, limits))
+            plan.request_ids.append(index[key])
         return plan
 
     # ------------------------------------------------------------------ judging
@@ -354,7 +405,7 @@ class Grader:
             return Verdict(None, Outcome.SANDBOX_ERROR, passed, total, "cases were skipped without a failure", wall,
                            Status.SANDBOX_ERROR)
         i, res = fail
-        why = _wrong_output(res.stdout, tests.cases[i].stdout) if res.status is Status.OK else _exec_why(res, None)
+        why = wrong_output(res.stdout, tests.cases[i].stdout, tests.whitespace) if res.status is Status.OK else run_why(res)
         outcome = Outcome.FAILED if res.status is Status.OK else _STATUS_OUTCOME.get(res.status, Outcome.RUNTIME_ERROR)
         stopped = f"; {cut.reason}" if cut.reason else ""
         return Verdict(False, outcome, passed, total, _cut(f"case {i}: {why}{stopped}"), wall, res.status,
@@ -414,7 +465,7 @@ class Grader:
         if res.status is not Status.OK:
             # The program (or the run) ended by a limit or a crash: that is the outcome.
             outcome = _STATUS_OUTCOME.get(res.status, Outcome.RUNTIME_ERROR)
-            why = _exec_why(res, report)
+            why = run_why(res, report.load_error)
             return Verdict(False, outcome, passed, total, _cut(why), wall, res.status)
         if not report.done:
             # No final record: the tester did not finish (it crashed, or the program ended the run).
@@ -433,28 +484,3 @@ class Grader:
                    "died": Outcome.RUNTIME_ERROR}.get(kind, Outcome.FAILED)
         why = report.errors.get(first) or ("wrong return value" if isinstance(tests, CallTests) else "failed")
         return Verdict(False, outcome, passed, total, _cut(f"test {first}: {why}"), wall, res.status)
-
-
-def _exec_why(res: ExecResult, report: RunnerReport | None) -> str:
-    """Why a run that did not end OK ended, for the verdict's error excerpt."""
-    if res.status is Status.TIMEOUT:
-        if res.timeout_by == "wall":
-            return "wall-clock backstop reached (the program slept or blocked)"
-        return "CPU time limit exceeded"
-    tail = res.stderr.strip()[-300:]
-    return (report.load_error if report is not None else None) or res.error or tail or res.status.value
-
-
-_EXCERPT = 80
-
-
-def _wrong_output(actual: str, expected: str) -> str:
-    """The first line where stdout differs from the expected output, both cut short."""
-    got = actual.replace("\r\n", "\n").split("\n")
-    want = expected.replace("\r\n", "\n").split("\n")
-    for n in range(max(len(got), len(want))):
-        g = got[n] if n < len(got) else "<no line>"
-        w = want[n] if n < len(want) else "<no line>"
-        if g.split() != w.split():
-            return f"wrong answer at line {n + 1}: expected {w[:_EXCERPT]!r}, got {g[:_EXCERPT]!r}"
-    return "wrong answer"

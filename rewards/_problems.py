@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any, Literal, Union
 
 from ._errors import ProblemFormatError
+from ._languages import find_language, language_names
 
 __all__ = [
     "AssertTests",
@@ -36,7 +37,8 @@ __all__ = [
 ]
 
 CompletionMode = Literal["continue", "program"]
-Whitespace = Literal["tolerant", "exact"]
+Whitespace = Literal["tolerant", "exact", "tokens"]
+WHITESPACE_MODES = ("tolerant", "exact", "tokens")
 
 
 @dataclass(frozen=True)
@@ -68,7 +70,9 @@ class StdioTests:
             ``1e-3``) matches a number within this absolute/relative tolerance; an expected
             integer token (``-12``, ``1000000007``) always needs equal text.
         whitespace: ``"tolerant"`` compares token lists line by line (trailing blank lines
-            ignored); ``"exact"`` compares the text byte for byte (after newline normalisation).
+            ignored); ``"tokens"`` compares the whole output's tokens, any whitespace (newlines
+            included) separating them, as Codeforces' default checker does; ``"exact"``
+            compares the text byte for byte (after newline normalisation).
     """
 
     cases: tuple[StdioCase, ...]
@@ -127,6 +131,12 @@ class Problem:
         time_limit_s: wall-clock limit of one run; ``None`` = the grader's default.
         memory_mb: memory limit of one run; ``None`` = the grader's default.
         source: where the problem came from (``"humaneval"``, ``"mbpp"``, ``"native"``...).
+        language: the language of the prompt and of untagged code (a canonical name of
+            :data:`rewards.LANGUAGES`: ``python``, ``c``, ``cpp``, ``java``, ``javascript``, ``go``,
+            ``rust``, ``bash``).
+        languages: the languages a solution may be written in (named by its fenced block's
+            tag); ``None``: every language for stdio tests, ``language`` for the others
+            (assert and call tests run in Python).
     """
 
     task_id: str
@@ -138,14 +148,32 @@ class Problem:
     time_limit_s: float | None = None
     memory_mb: int | None = None
     source: str = "native"
+    language: str = "python"
+    languages: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
+        known = language_names()
+        for name in (self.language, *(self.languages or ())):
+            if name not in known:
+                raise ValueError(f"Problem {self.task_id!r}: unknown language {name!r}; languages: {', '.join(known)}")
+        if not isinstance(self.tests, StdioTests) and {self.language, *(self.languages or ())} != {"python"}:
+            raise ValueError(f"Problem {self.task_id!r}: {type(self.tests).__name__} run in Python; "
+                             "other languages need stdio tests")
+        if self.languages is not None and not self.languages:
+            raise ValueError(f"Problem {self.task_id!r}: languages must name at least one language (or be null)")
         if self.completion_mode not in ("continue", "program"):
             raise ValueError(f"Problem.completion_mode must be 'continue' or 'program', got {self.completion_mode!r}")
         if self.completion_mode == "continue" and self.prompt is None:
             raise ValueError("Problem.completion_mode 'continue' needs a prompt to continue")
         if self.tests.count == 0:
             raise ValueError(f"Problem {self.task_id!r} has no tests")
+
+    @property
+    def allowed_languages(self) -> tuple[str, ...]:
+        """The languages a solution may be in (see ``languages``)."""
+        if self.languages is not None:
+            return self.languages
+        return language_names() if isinstance(self.tests, StdioTests) else (self.language,)
 
     def program_for(self, code: str) -> str:
         """The program text for a solution: ``prompt + code`` in continue mode, else ``code``."""
@@ -158,7 +186,7 @@ class Problem:
 
 _PROBLEM_KEYS = {
     "task_id", "prompt", "completion_mode", "setup_code", "tests", "entry_point",
-    "time_limit_s", "memory_mb", "source",
+    "time_limit_s", "memory_mb", "source", "language", "languages",
 }
 
 
@@ -242,8 +270,8 @@ def _parse_tests(ctx: _Ctx, raw: Any) -> Tests:
             _check_keys(ctx, case, {"stdin", "stdout"}, prefix)
             cases.append(StdioCase(stdin=_req_str(ctx, case, "stdin", prefix), stdout=_req_str(ctx, case, "stdout", prefix)))
         ws = raw.get("whitespace", "tolerant")
-        if ws not in ("tolerant", "exact"):
-            raise ctx.error("tests.whitespace", f"must be 'tolerant' or 'exact', got {ws!r}")
+        if ws not in WHITESPACE_MODES:
+            raise ctx.error("tests.whitespace", f"must be one of {', '.join(WHITESPACE_MODES)}, got {ws!r}")
         return StdioTests(cases=tuple(cases), float_tol=_opt_tol(ctx, raw, "float_tol", "tests."), whitespace=ws)
     if kind == "call":
         _check_keys(ctx, raw, {"kind", "fn_name", "cases", "float_tol"}, "tests.")
@@ -313,10 +341,26 @@ def problem_from_dict(obj: Any, file: str = "<memory>", line: int = 0) -> Proble
     source = obj.get("source", "native")
     if not isinstance(source, str):
         raise ctx.error("source", f"must be a string, got {_type_name(source)}")
-    return Problem(
-        task_id=task_id, tests=tests, prompt=prompt, completion_mode=mode, setup_code=setup,
-        entry_point=entry, time_limit_s=float(tl) if tl is not None else None, memory_mb=mem, source=source,
-    )
+    language = _language(ctx, obj.get("language", "python"), "language")
+    langs = obj.get("languages")
+    if langs is not None and not (isinstance(langs, list) and langs):
+        raise ctx.error("languages", f"must be a non-empty list of language names or null, got {langs!r}")
+    languages = None if langs is None else tuple(_language(ctx, v, f"languages[{i}]") for i, v in enumerate(langs))
+    try:
+        return Problem(
+            task_id=task_id, tests=tests, prompt=prompt, completion_mode=mode, setup_code=setup,
+            entry_point=entry, time_limit_s=float(tl) if tl is not None else None, memory_mb=mem, source=source,
+            language=language, languages=languages,
+        )
+    except ValueError as exc:
+        raise ctx.error("languages", str(exc)) from None
+
+
+def _language(ctx: _Ctx, value: Any, key: str) -> str:
+    lang = find_language(value) if isinstance(value, str) else None
+    if lang is None:
+        raise ctx.error(key, f"must be a language name ({', '.join(language_names())}), got {value!r}")
+    return lang.name
 
 
 def parse_native_line(text: str, file: str, line: int) -> Problem:
@@ -351,4 +395,8 @@ def problem_to_dict(problem: Problem) -> dict[str, Any]:
         out["time_limit_s"] = problem.time_limit_s
     if problem.memory_mb is not None:
         out["memory_mb"] = problem.memory_mb
+    if problem.language != "python":
+        out["language"] = problem.language
+    if problem.languages is not None:
+        out["languages"] = list(problem.languages)
     return out

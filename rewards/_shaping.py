@@ -40,7 +40,8 @@ class RewardConfig:
     pass_bonus: float = _setting("reward of a full pass ('binary', 'weighted'); > 0", 1.0)
     fraction_weight: float = _setting("weight of the share of tests passed ('weighted'); >= 0", 0.1)
     no_code_penalty: float = _setting("reward when the completion holds no code ('weighted'); <= 0", -0.2)
-    syntax_error_penalty: float = _setting("reward when the code does not compile ('weighted'); <= 0", -0.1)
+    syntax_error_penalty: float = _setting("reward when the code does not compile, a syntax or a compile error "
+                                           "('weighted'); <= 0", -0.1)
 
     def __post_init__(self) -> None:
         def fail(name: str, rule: str) -> RewardConfigError:
@@ -84,6 +85,6 @@ def compute_reward(verdict: Verdict, cfg: RewardConfig | None = None) -> float |
         return float(fraction)
     if verdict.outcome == "no_code":
         return float(cfg.no_code_penalty)
-    if verdict.outcome == "syntax_error":
+    if verdict.outcome in ("syntax_error", "compile_error"):
         return float(cfg.syntax_error_penalty)
     return float(cfg.pass_bonus) * (1.0 if verdict.passed else 0.0) + float(cfg.fraction_weight) * fraction

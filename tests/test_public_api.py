@@ -30,6 +30,7 @@ PUBLIC = {
         "min_memory_mb", "resolve_packages",
     ],
     rewards: [
+        "COMPILE_LIMITS", "LANGUAGES", "Build", "Builder", "Language", "extract_program", "find_language", "language_names",
         "AssertTests", "CallCase", "CallTests", "CaseResult", "DATASETS", "FORMATS", "Grader", "Outcome", "Problem", "ProblemFormatError",
         "ProblemSet", "RestrictedUnpickler", "RewardConfig", "RewardConfigError", "RewardsError",
         "StdioCase", "StdioTests", "Tests", "Verdict", "compute_reward", "data_path", "excerpt", "extract_code", "load_problems",

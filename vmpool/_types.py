@@ -104,7 +104,7 @@ class Limits:
             return float(self.cpu_s)
         return float(int(-(-self.wall_s // 1)) + 1)
 
-    def to_wire(self) -> dict[str, float | int]:
+    def to_wire(self) -> dict[str, float | int | str]:
         return {
             "wall_s": self.wall_s,
             "cpu_s": self.effective_cpu_s,

@@ -456,7 +456,9 @@ def _classify(exit_code, sig, cpu: float, limits: dict, stderr: str) -> str:
     if sig in (signal.SIGXCPU,) or (sig == signal.SIGKILL and cpu >= float(limits["cpu_s"]) - 0.05):
         return "timeout"
     tail = stderr[-2000:]
-    if exit_code == MEMORY_EXIT or (exit_code != 0 and ("MemoryError" in tail or "Cannot allocate memory" in tail)):
+    # Python's MemoryError (the JVM's OutOfMemoryError too), a C allocation refused, C++'s bad_alloc, Go's and Node's words.
+    if exit_code == MEMORY_EXIT or (exit_code != 0 and any(
+            w in tail for w in ("MemoryError", "Cannot allocate memory", "std::bad_alloc", "out of memory"))):
         return "memory_limit"
     if sig is not None and "out of memory" in tail.lower():
         return "memory_limit"
