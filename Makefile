@@ -14,8 +14,9 @@ VERL   ?= verl==0.9.1
 
 deps: $(STAMP)
 
-$(STAMP): pyproject.toml .ci/install-system.sh
+$(STAMP): pyproject.toml .ci/install-system.sh .ci/prepare-toolchains.sh
 	bash .ci/install-system.sh
+	bash .ci/prepare-toolchains.sh
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --disable-pip-version-check "$(TORCH)"
 	$(BIN)/python -m pip install -q --disable-pip-version-check -e '.[all]'

@@ -20,7 +20,6 @@ the wall clock is only a backstop at ``wall_factor * limit + wall_slack_s``.
 from __future__ import annotations
 
 import dataclasses
-import enum
 import logging
 import types
 from collections.abc import Iterable, Sequence
@@ -39,87 +38,11 @@ from ._problems import AssertTests, CallTests, Problem, StdioTests
 from ._runner import RunnerReport, build_request, compile_program, parse_report
 from ._schedule import CaseWatch, StopRule, case_passed, stdio_cutoff
 from ._shaping import RewardConfig, compute_reward
+from ._verdict import STATUS_OUTCOME, CaseResult, Outcome, Verdict, cut
 
 __all__ = ["Outcome", "Verdict", "Grader"]
 
 logger = logging.getLogger(__name__)
-
-_ERROR_CHARS = 500
-
-
-class Outcome(str, enum.Enum):
-    """Why a sample got its verdict."""
-
-    PASSED = "passed"
-    FAILED = "failed"
-    NO_CODE = "no_code"
-    SYNTAX_ERROR = "syntax_error"
-    COMPILE_ERROR = "compile_error"
-    RUNTIME_ERROR = "runtime_error"
-    TIMEOUT = "timeout"
-    MEMORY_LIMIT = "memory_limit"
-    OUTPUT_LIMIT = "output_limit"
-    SANDBOX_KILLED = "sandbox_killed"
-    SANDBOX_ERROR = "sandbox_error"
-
-
-_STATUS_OUTCOME = {
-    Status.RUNTIME_ERROR: Outcome.RUNTIME_ERROR,
-    Status.TIMEOUT: Outcome.TIMEOUT,
-    Status.MEMORY_LIMIT: Outcome.MEMORY_LIMIT,
-    Status.OUTPUT_LIMIT: Outcome.OUTPUT_LIMIT,
-    Status.SANDBOX_KILLED: Outcome.SANDBOX_KILLED,
-    Status.SANDBOX_ERROR: Outcome.SANDBOX_ERROR,
-}
-
-
-@dataclass(frozen=True)
-class CaseResult:
-    """How one test (a stdio case, an assert, a call) went, for a verdict's details.
-
-    Attributes:
-        index: the test's position.
-        passed: whether it passed.
-        status: ``passed``, ``failed``, ``error``, ``timeout``... or ``not_run`` (skipped by
-            the stop rule, or the run ended before it).
-        input: the case's stdin or the call's arguments (cut short).
-        expected / actual: the expected and the produced output or value (cut short).
-        error: what went wrong (the stderr tail, the exception line).
-    """
-
-    index: int
-    passed: bool
-    status: str
-    input: str = ""
-    expected: str = ""
-    actual: str = ""
-    error: str = ""
-
-
-@dataclass(frozen=True)
-class Verdict:
-    """The grade of one (problem, completion) sample.
-
-    Attributes:
-        passed: True/False, or ``None`` for an infrastructure failure (never a 0 reward).
-        outcome: why (see :class:`Outcome`).
-        tests_passed: tests that passed (partial results count where the run was cut short).
-        tests_total: tests of the problem.
-        error: short excerpt (<= 500 chars) explaining a failure.
-        wall_s: sandbox wall time spent on this sample.
-        exec_status: sandbox status of the deciding run (``None`` when nothing ran).
-        cases: per-test details, when the grader was asked for them (``Grader(details=True)``).
-    """
-
-    passed: bool | None
-    outcome: Outcome
-    tests_passed: int
-    tests_total: int
-    error: str = ""
-    wall_s: float = 0.0
-    exec_status: Status | None = None
-    cases: tuple[CaseResult, ...] = ()
-
 
 @dataclass
 class _Plan:
@@ -138,10 +61,6 @@ class _Batch:
     requests: list[ExecRequest] = dataclasses.field(default_factory=list)
     index: dict[Any, int] = dataclasses.field(default_factory=dict)
     builds: dict[str, Build] = dataclasses.field(default_factory=dict)  # by Builder.key, for this batch
-
-
-def _cut(text: str) -> str:
-    return excerpt(text, _ERROR_CHARS)
 
 
 def _compiled(program: str) -> tuple[types.CodeType | None, str | None]:
@@ -318,7 +237,7 @@ class Grader:
             return self._plan_built(plan, program, found[1], batch)
         compiled, error = _compiled(program)
         if error is not None:
-            plan.verdict = Verdict(False, Outcome.SYNTAX_ERROR, 0, total, _cut(error))
+            plan.verdict = Verdict(False, Outcome.SYNTAX_ERROR, 0, total, cut(error))
             return plan
         limits = self._limits(problem)
         plan.limit_s = limits.effective_cpu_s
@@ -353,11 +272,11 @@ class Grader:
         build = batch.builds.get(self.builder.key(lang, program))
         if build is None or build.ok is None:
             why = build.error if build is not None else "the program was not built"
-            plan.verdict = Verdict(None, Outcome.SANDBOX_ERROR, 0, total, _cut(f"build: {why}"), 0.0,
+            plan.verdict = Verdict(None, Outcome.SANDBOX_ERROR, 0, total, cut(f"build: {why}"), 0.0,
                                    Status.SANDBOX_ERROR)
             return plan
         if not build.ok:
-            plan.verdict = Verdict(False, Outcome.COMPILE_ERROR, 0, total, _cut(build.error), build.wall_s)
+            plan.verdict = Verdict(False, Outcome.COMPILE_ERROR, 0, total, cut(build.error), build.wall_s)
             return plan
         assert isinstance(problem.tests, StdioTests)  # other kinds allow Python only (Problem checks)
         limits = self._limits(problem)
@@ -382,33 +301,33 @@ class Grader:
         run = runs[0]
         assert run is not None  # only stdio cases are ever cancelled
         if run.status is Status.SANDBOX_ERROR:
-            return Verdict(None, Outcome.SANDBOX_ERROR, 0, total, _cut(run.error or "sandbox error"), run.wall_s,
+            return Verdict(None, Outcome.SANDBOX_ERROR, 0, total, cut(run.error or "sandbox error"), run.wall_s,
                            Status.SANDBOX_ERROR)
         return self._judge_runner(tests, run, run.wall_s)
 
     def _judge_stdio(self, tests: StdioTests, runs: list[ExecResult | None], limit_s: float) -> Verdict:
-        cut = stdio_cutoff(tests, runs, limit_s, self.stop_rule)
-        counted = [r for r in runs[: cut.last + 1] if r is not None]
+        stop = stdio_cutoff(tests, runs, limit_s, self.stop_rule)
+        counted = [r for r in runs[: stop.last + 1] if r is not None]
         wall = sum(r.wall_s for r in runs if r is not None)
         total = len(tests.cases)
         broken = next((r for r in counted if r.status is Status.SANDBOX_ERROR), None)
-        if broken is not None or cut.reason == "not run":
+        if broken is not None or stop.reason == "not run":
             # Infrastructure: a case could not run (a missing result before any stop is a bug of ours).
             why = broken.error if broken is not None else "a test case was not run"
-            return Verdict(None, Outcome.SANDBOX_ERROR, 0, total, _cut(why or "sandbox error"), wall,
+            return Verdict(None, Outcome.SANDBOX_ERROR, 0, total, cut(why or "sandbox error"), wall,
                            Status.SANDBOX_ERROR)
         passed = sum(1 for i, r in enumerate(counted) if case_passed(tests, i, r))
         fail = next(((i, r) for i, r in enumerate(counted) if not case_passed(tests, i, r)), None)
-        if fail is None and cut.last == total - 1:
+        if fail is None and stop.last == total - 1:
             return Verdict(True, Outcome.PASSED, passed, total, "", wall, Status.OK, self._stdio_cases(tests, counted))
         if fail is None:  # cannot happen: a cutoff is always at a failed case
             return Verdict(None, Outcome.SANDBOX_ERROR, passed, total, "cases were skipped without a failure", wall,
                            Status.SANDBOX_ERROR)
         i, res = fail
         why = wrong_output(res.stdout, tests.cases[i].stdout, tests.whitespace) if res.status is Status.OK else run_why(res)
-        outcome = Outcome.FAILED if res.status is Status.OK else _STATUS_OUTCOME.get(res.status, Outcome.RUNTIME_ERROR)
-        stopped = f"; {cut.reason}" if cut.reason else ""
-        return Verdict(False, outcome, passed, total, _cut(f"case {i}: {why}{stopped}"), wall, res.status,
+        outcome = Outcome.FAILED if res.status is Status.OK else STATUS_OUTCOME.get(res.status, Outcome.RUNTIME_ERROR)
+        stopped = f"; {stop.reason}" if stop.reason else ""
+        return Verdict(False, outcome, passed, total, cut(f"case {i}: {why}{stopped}"), wall, res.status,
                        self._stdio_cases(tests, counted))
 
     def _stdio_cases(self, tests: StdioTests, counted: list[ExecResult]) -> tuple[CaseResult, ...]:
@@ -464,18 +383,18 @@ class Grader:
         passed = sum(1 for f in flags if f)
         if res.status is not Status.OK:
             # The program (or the run) ended by a limit or a crash: that is the outcome.
-            outcome = _STATUS_OUTCOME.get(res.status, Outcome.RUNTIME_ERROR)
+            outcome = STATUS_OUTCOME.get(res.status, Outcome.RUNTIME_ERROR)
             why = run_why(res, report.load_error)
-            return Verdict(False, outcome, passed, total, _cut(why), wall, res.status)
+            return Verdict(False, outcome, passed, total, cut(why), wall, res.status)
         if not report.done:
             # No final record: the tester did not finish (it crashed, or the program ended the run).
             comp = res.companion
             why = report.load_error or (comp.stderr.strip()[-300:] if comp and comp.stderr.strip() else "") \
                 or "the tests did not finish"
-            return Verdict(False, Outcome.RUNTIME_ERROR, passed, total, _cut(why), wall, res.status)
+            return Verdict(False, Outcome.RUNTIME_ERROR, passed, total, cut(why), wall, res.status)
         if report.load_error:
             outcome = Outcome.MEMORY_LIMIT if report.load_error.startswith("MemoryError") else Outcome.RUNTIME_ERROR
-            return Verdict(False, outcome, 0, total, _cut(report.load_error), wall, res.status)
+            return Verdict(False, outcome, 0, total, cut(report.load_error), wall, res.status)
         if passed == total:
             return Verdict(True, Outcome.PASSED, passed, total, "", wall, res.status)
         first = next(i for i, f in enumerate(flags) if not f)
@@ -483,4 +402,4 @@ class Grader:
         outcome = {"memory": Outcome.MEMORY_LIMIT, "error": Outcome.RUNTIME_ERROR,
                    "died": Outcome.RUNTIME_ERROR}.get(kind, Outcome.FAILED)
         why = report.errors.get(first) or ("wrong return value" if isinstance(tests, CallTests) else "failed")
-        return Verdict(False, outcome, passed, total, _cut(f"test {first}: {why}"), wall, res.status)
+        return Verdict(False, outcome, passed, total, cut(f"test {first}: {why}"), wall, res.status)

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 from ._errors import RewardConfigError
 
 if TYPE_CHECKING:
-    from ._grade import Verdict
+    from ._verdict import Verdict
 
 __all__ = ["RewardConfig", "compute_reward"]
 
