@@ -1,9 +1,11 @@
 """Build once, run many: each unique (language, source) is built once in a sandbox, its output
 kept in a bounded, content-addressed cache, and every test case runs the same build.
 
-A build runs under its own limits (``compile_limits``: CPU, memory and output, separate from
-the run limits) as the program would: model-written source is compiled in the same sandboxes,
-under the same isolation. How it ended decides the sample before any test runs:
+A build runs under its own limits (the builder's ``compile_limits``, or the ``limits`` a caller
+passes for its builds: CPU, memory and output, separate from the run limits) as the program would:
+model-written source is compiled in the same sandboxes, under the same isolation. The cache key
+holds the limits, so one source built under other limits is built again. How it ended decides the
+sample before any test runs:
 
 * built: the artifact (a binary, a jar; the source itself for Node and Bash, whose build is a
   syntax check) goes to each test's run;
@@ -47,6 +49,11 @@ class Build:
         main: Java's class to start.
         error: the compiler's first lines, or why the build failed.
         cpu_s / wall_s: what the build took.
+        status: how the build's run ended, in vmpool's words (``TIMEOUT``: past its CPU time;
+            a compiler whose own child the ``RLIMIT_CPU`` backstop stopped, as g++'s ``cc1plus``,
+            exits non-zero instead: ``RUNTIME_ERROR`` with ``cpu_s`` at the limit); ``None`` when
+            no build ran (a language without a build command).
+        exit_code: the build command's exit status (``None``: it did not exit, or never ran).
     """
 
     language: Language
@@ -57,6 +64,8 @@ class Build:
     error: str = ""
     cpu_s: float = 0.0
     wall_s: float = 0.0
+    status: Status | None = None
+    exit_code: int | None = None
 
     @property
     def size(self) -> int:
@@ -84,7 +93,8 @@ class Builder:
     """Builds sources in a pool's sandboxes, each unique one once, and keeps the results.
 
     Args:
-        compile_limits: the limits of one build (default :data:`COMPILE_LIMITS`).
+        compile_limits: the limits of one build where :meth:`build_all` is given none (default
+            :data:`COMPILE_LIMITS`).
         max_entries / max_bytes: the cache's bounds (least recently used entries go first).
     """
 
@@ -97,16 +107,18 @@ class Builder:
         self._lock = threading.Lock()
         self.builds_run = 0  # builds that ran in a sandbox (misses), for tests and the benchmark
 
-    def key(self, lang: Language, source: str) -> str:
+    def key(self, lang: Language, source: str, limits: Limits | None = None) -> str:
+        """The cache key of ``source`` built under ``limits`` (default: ``compile_limits``)."""
         digest = hashlib.sha256()
         for part in (lang.name, "\0".join(lang.build), "\0".join(lang.run), source,
-                     repr(sorted(self.compile_limits.to_wire().items()))):
+                     repr(sorted((limits or self.compile_limits).to_wire().items()))):
             digest.update(part.encode("utf-8", "surrogatepass") + b"\0\1")
         return digest.hexdigest()
 
-    def get(self, lang: Language, source: str) -> Build | None:
-        """The cached build of ``source``, or ``None`` when it has not been built (or was evicted)."""
-        key = self.key(lang, source)
+    def get(self, lang: Language, source: str, limits: Limits | None = None) -> Build | None:
+        """The cached build of ``source`` under ``limits`` (default: ``compile_limits``), or
+        ``None`` when it has not been built (or was evicted)."""
+        key = self.key(lang, source, limits)
         with self._lock:
             build = self._cache.get(key)
             if build is not None:
@@ -126,50 +138,52 @@ class Builder:
                 self._bytes -= old.size
 
     def build_all(self, run_map: Callable[[list[ExecRequest]], Sequence[ExecResult]],
-                  sources: Sequence[tuple[Language, str]]) -> dict[str, Build]:
+                  sources: Sequence[tuple[Language, str]], limits: Limits | None = None) -> dict[str, Build]:
         """Build every ``(language, source)`` not cached yet, each unique one once, in one
-        ``run_map`` call (a pool's ``map``); returns the builds by :meth:`key`, cached ones included.
+        ``run_map`` call (a pool's ``map``), under ``limits`` (default: ``compile_limits``);
+        returns the builds by :meth:`key` (with the same ``limits``), cached ones included.
         Infrastructure failures come back as builds with ``ok=None`` (and are not cached)."""
+        limits = limits or self.compile_limits
         out: dict[str, Build] = {}
         todo: dict[str, tuple[Language, str, ExecRequest]] = {}
         for lang, source in sources:
-            key = self.key(lang, source)
+            key = self.key(lang, source, limits)
             if key in out or key in todo:
                 continue
-            cached = self.get(lang, source)
+            cached = self.get(lang, source, limits)
             if cached is not None:
                 out[key] = cached
             elif not lang.build:
                 out[key] = self._remember(key, Build(lang, True, {lang.source_name(source): source.encode()},
                                                      main=lang.main_class(source)))
             else:
-                todo[key] = (lang, source, self._request(lang, source))
+                todo[key] = (lang, source, self._request(lang, source, limits))
         if todo:
             results = run_map([req for _, _, req in todo.values()])
             self.builds_run += len(todo)
             for (key, (lang, source, _)), res in zip(todo.items(), results):
-                out[key] = self._remember(key, self._judge(lang, source, res))
+                out[key] = self._remember(key, self._judge(lang, source, res, limits))
         return out
 
     def _remember(self, key: str, build: Build) -> Build:
         self._put(key, build)
         return build
 
-    def _request(self, lang: Language, source: str) -> ExecRequest:
+    def _request(self, lang: Language, source: str, limits: Limits) -> ExecRequest:
         name = lang.source_name(source)
         command = [arg.format(source=name, main=lang.main_class(source), memory_mb="") for arg in lang.build]
         return ExecRequest(code="", command=command, files={name: source}, env=dict(lang.env),
-                           fetch_files=[lang.artifact] if lang.artifact else [], limits=self.compile_limits)
+                           fetch_files=[lang.artifact] if lang.artifact else [], limits=limits)
 
-    def _judge(self, lang: Language, source: str, res: ExecResult) -> Build:
+    def _judge(self, lang: Language, source: str, res: ExecResult, limits: Limits) -> Build:
         name, main = lang.source_name(source), lang.main_class(source)
         def done(ok: bool | None, files: Mapping[str, bytes] | None = None, executable: tuple[str, ...] = (),
                  error: str = "") -> Build:
-            return Build(lang, ok, files or {}, executable, main, error, res.cpu_s, res.wall_s)
+            return Build(lang, ok, files or {}, executable, main, error, res.cpu_s, res.wall_s, res.status,
+                         res.exit_code)
 
         if res.status is Status.SANDBOX_ERROR:
             return done(None, error=res.error or "no sandbox could run the build")
-        limits = self.compile_limits
         why = {
             Status.TIMEOUT: f"the build ran past its limit ({limits.effective_cpu_s:g} s of CPU)",
             Status.MEMORY_LIMIT: f"the build ran out of memory ({limits.memory_mb} MiB)",
