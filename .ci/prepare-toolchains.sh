@@ -6,6 +6,7 @@
 #              rewards' Rust builds pass)
 #   go-cache/  a Go build cache holding testify and its dependencies (HumanEval-X's Go tests):
 #              each Go build starts from a copy, so it compiles only the program (0.3 s, not 6 s)
+#   node/      node_modules with js-md5 (one HumanEval-X JavaScript task requires it; NODE_PATH)
 # Without them, builds still run: a Rust program that uses these crates does not compile, and
 # a Go test build compiles testify itself.
 set -euo pipefail
@@ -13,7 +14,7 @@ DEST=${VMPOOL_TOOLCHAINS:-/usr/local/lib/vmpool-toolchains}
 export PATH=/usr/bin:/bin  # Debian's rustc/cargo/go, whatever else the user has on PATH
 stamp="$DEST/.stamp"
 want="$(dpkg-query -W -f='${Version} ' rustc cargo golang-go golang-github-stretchr-testify-dev \
-        librust-rand-dev librust-regex-dev librust-md5-dev 2>/dev/null || true)v1"
+        librust-rand-dev librust-regex-dev librust-md5-dev npm 2>/dev/null || true)v2"
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
     exit 0
 fi
@@ -76,6 +77,15 @@ EOF
     (cd "$work/go" && GO111MODULE=off GOPATH="$work/gopath:/usr/share/gocode" GOCACHE="$work/go-cache" \
         CGO_ENABLED=0 GOFLAGS=-buildvcs=false go test -c -o warm.test warm_test.go)
     rm -rf "$DEST/go-cache" && cp -r "$work/go-cache" "$DEST/go-cache"
+fi
+if command -v npm >/dev/null; then
+    rm -rf "$DEST/node.new" && mkdir -p "$DEST/node.new"
+    if npm install --silent --no-audit --no-fund --prefix "$DEST/node.new" js-md5@0.8.3 >/dev/null 2>&1; then
+        rm -rf "$DEST/node" && mv "$DEST/node.new" "$DEST/node"
+    else
+        echo "prepare-toolchains: npm could not install js-md5 (no registry?): HumanEval-X JavaScript/162 cannot pass" >&2
+        rm -rf "$DEST/node.new"
+    fi
 fi
 chmod -R a+rX "$DEST"
 echo "$want" > "$stamp"

@@ -2,7 +2,8 @@
 
 Supported formats (``fmt``): ``native`` (see :mod:`rewards._problems`), ``humaneval``,
 ``mbpp`` (sanitized), ``code_contests`` (SandboxFusion rows), ``livecodebench``
-(SandboxFusion rows whose ``test`` is base64(zlib(pickle))). ``auto`` looks at the first
+(SandboxFusion rows whose ``test`` is base64(zlib(pickle))), ``humaneval_x`` (C++, Java,
+JavaScript, Go and Rust rows, each with program tests in its language). ``auto`` looks at the first
 decodable record of the file.
 
 LiveCodeBench pickles are decoded with :class:`RestrictedUnpickler`, which only builds builtin
@@ -31,6 +32,7 @@ from ._problems import (
     CallCase,
     CallTests,
     Problem,
+    ProgramTests,
     StdioCase,
     StdioTests,
     parse_native_line,
@@ -40,7 +42,7 @@ __all__ = ["FORMATS", "ProblemSet", "load_problems", "reference_solutions", "Res
 
 logger = logging.getLogger(__name__)
 
-FORMATS = ("native", "humaneval", "mbpp", "code_contests", "livecodebench")
+FORMATS = ("native", "humaneval", "mbpp", "code_contests", "livecodebench", "humaneval_x")
 
 #: Imports that common harnesses (e.g. LiveCodeBench's) put before call-based solutions.
 LCB_CALL_SETUP = (
@@ -263,11 +265,32 @@ def _livecodebench(obj: dict[str, Any], file: str, line: int) -> Problem:
     return Problem(task_id=task_id, prompt=content, source="livecodebench", tests=StdioTests(cases=tuple(cases)))
 
 
+# HumanEval-X's task id prefixes and the languages they mean.
+HUMANEVAL_X = {"CPP": "cpp", "Java": "java", "JavaScript": "javascript", "Go": "go", "Rust": "rust"}
+
+
+def _humaneval_x(obj: dict[str, Any], file: str, line: int) -> Problem:
+    task_id = _need(obj, "task_id", str, file, line)
+    lang = HUMANEVAL_X.get(task_id.partition("/")[0])
+    if lang is None:
+        raise ProblemFormatError(file, line, "task_id", f"must start with one of {', '.join(HUMANEVAL_X)} and '/', "
+                                 f"got {task_id!r}")
+    prompt = _need(obj, "prompt", str, file, line)
+    test = _need(obj, "test", str, file, line)
+    if lang == "rust":  # the Rust rows' prompt is the docstring alone: the signature is the declaration's
+        prompt += _need(obj, "declaration", str, file, line)
+    elif lang == "go":  # the package clause and the test's imports (testing, testify)
+        test = _need(obj, "test_setup", str, file, line) + test
+    return Problem(task_id=task_id, prompt=prompt, completion_mode="continue", source="humaneval_x", language=lang,
+                   tests=ProgramTests(code=test))
+
+
 _PARSERS: dict[str, Callable[[dict[str, Any], str, int], Problem]] = {
     "humaneval": _humaneval,
     "mbpp": _mbpp,
     "code_contests": _code_contests,
     "livecodebench": _livecodebench,
+    "humaneval_x": _humaneval_x,
 }
 
 
@@ -295,6 +318,8 @@ def _detect(obj: dict[str, Any]) -> str | None:
     keys = set(obj)
     if "tests" in keys and "task_id" in keys:
         return "native"
+    if {"prompt", "test", "declaration", "canonical_solution"} <= keys and "entry_point" not in keys:
+        return "humaneval_x"
     if {"prompt", "test", "entry_point"} <= keys:
         return "humaneval"
     if "test_list" in keys and ("code" in keys or "text" in keys):
@@ -386,7 +411,7 @@ def load_problems(path: str | os.PathLike[str], fmt: str = "auto") -> ProblemSet
 def reference_solutions(path: str | os.PathLike[str], fmt: str = "auto") -> dict[str, str]:
     """Reference solutions where the data has them, keyed like the loaded problems' ``task_id``.
 
-    HumanEval: ``canonical_solution`` (a completion, to append to the prompt); MBPP: ``code``
+    HumanEval and HumanEval-X: ``canonical_solution`` (a completion, to append to the prompt); MBPP: ``code``
     (a whole program); LiveCodeBench rows: ``canonical_solution`` (in the SandboxFusion sample
     this is ``import sys; sys.exit(0)``, a reward-hacking probe that must score 0). Rows that
     cannot be read are skipped (``load_problems`` reports them).
@@ -401,7 +426,7 @@ def reference_solutions(path: str | os.PathLike[str], fmt: str = "auto") -> dict
             continue
         if not isinstance(obj, dict):
             continue
-        if resolved == "humaneval" and isinstance(obj.get("canonical_solution"), str):
+        if resolved in ("humaneval", "humaneval_x") and isinstance(obj.get("canonical_solution"), str):
             out[str(obj.get("task_id"))] = obj["canonical_solution"]
         elif resolved == "mbpp" and isinstance(obj.get("code"), str):
             out[f"MBPP/{obj.get('task_id')}"] = obj["code"]

@@ -85,8 +85,13 @@ class Build:
 
 
 def _first_lines(text: str) -> str:
-    lines = text.strip().splitlines()[:_ERROR_LINES]
-    return "\n".join(lines)[:_ERROR_CHARS]
+    """The compiler's first error and what follows, not the warnings before it (the line
+    before the error too where it introduces it, as g++'s ``In function ...:``)."""
+    lines = text.strip().splitlines()
+    first = next((i for i, line in enumerate(lines) if "error" in line.lower()), 0)
+    if first and lines[first - 1].rstrip().endswith(":"):
+        first -= 1
+    return "\n".join(lines[first:first + _ERROR_LINES])[:_ERROR_CHARS]
 
 
 class Builder:

@@ -12,9 +12,10 @@ DATASETS: dict[str, str] = {
     "mbpp": "mbpp_sanitized.jsonl",
     "code_contests": "code_contests_sample.jsonl",
     "livecodebench": "livecodebench_sample.jsonl",
+    **{f"humaneval_x_{lang}": f"humaneval_x_{lang}.jsonl" for lang in ("cpp", "java", "js", "go", "rust")},
 }
-"""Bundled dataset names and their files: HumanEval (164), MBPP sanitized (427), and samples of
-CodeContests and LiveCodeBench."""
+"""Bundled dataset names and their files: HumanEval (164), MBPP sanitized (427), samples of
+CodeContests and LiveCodeBench, and HumanEval-X (164 in each of C++, Java, JavaScript, Go, Rust)."""
 
 
 def data_path(name: str) -> Path:

@@ -34,7 +34,8 @@ from ._compare import values_equal
 from ._excerpt import excerpt, run_why, wrong_output
 from ._extract import extract_program
 from ._languages import find_language
-from ._problems import AssertTests, CallTests, Problem, StdioTests
+from ._problems import AssertTests, CallTests, Problem, ProgramTests, StdioTests
+from ._program_tests import assemble, judge_program_tests, program_tests_request
 from ._runner import RunnerReport, build_request, compile_program, parse_report
 from ._schedule import CaseWatch, StopRule, case_passed, stdio_cutoff
 from ._shaping import RewardConfig, compute_reward
@@ -52,6 +53,7 @@ class _Plan:
     verdict: Verdict | None = None  # decided on the host (no code, syntax error)
     request_ids: list[int] = dataclasses.field(default_factory=list)
     limit_s: float = 0.0  # the time limit its runs were judged on
+    nonce: str = ""  # program tests: what the test code's end reports
 
 
 @dataclass
@@ -179,8 +181,15 @@ class Grader:
         for problem, completion in items:
             found = self._extract(problem, completion) if isinstance(problem, Problem) else None
             if found is not None and found[1].name != "python":
-                wanted.append((found[1], problem.program_for(found[0])))
+                wanted.append(self._source(problem, found[1], problem.program_for(found[0])))
         return self.builder.build_all(self._map, wanted) if wanted else {}
+
+    @staticmethod
+    def _source(problem: Problem, lang: Any, program: str) -> tuple[Any, str]:
+        """What is built for a sample: its program, or with program tests the test program."""
+        if isinstance(problem.tests, ProgramTests):
+            return lang.for_tests(), assemble(lang, program, problem.tests.code)
+        return lang, program
 
     @staticmethod
     def _extract(problem: Problem, completion: Any) -> tuple[str, Any] | None:
@@ -261,15 +270,17 @@ class Grader:
             key: Any = ("assert", program, problem.setup_code, tests.code, problem.prompt, problem.entry_point,
                         limits)
         else:
+            assert isinstance(tests, CallTests)  # program tests are never Python (Problem checks)
             key = ("call", program, problem.setup_code, tests.fn_name,
                    tuple(repr((c.args, c.kwargs)) for c in tests.cases), limits)
         plan.request_ids.append(add(key, lambda: build_request(problem, program, limits, compiled)))
         return plan
 
     def _plan_built(self, plan: _Plan, program: str, lang: Any, batch: _Batch) -> _Plan:
-        """A stdio sample in a built language: one run of its build per case."""
+        """A sample in a built language: one run of its build per stdio case, or one run of
+        its test program."""
         problem, total = plan.problem, plan.problem.tests.count
-        build = batch.builds.get(self.builder.key(lang, program))
+        build = batch.builds.get(self.builder.key(*self._source(problem, lang, program)))
         if build is None or build.ok is None:
             why = build.error if build is not None else "the program was not built"
             plan.verdict = Verdict(None, Outcome.SANDBOX_ERROR, 0, total, cut(f"build: {why}"), 0.0,
@@ -278,10 +289,15 @@ class Grader:
         if not build.ok:
             plan.verdict = Verdict(False, Outcome.COMPILE_ERROR, 0, total, cut(build.error), build.wall_s)
             return plan
-        assert isinstance(problem.tests, StdioTests)  # other kinds allow Python only (Problem checks)
         limits = self._limits(problem)
         plan.limit_s = limits.effective_cpu_s
         requests, index = batch.requests, batch.index
+        if isinstance(problem.tests, ProgramTests):  # one run, never shared: its nonce is its own
+            req, plan.nonce = program_tests_request(build, limits)
+            plan.request_ids.append(len(requests))
+            requests.append(req)
+            return plan
+        assert isinstance(problem.tests, StdioTests)  # assert and call tests allow Python only (Problem checks)
         for case in problem.tests.cases:
             key = ("built", lang.name, program, case.stdin, limits)
             if key not in index:
@@ -300,6 +316,8 @@ class Grader:
             return self._judge_stdio(tests, runs, plan.limit_s)
         run = runs[0]
         assert run is not None  # only stdio cases are ever cancelled
+        if isinstance(tests, ProgramTests):
+            return judge_program_tests(run, plan.nonce)
         if run.status is Status.SANDBOX_ERROR:
             return Verdict(None, Outcome.SANDBOX_ERROR, 0, total, cut(run.error or "sandbox error"), run.wall_s,
                            Status.SANDBOX_ERROR)

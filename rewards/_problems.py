@@ -1,11 +1,13 @@
 """Problems and their tests: the data model and the native JSONL schema.
 
-A :class:`Problem` carries exactly one test suite of one of three kinds:
+A :class:`Problem` carries exactly one test suite of one of four kinds:
 
 * :class:`AssertTests` - test code (HumanEval/MBPP style) that must run next to the program;
-* :class:`StdioTests` - stdin in, stdout compared outside the sandbox;
+* :class:`StdioTests` - stdin in, stdout compared outside the sandbox (any language);
 * :class:`CallTests` - a function called with JSON arguments, its JSON return value
-  compared outside the sandbox.
+  compared outside the sandbox;
+* :class:`ProgramTests` - test code in the problem's language built into the program
+  (HumanEval-X).
 
 The native schema is JSONL, one problem per line, with exactly the keys of :class:`Problem`
 (``tests`` holds a ``kind`` plus that kind's fields). Parsing is strict: unknown keys and
@@ -29,6 +31,7 @@ __all__ = [
     "StdioTests",
     "CallCase",
     "CallTests",
+    "ProgramTests",
     "Tests",
     "Problem",
     "problem_from_dict",
@@ -113,7 +116,27 @@ class CallTests:
         return len(self.cases)
 
 
-Tests = Union[AssertTests, StdioTests, CallTests]
+@dataclass(frozen=True)
+class ProgramTests:
+    """Test code in the problem's language (not Python), built into one program after the
+    solution and run once (HumanEval-X's form); one test, passed when the program exits cleanly
+    after the test code ran to its end (see :mod:`rewards._program_tests`, and its limit: the
+    tests share the program's process).
+
+    Args:
+        code: the test code (C/C++: a ``main``; Java: ``public class Main``; JavaScript:
+            statements; Go: ``Test*`` functions and their imports; Rust: a ``#[cfg(test)]``
+            module).
+    """
+
+    code: str
+
+    @property
+    def count(self) -> int:
+        return 1
+
+
+Tests = Union[AssertTests, StdioTests, CallTests, ProgramTests]
 
 
 @dataclass(frozen=True)
@@ -136,7 +159,7 @@ class Problem:
             ``rust``, ``bash``).
         languages: the languages a solution may be written in (named by its fenced block's
             tag); ``None``: every language for stdio tests, ``language`` for the others
-            (assert and call tests run in Python).
+            (assert and call tests run in Python; program tests in ``language``, never Python).
     """
 
     task_id: str
@@ -156,9 +179,13 @@ class Problem:
         for name in (self.language, *(self.languages or ())):
             if name not in known:
                 raise ValueError(f"Problem {self.task_id!r}: unknown language {name!r}; languages: {', '.join(known)}")
-        if not isinstance(self.tests, StdioTests) and {self.language, *(self.languages or ())} != {"python"}:
+        if isinstance(self.tests, ProgramTests):
+            if self.language == "python" or set(self.languages or ()) - {self.language}:
+                raise ValueError(f"Problem {self.task_id!r}: program tests are in the problem's language, which "
+                                 "is not python (Python's own tests are assert tests)")
+        elif not isinstance(self.tests, StdioTests) and {self.language, *(self.languages or ())} != {"python"}:
             raise ValueError(f"Problem {self.task_id!r}: {type(self.tests).__name__} run in Python; "
-                             "other languages need stdio tests")
+                             "other languages need stdio or program tests")
         if self.languages is not None and not self.languages:
             raise ValueError(f"Problem {self.task_id!r}: languages must name at least one language (or be null)")
         if self.completion_mode not in ("continue", "program"):
@@ -297,7 +324,10 @@ def _parse_tests(ctx: _Ctx, raw: Any) -> Tests:
                 raise ctx.error(prefix + "expected", "is required")
             calls.append(CallCase(args=tuple(args), kwargs=dict(kwargs), expected=case["expected"]))
         return CallTests(fn_name=fn_name, cases=tuple(calls), float_tol=_opt_tol(ctx, raw, "float_tol", "tests."))
-    raise ctx.error("tests.kind", f"must be 'assert', 'stdio' or 'call', got {kind!r}")
+    if kind == "program":
+        _check_keys(ctx, raw, {"kind", "code"}, "tests.")
+        return ProgramTests(code=_req_str(ctx, raw, "code", "tests.", allow_empty=False))
+    raise ctx.error("tests.kind", f"must be 'assert', 'stdio', 'call' or 'program', got {kind!r}")
 
 
 def problem_from_dict(obj: Any, file: str = "<memory>", line: int = 0) -> Problem:
@@ -380,6 +410,8 @@ def problem_to_dict(problem: Problem) -> dict[str, Any]:
     elif isinstance(tests, StdioTests):
         t = {"kind": "stdio", "cases": [{"stdin": c.stdin, "stdout": c.stdout} for c in tests.cases],
              "float_tol": tests.float_tol, "whitespace": tests.whitespace}
+    elif isinstance(tests, ProgramTests):
+        t = {"kind": "program", "code": tests.code}
     else:
         t = {"kind": "call", "fn_name": tests.fn_name, "float_tol": tests.float_tol,
              "cases": [{"args": list(c.args), "kwargs": dict(c.kwargs), "expected": c.expected} for c in tests.cases]}
