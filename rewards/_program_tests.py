@@ -121,7 +121,8 @@ _GO_HELPERS = ("math", "sort", "strings", "strconv", "fmt", "bytes", "regexp", "
 
 def _go_imports(text: str) -> tuple[dict[str, str], str]:
     """The import specs of ``text`` (path -> alias) and ``text`` without its import decls."""
-    specs = {path: alias or "" for m in _GO_IMPORTS.finditer(text) for alias, path in _GO_SPEC.findall(m.group(0))}
+    specs = {path: alias or "" for m in _GO_IMPORTS.finditer(text)
+             for alias, path in _GO_SPEC.findall(m.group(0)[len("import"):])}
     return specs, _GO_IMPORTS.sub("", text)
 
 
