@@ -24,10 +24,12 @@ $(STAMP): pyproject.toml .ci/install-system.sh .ci/prepare-toolchains.sh
 	touch $(STAMP)
 
 ## run the whole test suite (slow, ray and microvm markers included); the microvm tests
-## need the guest image, built here when missing (a no-op when cached); then the namespace
-## tests once more as an ordinary user (.ci/unprivileged.sh)
+## need the guest images (the default one, and the one with the languages' toolchains), built
+## here when missing (a no-op when cached); then the namespace tests once more as an ordinary
+## user (.ci/unprivileged.sh)
 test: deps
 	$(BIN)/python -m harness image build --config configs/image.yaml
+	$(BIN)/python -m harness image build --config configs/image-languages.yaml
 	$(BIN)/python -m pytest -q
 	bash .ci/unprivileged.sh
 

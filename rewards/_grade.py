@@ -30,10 +30,11 @@ from typing import Any
 from vmpool import ExecRequest, ExecResult, Limits, Status, VmpoolError
 
 from ._build import Build, Builder
+from ._checker import CheckerVerdict, checker_request, judge_checker
 from ._compare import values_equal
 from ._excerpt import excerpt, run_why, wrong_output
 from ._extract import extract_program
-from ._languages import find_language
+from ._languages import find_language, language
 from ._problems import AssertTests, CallTests, Problem, ProgramTests, StdioTests
 from ._program_tests import assemble, judge_program_tests, program_tests_request
 from ._runner import RunnerReport, build_request, compile_program, parse_report
@@ -54,6 +55,7 @@ class _Plan:
     request_ids: list[int] = dataclasses.field(default_factory=list)
     limit_s: float = 0.0  # the time limit its runs were judged on
     nonce: str = ""  # program tests: what the test code's end reports
+    checks: dict[int, CheckerVerdict] = dataclasses.field(default_factory=dict)  # by case, with a checker
 
 
 @dataclass
@@ -147,6 +149,7 @@ class Grader:
         if submit is None:
             plans = [self._plan(problem, completion, batch) for problem, completion in items]
             results_all = self._map(batch.requests)
+            self._check(plans, results_all, batch)
             return [plan.verdict if plan.verdict is not None else self._judge(plan, results_all) for plan in plans]
         watch = CaseWatch(submit, self.stop_rule)
         plans = []
@@ -160,7 +163,8 @@ class Grader:
                 except VmpoolError as exc:  # the pool closed under us: what is left is infrastructure
                     failure = exc
                     logger.error("the pool failed after %d of the batch's requests: %s", len(watch.futures), exc)
-            if failure is None and isinstance(problem.tests, StdioTests) and plan.request_ids:
+            if failure is None and isinstance(problem.tests, StdioTests) and problem.tests.checker is None \
+                    and plan.request_ids:
                 watch.watch(problem.tests, plan.request_ids, plan.limit_s)
         results: list[ExecResult | None] = []
         for future in watch.futures:
@@ -172,6 +176,7 @@ class Grader:
                 results.append(ExecResult(status=Status.SANDBOX_ERROR, error=f"pool failed: {exc}"))
         broken = ExecResult(status=Status.SANDBOX_ERROR, error=f"pool failed: {failure}")
         results += [broken] * (len(batch.requests) - len(results))
+        self._check(plans, results, batch)
         return [plan.verdict if plan.verdict is not None else self._judge(plan, results) for plan in plans]
 
     def _build(self, items: list[tuple[Problem, Any]]) -> dict[str, Build]:
@@ -182,7 +187,33 @@ class Grader:
             found = self._extract(problem, completion) if isinstance(problem, Problem) else None
             if found is not None and found[1].name != "python":
                 wanted.append(self._source(problem, found[1], problem.program_for(found[0])))
+            checker = getattr(problem.tests, "checker", None) if found is not None else None
+            if checker is not None:
+                wanted.append((language(checker.language), checker.source))
         return self.builder.build_all(self._map, wanted) if wanted else {}
+
+    def _check(self, plans: list[_Plan], results: Sequence[ExecResult | None], batch: _Batch) -> None:
+        """Run the checkers of the batch's checked stdio cases (those whose run ended cleanly
+        with all of its output), each on the case's input, output and answer."""
+        todo: list[tuple[_Plan, int]] = []
+        requests: list[ExecRequest] = []
+        for plan in plans:
+            tests = plan.problem.tests
+            if plan.verdict is not None or not isinstance(tests, StdioTests) or tests.checker is None:
+                continue
+            checker = batch.builds.get(self.builder.key(language(tests.checker.language), tests.checker.source))
+            if checker is None or not checker.ok:
+                why = checker.error if checker is not None else "it was not built"
+                plan.verdict = Verdict(None, Outcome.SANDBOX_ERROR, 0, tests.count, cut(f"the checker failed: {why}"),
+                                       0.0, Status.SANDBOX_ERROR)
+                continue
+            for i, rid in enumerate(plan.request_ids):
+                res = results[rid]
+                if res is not None and res.status is Status.OK and not res.stdout_truncated:
+                    todo.append((plan, i))
+                    requests.append(checker_request(checker, tests.cases[i].stdin, res.stdout, tests.cases[i].stdout))
+        for (plan, i), res in zip(todo, self._map(requests)):
+            plan.checks[i] = judge_checker(res)
 
     @staticmethod
     def _source(problem: Problem, lang: Any, program: str) -> tuple[Any, str]:
@@ -313,7 +344,7 @@ class Grader:
         runs = [results[i] for i in plan.request_ids]
         tests = problem.tests
         if isinstance(tests, StdioTests):
-            return self._judge_stdio(tests, runs, plan.limit_s)
+            return self._judge_stdio(tests, runs, plan.limit_s, plan.checks)
         run = runs[0]
         assert run is not None  # only stdio cases are ever cancelled
         if isinstance(tests, ProgramTests):
@@ -323,39 +354,55 @@ class Grader:
                            Status.SANDBOX_ERROR)
         return self._judge_runner(tests, run, run.wall_s)
 
-    def _judge_stdio(self, tests: StdioTests, runs: list[ExecResult | None], limit_s: float) -> Verdict:
-        stop = stdio_cutoff(tests, runs, limit_s, self.stop_rule)
+    def _judge_stdio(self, tests: StdioTests, runs: list[ExecResult | None], limit_s: float,
+                     checks: dict[int, CheckerVerdict]) -> Verdict:
+        def passed_case(i: int, res: ExecResult) -> bool:
+            if tests.checker is None:
+                return case_passed(tests, i, res)
+            return i in checks and checks[i].passed
+
+        stop = stdio_cutoff(tests, runs, limit_s, self.stop_rule, passed_case)
         counted = [r for r in runs[: stop.last + 1] if r is not None]
         wall = sum(r.wall_s for r in runs if r is not None)
         total = len(tests.cases)
         broken = next((r for r in counted if r.status is Status.SANDBOX_ERROR), None)
-        if broken is not None or stop.reason == "not run":
-            # Infrastructure: a case could not run (a missing result before any stop is a bug of ours).
-            why = broken.error if broken is not None else "a test case was not run"
+        failed_checker = next((c for i, c in sorted(checks.items()) if i <= stop.last and c.failed_checker), None)
+        if broken is not None or stop.reason == "not run" or failed_checker is not None:
+            # Infrastructure: a case could not run (a missing result before any stop is a bug of ours), or
+            # the checker could not judge it.
+            why = broken.error if broken is not None else (
+                f"the checker failed: {failed_checker.message}" if failed_checker else "a test case was not run")
             return Verdict(None, Outcome.SANDBOX_ERROR, 0, total, cut(why or "sandbox error"), wall,
                            Status.SANDBOX_ERROR)
-        passed = sum(1 for i, r in enumerate(counted) if case_passed(tests, i, r))
-        fail = next(((i, r) for i, r in enumerate(counted) if not case_passed(tests, i, r)), None)
+        passed = sum(1 for i, r in enumerate(counted) if passed_case(i, r))
+        credit = sum(checks[i].credit for i in range(len(counted)) if i in checks) if tests.checker else None
+        fail = next(((i, r) for i, r in enumerate(counted) if not passed_case(i, r)), None)
+        cases = self._stdio_cases(tests, counted, passed_case)
         if fail is None and stop.last == total - 1:
-            return Verdict(True, Outcome.PASSED, passed, total, "", wall, Status.OK, self._stdio_cases(tests, counted))
+            return Verdict(True, Outcome.PASSED, passed, total, "", wall, Status.OK, cases, credit)
         if fail is None:  # cannot happen: a cutoff is always at a failed case
             return Verdict(None, Outcome.SANDBOX_ERROR, passed, total, "cases were skipped without a failure", wall,
                            Status.SANDBOX_ERROR)
         i, res = fail
-        why = wrong_output(res.stdout, tests.cases[i].stdout, tests.whitespace) if res.status is Status.OK else run_why(res)
+        if res.status is not Status.OK:
+            why = run_why(res)
+        elif i in checks:
+            why = f"the checker said {checks[i].kind.replace('_', ' ')}: {checks[i].message}".rstrip(": ")
+        else:
+            why = wrong_output(res.stdout, tests.cases[i].stdout, tests.whitespace)
         outcome = Outcome.FAILED if res.status is Status.OK else STATUS_OUTCOME.get(res.status, Outcome.RUNTIME_ERROR)
         stopped = f"; {stop.reason}" if stop.reason else ""
-        return Verdict(False, outcome, passed, total, cut(f"case {i}: {why}{stopped}"), wall, res.status,
-                       self._stdio_cases(tests, counted))
+        return Verdict(False, outcome, passed, total, cut(f"case {i}: {why}{stopped}"), wall, res.status, cases, credit)
 
-    def _stdio_cases(self, tests: StdioTests, counted: list[ExecResult]) -> tuple[CaseResult, ...]:
+    def _stdio_cases(self, tests: StdioTests, counted: list[ExecResult],
+                     passed_case: Any) -> tuple[CaseResult, ...]:
         if not self.details:
             return ()
         n = self.details_chars
         out = []
         for i, case in enumerate(tests.cases):
             res = counted[i] if i < len(counted) else None
-            ok = res is not None and case_passed(tests, i, res)
+            ok = res is not None and passed_case(i, res)
             status = "not_run" if res is None else "passed" if ok else (
                 "failed" if res.status is Status.OK else res.status.value)
             out.append(CaseResult(i, ok, status, excerpt(case.stdin, n), excerpt(case.stdout, n),

@@ -21,7 +21,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-__all__ = ["LANGUAGES", "Language", "find_language", "language_names"]
+__all__ = ["LANGUAGES", "Language", "find_language", "language", "language_names"]
 
 
 @dataclass(frozen=True)
@@ -163,3 +163,15 @@ def language_names() -> tuple[str, ...]:
 def find_language(name: str) -> Language | None:
     """The language a name or fenced-block tag means (case-insensitive), or ``None``."""
     return _BY_NAME.get(name.strip().lower())
+
+
+def language(name: str) -> Language:
+    """The language ``name`` means.
+
+    Raises:
+        ValueError: no language has that name (the message lists them).
+    """
+    found = find_language(name)
+    if found is None:
+        raise ValueError(f"unknown language {name!r}; languages: {', '.join(language_names())}")
+    return found

@@ -27,6 +27,7 @@ from ._languages import find_language, language_names
 
 __all__ = [
     "AssertTests",
+    "Checker",
     "StdioCase",
     "StdioTests",
     "CallCase",
@@ -64,6 +65,25 @@ class StdioCase:
 
 
 @dataclass(frozen=True)
+class Checker:
+    """A special judge for stdio cases: a program that decides each case from the files
+    ``input``, ``output`` and ``answer``, by testlib's exit codes (see :mod:`rewards._checker`).
+
+    Args:
+        source: its source code (harness- or dataset-written, never the solution's).
+        language: its language (a name of :data:`rewards.LANGUAGES`).
+    """
+
+    source: str
+    language: str = "cpp"
+
+    def __post_init__(self) -> None:
+        if find_language(self.language) is None:
+            raise ValueError(f"Checker.language: unknown language {self.language!r}; languages: "
+                             f"{', '.join(language_names())}")
+
+
+@dataclass(frozen=True)
 class StdioTests:
     """Run the program once per case with ``stdin``; compare its stdout outside the sandbox.
 
@@ -76,11 +96,14 @@ class StdioTests:
             ignored); ``"tokens"`` compares the whole output's tokens, any whitespace (newlines
             included) separating them, as Codeforces' default checker does; ``"exact"``
             compares the text byte for byte (after newline normalisation).
+        checker: a special judge that decides each case instead of the comparison (then
+            ``float_tol`` and ``whitespace`` are unused).
     """
 
     cases: tuple[StdioCase, ...]
     float_tol: float | None = None
     whitespace: Whitespace = "tolerant"
+    checker: Checker | None = None
 
     @property
     def count(self) -> int:
@@ -285,7 +308,7 @@ def _parse_tests(ctx: _Ctx, raw: Any) -> Tests:
             raise ctx.error("tests.code", "must hold at least one non-empty test unit")
         return AssertTests(code=units)
     if kind == "stdio":
-        _check_keys(ctx, raw, {"kind", "cases", "float_tol", "whitespace"}, "tests.")
+        _check_keys(ctx, raw, {"kind", "cases", "float_tol", "whitespace", "checker"}, "tests.")
         cases_raw = raw.get("cases")
         if not isinstance(cases_raw, list) or not cases_raw:
             raise ctx.error("tests.cases", "must be a non-empty list of {stdin, stdout} objects")
@@ -299,7 +322,8 @@ def _parse_tests(ctx: _Ctx, raw: Any) -> Tests:
         ws = raw.get("whitespace", "tolerant")
         if ws not in WHITESPACE_MODES:
             raise ctx.error("tests.whitespace", f"must be one of {', '.join(WHITESPACE_MODES)}, got {ws!r}")
-        return StdioTests(cases=tuple(cases), float_tol=_opt_tol(ctx, raw, "float_tol", "tests."), whitespace=ws)
+        return StdioTests(cases=tuple(cases), float_tol=_opt_tol(ctx, raw, "float_tol", "tests."), whitespace=ws,
+                          checker=_checker(ctx, raw.get("checker")))
     if kind == "call":
         _check_keys(ctx, raw, {"kind", "fn_name", "cases", "float_tol"}, "tests.")
         fn_name = _req_str(ctx, raw, "fn_name", "tests.", allow_empty=False)
@@ -328,6 +352,16 @@ def _parse_tests(ctx: _Ctx, raw: Any) -> Tests:
         _check_keys(ctx, raw, {"kind", "code"}, "tests.")
         return ProgramTests(code=_req_str(ctx, raw, "code", "tests.", allow_empty=False))
     raise ctx.error("tests.kind", f"must be 'assert', 'stdio', 'call' or 'program', got {kind!r}")
+
+
+def _checker(ctx: _Ctx, raw: Any) -> Checker | None:
+    if raw is None:
+        return None
+    if not isinstance(raw, dict):
+        raise ctx.error("tests.checker", f"must be an object {{source, language}} or null, got {_type_name(raw)}")
+    _check_keys(ctx, raw, {"source", "language"}, "tests.checker.")
+    source = _req_str(ctx, raw, "source", "tests.checker.", allow_empty=False)
+    return Checker(source=source, language=_language(ctx, raw.get("language", "cpp"), "tests.checker.language"))
 
 
 def problem_from_dict(obj: Any, file: str = "<memory>", line: int = 0) -> Problem:
@@ -410,6 +444,8 @@ def problem_to_dict(problem: Problem) -> dict[str, Any]:
     elif isinstance(tests, StdioTests):
         t = {"kind": "stdio", "cases": [{"stdin": c.stdin, "stdout": c.stdout} for c in tests.cases],
              "float_tol": tests.float_tol, "whitespace": tests.whitespace}
+        if tests.checker is not None:
+            t["checker"] = {"source": tests.checker.source, "language": tests.checker.language}
     elif isinstance(tests, ProgramTests):
         t = {"kind": "program", "code": tests.code}
     else:

@@ -66,7 +66,8 @@ def case_passed(tests: StdioTests, index: int, res: ExecResult) -> bool:
         res.stdout, tests.cases[index].stdout, float_tol=tests.float_tol, whitespace=tests.whitespace)
 
 
-def stdio_cutoff(tests: StdioTests, runs: Sequence[ExecResult | None], limit_s: float, rule: StopRule) -> Cutoff:
+def stdio_cutoff(tests: StdioTests, runs: Sequence[ExecResult | None], limit_s: float, rule: StopRule,
+                 passed: Callable[[int, ExecResult], bool] | None = None) -> Cutoff:
     """The cases of a stdio sample that count under ``rule``, read in order.
 
     Args:
@@ -75,16 +76,18 @@ def stdio_cutoff(tests: StdioTests, runs: Sequence[ExecResult | None], limit_s: 
             the cutoff of these same results).
         limit_s: the sample's time limit (one timeout costs this much of the budget).
         rule: the stop rule.
+        passed: whether case ``i`` passed (default :func:`case_passed`; a checker's verdicts).
 
     Returns:
         The :class:`Cutoff`; with a result missing before any stop, the cases up to it.
     """
+    passed = passed or functools.partial(case_passed, tests)
     spent = 0.0
     last = len(runs) - 1
     for i, res in enumerate(runs):
         if res is None:
             return Cutoff(i - 1, "not run")
-        if case_passed(tests, i, res):
+        if passed(i, res):
             continue
         if i == last:
             break

@@ -77,7 +77,8 @@ def compute_reward(verdict: Verdict, cfg: RewardConfig | None = None) -> float |
     if verdict.passed is None:
         return None
     total = verdict.tests_total
-    fraction = (verdict.tests_passed / total) if total > 0 else 0.0
+    earned = verdict.credit if verdict.credit is not None else verdict.tests_passed
+    fraction = (earned / total) if total > 0 else 0.0
     fraction = 1.0 if verdict.passed else min(fraction, 1.0)
     if cfg.kind == "binary":
         return float(cfg.pass_bonus) if verdict.passed else 0.0

@@ -77,6 +77,8 @@ class Verdict:
         wall_s: sandbox wall time spent on this sample.
         exec_status: sandbox status of the deciding run (``None`` when nothing ran).
         cases: per-test details, when the grader was asked for them (``Grader(details=True)``).
+        credit: with a checker, the tests' credits summed (1 per accepted case, a partial
+            case its points); ``None`` otherwise.
     """
 
     passed: bool | None
@@ -87,6 +89,7 @@ class Verdict:
     wall_s: float = 0.0
     exec_status: Status | None = None
     cases: tuple[CaseResult, ...] = ()
+    credit: float | None = None
 
 
 

@@ -31,7 +31,7 @@ PUBLIC = {
     ],
     rewards: [
         "COMPILE_LIMITS", "LANGUAGES", "Build", "Builder", "Language", "extract_program", "find_language", "language_names",
-        "AssertTests", "CallCase", "CallTests", "CaseResult", "DATASETS", "FORMATS", "Grader", "Outcome", "Problem", "ProblemFormatError",
+        "AssertTests", "CallCase", "CallTests", "CaseResult", "Checker", "DATASETS", "FORMATS", "Grader", "Outcome", "Problem", "ProblemFormatError",
         "ProblemSet", "ProgramTests", "RestrictedUnpickler", "RewardConfig", "RewardConfigError", "RewardsError",
         "StdioCase", "StdioTests", "Tests", "Verdict", "compute_reward", "data_path", "excerpt", "extract_code", "load_problems",
         "problem_from_dict", "problem_from_row", "problem_to_dict", "reference_solutions", "restricted_loads", "stdout_matches",

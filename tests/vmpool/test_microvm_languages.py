@@ -105,8 +105,8 @@ def test_the_whole_image_is_unpacked_and_the_toolchains_are_on_path(languages_im
     # An image larger than its guest memory allows still boots, with its last files missing.
     last = _last_file(languages_image[1].initramfs)
     tools = "cc c++ gcc g++ java javac node go rustc bash"
-    res = lang_pool.run(ExecRequest(code="", command=["/bin/sh", "-c", f"test -f /{last} && command -v {tools}"],
-                                    limits=NATIVE))
+    script = f"test -f /{last} && for t in {tools}; do command -v $t || exit 1; done"
+    res = lang_pool.run(ExecRequest(code="", command=["/bin/sh", "-c", script], limits=NATIVE))
     assert res.status is Status.OK, (last, res.stdout, res.stderr)
     assert len(res.stdout.split()) == len(tools.split()), res.stdout
 

@@ -29,14 +29,23 @@ logger = logging.getLogger("vmpool.image")  # one logger for the whole image bui
 _APT_CACHE_DIR: list[str] = []  # where apt keeps its binary package cache (set per build)
 
 
+# apt is told that nothing is installed: the guest gets the package lists' candidates,
+# whatever the host has installed. Else a host package from a source that is no longer
+# listed (nodesource's nodejs, pinned by /etc/apt/preferences.d) is the candidate, with
+# its own dependencies, and apt-get download cannot fetch it.
+_NO_HOST_STATUS = ("-o", "Dir::State::status=/dev/null")
+
+
 def _apt_options() -> list[str]:
-    """Persist apt's binary cache in our cache dir: Debian container images turn it off
-    (``Dir::Cache::pkgcache ""``), and rebuilding it costs each apt call about a second.
-    apt checks it against the package lists itself."""
+    """Ignore the host's installed packages (``_NO_HOST_STATUS``); persist apt's binary cache
+    in our cache dir: Debian container images turn it off (``Dir::Cache::pkgcache ""``), and
+    rebuilding it costs each apt call about a second. apt checks it against the package lists
+    itself."""
     if not _APT_CACHE_DIR:
-        return []
+        return [*_NO_HOST_STATUS]
     d = _APT_CACHE_DIR[0]
-    return ["-o", f"Dir::Cache::pkgcache={d}/pkgcache.bin", "-o", f"Dir::Cache::srcpkgcache={d}/srcpkgcache.bin"]
+    return [*_NO_HOST_STATUS, "-o", f"Dir::Cache::pkgcache={d}/pkgcache.bin",
+            "-o", f"Dir::Cache::srcpkgcache={d}/srcpkgcache.bin"]  # fmt: skip
 
 
 def _run(argv: list[str], cwd: str | None = None, what: str = "") -> str:
@@ -177,7 +186,7 @@ def _apt_state() -> list[Any]:
 def _memo_path(config: ImageConfig) -> Path:
     memo_key = _key_hash({"format": BUILD_FORMAT, "kernel": config.kernel_package, "base": BASE_PACKAGES,
                           "extra": sorted(config.extra_packages), "deny": DENY_DEPENDENCIES,
-                          "apt": _apt_state()})  # fmt: skip
+                          "apt": _apt_state(), "options": _NO_HOST_STATUS})  # fmt: skip
     return Path(config.cache_dir) / ".resolve" / f"{memo_key[:24]}.json"
 
 

@@ -25,7 +25,7 @@ AGENT_PORT = "vmpool.agent"  # name of the virtserialport the guest agent talks 
 
 # Bump when the builder changes what it puts into an image (layout, pruning, ...):
 # it is part of the cache key, so old images are not reused by a new builder.
-BUILD_FORMAT = 3
+BUILD_FORMAT = 4
 
 GUEST_PYTHON = "3.11"
 BASE_PACKAGES = ("busybox-static", "python3.11-minimal", "libpython3.11-minimal", "libpython3.11-stdlib")
@@ -50,6 +50,11 @@ PRUNE = (
     "usr/share/pixmaps", "usr/share/gdb", "usr/share/binfmts", "usr/share/python3/debian_defaults",
     "etc/python3.11/sitecustomize.py", "usr/lib/python3.11/pydoc_data", "usr/lib/python3.11/ensurepip",
     "usr/lib/python3.11/idlelib", "usr/lib/python3.11/turtledemo", "usr/lib/python3.11/lib2to3/tests",
+    # Toolchain files no build reads (configs/image-languages.yaml): the compiled packages of Go's
+    # own commands (138 MiB; a go build imports std, never cmd/), the JDK's jmods (78 MiB, jlink's
+    # input; javac and java read lib/modules) and GCC's LTO debugging tool (30 MiB).
+    "usr/lib/go-1.19/pkg/linux_amd64/cmd", "usr/lib/jvm/java-17-openjdk-amd64/jmods",
+    "usr/bin/x86_64-linux-gnu-lto-dump-12",
 )  # fmt: skip
 _PKG_NAME = re.compile(r"^[a-z0-9][a-z0-9+.-]+$")
 _APT_ENV = {"LC_ALL": "C", "DEBIAN_FRONTEND": "noninteractive"}

@@ -163,17 +163,38 @@ def _install_modules(moddir: Path, root: Path) -> list[str]:
     return order
 
 
+# Program names that Debian's maintainer scripts register with update-alternatives (not run
+# here): link -> the package's own program, made when that program is in the guest. rustc
+# links through cc; graders and users call c++ as often as g++.
+PROGRAM_ALTERNATIVES = {"usr/bin/cc": "gcc", "usr/bin/c++": "g++"}
+
+
 def _link_alternatives(root: Path) -> None:
-    """Stand-in for update-alternatives (maintainer scripts are not run): a shared library
-    shipped in a subdirectory of the multiarch lib dir (libblas3: .../blas/libblas.so.3)
-    gets a link in the lib dir itself, where the dynamic loader looks."""
+    """Stand-in for update-alternatives (maintainer scripts are not run):
+
+    * a shared library shipped in a subdirectory of the multiarch lib dir (libblas3:
+      .../blas/libblas.so.3) gets a link in the lib dir itself, where the dynamic loader looks;
+    * ``PROGRAM_ALTERNATIVES`` (``cc``, ``c++``);
+    * a JDK's tools (``java``, ``javac``...): its ``/usr/lib/jvm/.NAME.jinfo`` lists them
+      (``KIND NAME PATH`` lines, what update-java-alternatives reads); each gets
+      ``/usr/bin/NAME``, else the JDK packages leave no ``java`` on PATH.
+    """
     libdir = root / "usr" / "lib" / "x86_64-linux-gnu"
-    if not libdir.is_dir():
-        return
-    for lib in sorted(libdir.glob("*/lib*.so.*")):
-        link = libdir / lib.name
-        if not link.exists() and not link.is_symlink() and not lib.parent.name.startswith("python"):
-            link.symlink_to(f"{lib.parent.name}/{lib.name}")
+    if libdir.is_dir():
+        for lib in sorted(libdir.glob("*/lib*.so.*")):
+            link = libdir / lib.name
+            if not link.exists() and not link.is_symlink() and not lib.parent.name.startswith("python"):
+                link.symlink_to(f"{lib.parent.name}/{lib.name}")
+    links = {rel: root / "usr" / "bin" / target for rel, target in PROGRAM_ALTERNATIVES.items()}
+    for jinfo in sorted((root / "usr" / "lib" / "jvm").glob(".*.jinfo")):
+        for line in jinfo.read_text(errors="replace").splitlines():
+            parts = line.split()
+            if len(parts) == 3 and parts[2].startswith("/usr/") and "/" not in parts[1]:
+                links.setdefault(f"usr/bin/{parts[1]}", root / parts[2].lstrip("/"))
+    for rel, target in links.items():
+        link = root / rel
+        if (target.exists() or target.is_symlink()) and not link.exists() and not link.is_symlink():
+            link.symlink_to(os.path.relpath(target, link.parent))
 
 
 def _populate(root: Path, modules: list[str]) -> None:
