@@ -16,7 +16,9 @@ suite is a function ``Options -> Report``; a report says whether its checks held
 * ``sessions`` (:mod:`bench.sessions`): warm lease vs cold start, start rate, idle memory,
   a 10-turn episode against ``Pool.run`` per call;
 * ``serve`` (:mod:`bench.serve`): ``harness serve`` through the E2B SDK and verl's client,
-  against the direct vmpool path.
+  against the direct vmpool path;
+* ``languages`` (:mod:`bench.languages`): HumanEval-X per language with and without the build
+  cache, and build once vs build per test case.
 
 They reach the product only through its public names.
 """
@@ -124,6 +126,13 @@ def _serve(options: Options) -> Report:
     return _Formatted(run_serve_bench(live=int(os.environ.get("SERVE_BENCH_LIVE", "1000"))), format_serve_bench)
 
 
+def _languages(options: Options) -> Report:
+    from .languages import format_languages_bench, run_languages_bench
+
+    # 164 programs per language (--repeat is the throughput suite's: ten copies would be 8,200 builds)
+    return _Formatted(run_languages_bench(workers=options.workers or 2), format_languages_bench)
+
+
 def _reliability(options: Options) -> Report:
     from .reliability import format_reliability, run_reliability_bench
 
@@ -138,6 +147,7 @@ SUITES: dict[str, Callable[[Options], Report]] = {
     "reliability": _reliability,
     "sessions": _sessions,
     "serve": _serve,
+    "languages": _languages,
 }
 """Every suite by its ``--suite`` name; each imports its module when it runs."""
 

@@ -127,14 +127,15 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--latency-samples", type=int, default=164, metavar="N",
                    help="programs timed one at a time for the per-program overhead (default 164; 0 skips)")
     b.add_argument("--skip-naive", action="store_true", help="skip the slow python3 -c baseline")
-    b.add_argument("--suite", choices=("throughput", "microvm", "ray", "reliability", "sessions", "serve"),
+    b.add_argument("--suite", choices=("throughput", "microvm", "ray", "reliability", "sessions", "serve", "languages"),
                    default="throughput",
                    help="throughput: sandboxed vs fork vs python3 -c (default); microvm: snapshot clones vs cold "
                         "boots; ray: RayGrader vs the local pool (throughput, GRPO reward latency, 1-2-4 simulated "
                         "nodes); reliability: soak (RELIABILITY_SOAK_N programs, default 2000), faults, hostile "
                         "programs, hacks; sessions: warm lease vs cold start, idle memory, a 10-turn episode; serve: "
                         "harness serve through the E2B SDK and verl's client vs the direct path "
-                        "(SERVE_BENCH_LIVE live sandboxes, default 1000)")
+                        "(SERVE_BENCH_LIVE live sandboxes, default 1000); languages: HumanEval-X in C++, Java, "
+                        "JavaScript, Go, Rust with and without the build cache, build once vs per test case")
     b.add_argument("--json-out", metavar="PATH", help="also write the numbers as JSON")
     _add_pool_options(b)
 

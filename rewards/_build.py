@@ -111,6 +111,7 @@ class Builder:
         self._bytes = 0
         self._lock = threading.Lock()
         self.builds_run = 0  # builds that ran in a sandbox (misses), for tests and the benchmark
+        self.build_cpu_s = 0.0  # the CPU seconds they took
 
     def key(self, lang: Language, source: str, limits: Limits | None = None) -> str:
         """The cache key of ``source`` built under ``limits`` (default: ``compile_limits``)."""
@@ -166,6 +167,7 @@ class Builder:
         if todo:
             results = run_map([req for _, _, req in todo.values()])
             self.builds_run += len(todo)
+            self.build_cpu_s += sum(res.cpu_s for res in results)
             for (key, (lang, source, _)), res in zip(todo.items(), results):
                 out[key] = self._remember(key, self._judge(lang, source, res, limits))
         return out
