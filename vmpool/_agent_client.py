@@ -137,6 +137,7 @@ class AgentSandbox:
             **({"command": list(request.command)} if request.command else {}),
             **({"env": dict(request.env)} if request.env else {}),
             **({"executable": list(request.executable)} if request.executable else {}),
+            **({"interactive": True} if request.interactive else {}),
         }
         comp = request.companion
         if comp is not None:

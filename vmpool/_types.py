@@ -201,6 +201,14 @@ class ExecRequest:
         env: environment variables set for the program on top of the sandbox's own
             (``PATH``, ``HOME``, ``LANG``).
         executable: names among ``files`` written with mode 0755 (a compiled program).
+        interactive: the program talks to its companion over its standard streams (an
+            interactive problem's interactor beside the solution): its stdin and stdout are
+            its end of the companion link (the companion's fd 4) instead of pipes, so what it
+            prints goes to the companion and what it reads comes from it; its fd 3 is the
+            same link, its stderr stays a captured pipe. ``ExecResult.stdout`` is then empty;
+            a program that prints more than the companion reads blocks on the full socket
+            (until the companion ends the run, or the limits do). Needs a ``companion``;
+            ``stdin`` must be empty (data for the exchange goes to the companion).
     """
 
     code: str
@@ -215,6 +223,7 @@ class ExecRequest:
     command: Sequence[str] = ()
     env: Mapping[str, str] = field(default_factory=dict)
     executable: Sequence[str] = ()
+    interactive: bool = False
 
     def __post_init__(self) -> None:
         if not isinstance(self.code, str):
@@ -238,6 +247,13 @@ class ExecRequest:
                 if not isinstance(name, str) or not name or name.startswith("/") or ".." in name.split("/"):
                     raise ValueError(f"ExecRequest.{what}: {name!r} must be a relative path inside the work dir")
         _check_entry("ExecRequest", self.entry, self.cache_code)
+        if self.interactive:
+            if self.companion is None:
+                raise ValueError("ExecRequest.interactive needs a companion (the program's stdin and stdout "
+                                 "are its link to it)")
+            if self.stdin:
+                raise ValueError("ExecRequest.interactive: the program's stdin is the companion link; "
+                                 "leave stdin empty (give the data to the companion)")
 
 
 @dataclass(frozen=True)

@@ -201,16 +201,23 @@ def run_one(req: dict, seq: int, zsock: socket.socket) -> dict:
         _wipe_scratch()
         return {"id": req["id"], "status": "sandbox_error", "infra": True, "error": f"cannot prepare work dir: {exc}"}
 
-    p_out, p_err = os.pipe(), os.pipe()
-    streams = {p_out[0]: _Stream(p_out[0], cap), p_err[0]: _Stream(p_err[0], cap)}
-    stdin = (req.get("stdin") or "").encode()
-    if stdin:
-        p_in = os.pipe()
-        feeders = [_Feeder(p_in[1], stdin)]
-    else:  # nothing to feed: the program reads EOF from /dev/null (no pipe to make and watch)
-        p_in = (os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC), -1)
-        feeders = []
-    theirs = [p_in[0], p_out[1], p_err[1]]  # fds handed to children, closed here once sent
+    # Interactive: the program's stdin and stdout are its end of the companion link (no pipes).
+    interactive = bool(comp and req.get("interactive"))
+    p_err = os.pipe()
+    streams = {p_err[0]: _Stream(p_err[0], cap)}
+    out, feeders = _Stream(-1, cap), []
+    if interactive:
+        p_in = p_out = (-1, -1)
+    else:
+        p_out = os.pipe()
+        out = streams[p_out[0]] = _Stream(p_out[0], cap)
+        stdin = (req.get("stdin") or "").encode()
+        if stdin:
+            p_in = os.pipe()
+            feeders.append(_Feeder(p_in[1], stdin))
+        else:  # nothing to feed: the program reads EOF from /dev/null (no pipe to make and watch)
+            p_in = (os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC), -1)
+    theirs = [fd for fd in (p_in[0], p_out[1], p_err[1]) if fd >= 0]  # handed to children, closed once sent
     tester = None
     if comp:
         tester = _tester_for(comp)
@@ -267,7 +274,8 @@ def run_one(req: dict, seq: int, zsock: socket.socket) -> dict:
             if hasattr(compiled, "co_code"):
                 spec["marshal"] = base64.b64encode(marshal.dumps(compiled)).decode()
     start = time.monotonic()
-    socket.send_fds(zsock, [b"%d " % seq + json.dumps(spec).encode()], [p_in[0], p_out[1], p_err[1], fd3])
+    socket.send_fds(zsock, [b"%d " % seq + json.dumps(spec).encode()],
+                    [fd3, fd3, p_err[1], fd3] if interactive else [p_in[0], p_out[1], p_err[1], fd3])
     pid = _zygote_pid(zsock.recv(64))
     for fd in theirs:
         os.close(fd)
@@ -437,9 +445,9 @@ def run_one(req: dict, seq: int, zsock: socket.socket) -> dict:
         "timeout_by": timeout_by,
         "exit_code": exit_code,
         "signal": sig,
-        "stdout": streams[p_out[0]].text(),
+        "stdout": out.text(),
         "stderr": stderr_text,
-        "stdout_truncated": streams[p_out[0]].truncated,
+        "stdout_truncated": out.truncated,
         "stderr_truncated": streams[p_err[0]].truncated,
         "report": base64.b64encode(bytes(report.buf)).decode(),
         "wall_s": wall,
