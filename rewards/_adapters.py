@@ -20,6 +20,7 @@ import json
 import logging
 import os
 import pickle
+import re
 import warnings
 import zlib
 from collections.abc import Callable, Iterator
@@ -265,6 +266,7 @@ def _livecodebench(obj: dict[str, Any], file: str, line: int) -> Problem:
     return Problem(task_id=task_id, prompt=content, source="livecodebench", tests=StdioTests(cases=tuple(cases)))
 
 
+_C_COMMENTS = re.compile(r"/\*.*?\*/|//[^\n]*", re.DOTALL)
 # HumanEval-X's task id prefixes and the languages they mean.
 HUMANEVAL_X = {"CPP": "cpp", "Java": "java", "JavaScript": "javascript", "Go": "go", "Rust": "rust"}
 
@@ -279,6 +281,8 @@ def _humaneval_x(obj: dict[str, Any], file: str, line: int) -> Problem:
     test = _need(obj, "test", str, file, line)
     if lang == "rust":  # the Rust rows' prompt is the docstring alone: the signature is the declaration's
         prompt += _need(obj, "declaration", str, file, line)
+        if "#[test]" not in _C_COMMENTS.sub("", test):  # Rust/32's tests are commented out: any program passes
+            raise ProblemFormatError(file, line, "test", "has no #[test] outside comments: nothing would be tested")
     elif lang == "go":  # the package clause and the test's imports (testing, testify)
         test = _need(obj, "test_setup", str, file, line) + test
     return Problem(task_id=task_id, prompt=prompt, completion_mode="continue", source="humaneval_x", language=lang,

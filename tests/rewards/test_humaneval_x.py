@@ -31,8 +31,13 @@ SAMPLE = sorted({*range(0, 164, 8), 162, 50, 56, 147})
 def _sample(lang: str) -> tuple[list, dict[str, str]]:
     path = data_path(f"humaneval_x_{lang}")
     problems = load_problems(path)
-    assert not problems.errors and len(problems) == 164
-    return [problems[i] for i in SAMPLE], reference_solutions(path)
+    if lang == "rust":  # Rust/32's tests are commented out: refused at load, with the reason
+        assert len(problems) == 163 and len(problems.errors) == 1 and "no #[test]" in str(problems.errors[0])
+    else:
+        assert not problems.errors and len(problems) == 164
+    by_id = problems.by_id()
+    prefix = problems[0].task_id.split("/")[0]
+    return [by_id[f"{prefix}/{i}"] for i in SAMPLE if f"{prefix}/{i}" in by_id], reference_solutions(path)
 
 
 @pytest.fixture(scope="module")
