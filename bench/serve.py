@@ -26,7 +26,7 @@ from typing import Any
 
 from .sessions import _available_bytes, _p
 
-__all__ = ["ServeBench", "format_serve_bench", "run_serve_bench"]
+__all__ = ["ServeBench", "format_serve_bench", "run_serve_bench", "verl_client"]
 
 TOKEN = "bench-token-0123456789"
 PAUSE_S = 0.3  # between timed creates: each one a client's latency with the warm pools refilled
@@ -59,7 +59,8 @@ class ServeBench:
         return {**asdict(self), "ok": self.ok}
 
 
-def _verl_client() -> Any:
+def verl_client() -> Any:
+    """verl's SandboxFusion client module, loaded from the verl wheel the way verl loads it."""
     path = Path(sysconfig.get_paths()["purelib"]) / "verl/utils/reward_score/sandbox_fusion/utils.py"
     spec = importlib.util.spec_from_file_location("verl_sandbox_fusion_utils", path)
     assert spec is not None and spec.loader is not None
@@ -103,7 +104,7 @@ def run_serve_bench(rounds: int = 30, live: int = 1000, verl_repeat: int = 20) -
             if i >= 2:
                 bench.e2b_s.append(time.perf_counter() - start)
             time.sleep(PAUSE_S)
-        verl = _verl_client()
+        verl = verl_client()
         endpoint = f"{url}/run_code?token={TOKEN}"
         start = time.perf_counter()
         results, meta = verl.check_correctness(endpoint, io, CARDS)

@@ -24,6 +24,7 @@ from rewards import (
     problem_from_dict,
     stdout_matches,
 )
+from tests._sources import COMPILE_ERRORS, SUM_PROGRAMS
 from vmpool import Limits
 
 pytestmark = pytest.mark.skipif(not all(shutil.which(t) for t in ("g++", "javac", "node", "go", "rustc")),
@@ -32,24 +33,7 @@ pytestmark = pytest.mark.skipif(not all(shutil.which(t) for t in ("g++", "javac"
 SUM = Problem(task_id="sum", time_limit_s=2.0, memory_mb=256, tests=StdioTests(cases=tuple(
     StdioCase(f"{n}\n{' '.join(map(str, range(1, n + 1)))}\n", f"{n * (n + 1) // 2}\n") for n in (1, 5, 1000))))
 
-RIGHT = {
-    "c": "#include <stdio.h>\nint main(void){int n; long s=0,x; scanf(\"%d\",&n); while(n--){scanf(\"%ld\",&x); s+=x;}"
-         " printf(\"%ld\\n\", s); return 0;}",
-    "cpp": "#include <bits/stdc++.h>\nint main(){int n; long long s=0,x; std::cin>>n; while(n--){std::cin>>x; s+=x;}"
-           " std::cout<<s<<\"\\n\";}",
-    "java": "import java.util.*;\n// class Decoy { }\npublic class Sum { public static void main(String[] a){"
-            " Scanner sc=new Scanner(System.in); int n=sc.nextInt(); long s=0; for(int i=0;i<n;i++) s+=sc.nextLong();"
-            " System.out.println(s);} }",
-    "javascript": "const d=require('fs').readFileSync(0,'utf8').trim().split(/\\s+/).map(Number); let s=0;"
-                  " for(let i=1;i<=d[0];i++) s+=d[i]; console.log(s);",
-    "go": "package main\nimport \"fmt\"\nfunc main(){ var n int; fmt.Scan(&n); s:=0;"
-          " for i:=0;i<n;i++ { var x int; fmt.Scan(&x); s+=x }; fmt.Println(s) }",
-    "rust": "use std::io::*;\nfn main(){ let mut t=String::new(); stdin().read_to_string(&mut t).unwrap();"
-            " let v:Vec<i64>=t.split_whitespace().map(|x|x.parse().unwrap()).collect();"
-            " let s:i64=v[1..].iter().sum(); println!(\"{}\", s); }",
-    "bash": "read n; read -a xs; s=0; for x in \"${xs[@]}\"; do s=$((s+x)); done; echo $s",
-    "python": "n=int(input()); print(sum(map(int,input().split())))",
-}
+RIGHT = SUM_PROGRAMS
 TAGS = {"c": "c", "cpp": "c++", "java": "java", "javascript": "js", "go": "go", "rust": "rs", "bash": "bash",
         "python": "python"}
 
@@ -88,12 +72,8 @@ def test_each_unique_source_is_built_once_per_batch_and_then_cached(pool) -> Non
 
 
 @pytest.mark.parametrize("lang, code, says", [
-    ("c", "int main(void) { return undefined_name; }", "undefined_name"),
-    ("cpp", "int main() { std::vector<int> v; }", "vector"),
-    ("java", "public class Main { public static void main(String[] a) { int x = \"s\"; } }", "incompatible types"),
+    *COMPILE_ERRORS,
     ("javascript", "function f( { }", "SyntaxError"),
-    ("go", "package main\nfunc main() { x := 1 }", "declared but not used"),
-    ("rust", "fn main() { let x: i32 = \"a\"; }", "mismatched types"),
     ("bash", "if then fi (", "syntax error"),
 ])
 def test_a_compile_error_is_its_own_outcome_with_the_compilers_words(grader: Grader, lang: str, code: str,

@@ -21,35 +21,19 @@ from starlette.applications import Starlette
 from harness.serve import ServeConfig, create_app
 from harness.serve._app import HTTP, LOOP
 from harness.serve._fusion import builder
+from tests._sources import COMPILE_ERRORS, SUM_PROGRAMS
 
 from ._server import TOKEN, running
-from .test_fusion_verl import _verl_client
 
 pytestmark = pytest.mark.skipif(not all(shutil.which(t) for t in ("g++", "javac", "node", "go", "rustc")),
                                 reason="the toolchains are installed by make test (.ci/install-system.sh)")
 
 STDIN, SUM = "3\n1 2 3\n", "6\n"
 # A sum of n numbers in each language, by SandboxFusion's names (c is this service's own).
-PROGRAMS = {
-    "python": "n = int(input()); print(sum(map(int, input().split())))",
-    "python3": "import sys\nprint(sum(map(int, sys.stdin.read().split()[1:])))",
-    "cpp": "#include <bits/stdc++.h>\nint main(){int n; long long s=0,x; std::cin>>n; while(n--){std::cin>>x; s+=x;}"
-           " std::cout<<s<<\"\\n\";}",
-    "c": "#include <stdio.h>\nint main(void){int n; long s=0,x; scanf(\"%d\",&n); while(n--){scanf(\"%ld\",&x); s+=x;}"
-         " printf(\"%ld\\n\", s); return 0;}",
-    "java": "import java.util.*;\npublic class Main { public static void main(String[] a){ Scanner sc=new Scanner(System.in);"
-            " int n=sc.nextInt(); long s=0; for(int i=0;i<n;i++) s+=sc.nextLong(); System.out.println(s);} }",
-    "nodejs": "const d=require('fs').readFileSync(0,'utf8').trim().split(/\\s+/).map(Number); let s=0;"
-              " for(let i=1;i<=d[0];i++) s+=d[i]; console.log(s);",
-    "js": "const d=require('fs').readFileSync(0,'utf8').split(/\\s+/).filter(Boolean).map(Number);"
-          " console.log(d.slice(1).reduce((a,b)=>a+b,0));",
-    "go": "package main\nimport \"fmt\"\nfunc main(){ var n int; fmt.Scan(&n); s:=0;"
-          " for i:=0;i<n;i++ { var x int; fmt.Scan(&x); s+=x }; fmt.Println(s) }",
-    "rust": "use std::io::*;\nfn main(){ let mut t=String::new(); stdin().read_to_string(&mut t).unwrap();"
-            " let v:Vec<i64>=t.split_whitespace().map(|x|x.parse().unwrap()).collect();"
-            " let s:i64=v[1..].iter().sum(); println!(\"{}\", s); }",
-    "bash": "read n; read -a xs; s=0; for x in \"${xs[@]}\"; do s=$((s+x)); done; echo $s",
-}
+# SandboxFusion's names for rewards' languages (c is this service's own).
+PROGRAMS = {**{name: SUM_PROGRAMS[lang] for name, lang in (("python", "python"), ("python3", "python"),
+            ("cpp", "cpp"), ("c", "c"), ("java", "java"), ("nodejs", "javascript"), ("js", "javascript"),
+            ("go", "go"), ("rust", "rust"), ("bash", "bash"))}}
 COMPILED = {"cpp", "c", "java", "go", "rust"}
 
 # LiveCodeBench codeforces/1873_A (the row tests/serve/test_fusion_verl.py scores in Python), in C++.
@@ -59,15 +43,6 @@ CARDS_IO = {"inputs": ["6\nabc\nacb\nbac\nbca\ncab\ncba\n", "1\nbca\n", "2\nabc\
             "outputs": ["YES\nYES\nYES\nNO\nNO\nYES\n", "NO\n", "YES\nYES\n"]}
 
 
-@pytest.fixture(scope="module")
-def url() -> Iterator[str]:
-    with running() as base:
-        yield base
-
-
-@pytest.fixture(scope="module")
-def verl() -> ModuleType:
-    return _verl_client()
 
 
 def _run(url: str, language: str, code: str, **body: object) -> dict:
@@ -90,13 +65,7 @@ def test_each_language_runs_its_program_on_stdin(url: str, language: str) -> Non
         assert reply["compile_result"] is None
 
 
-@pytest.mark.parametrize("language, code, says", [
-    ("cpp", "int main() { std::vector<int> v; }", "vector"),
-    ("c", "int main(void) { return undefined_name; }", "undefined_name"),
-    ("java", "public class Main { public static void main(String[] a) { int x = \"s\"; } }", "incompatible types"),
-    ("go", "package main\nfunc main() { x := 1 }", "not used"),
-    ("rust", "fn main() { let x: i32 = \"a\"; }", "mismatched types"),
-])
+@pytest.mark.parametrize("language, code, says", COMPILE_ERRORS)
 def test_a_compile_error_is_failed_with_the_compilers_words_and_no_run(url: str, language: str, code: str,
                                                                        says: str) -> None:
     reply = _run(url, language, code, stdin=STDIN)

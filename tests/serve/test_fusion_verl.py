@@ -6,11 +6,8 @@ fields and POST /grade."""
 from __future__ import annotations
 
 import base64
-import importlib.util
 import json
-import sysconfig
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 
@@ -47,24 +44,7 @@ MOD_QUERIES = (
     "print('\\n'.join(out))\n")
 
 
-def _verl_client() -> ModuleType:
-    path = Path(sysconfig.get_paths()["purelib"]) / "verl/utils/reward_score/sandbox_fusion/utils.py"
-    spec = importlib.util.spec_from_file_location("verl_sandbox_fusion_utils", path)
-    assert spec is not None and spec.loader is not None, f"verl's client is not installed at {path}"
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
-
-@pytest.fixture(scope="module")
-def url() -> Iterator[str]:
-    with running() as base:
-        yield base
-
-
-@pytest.fixture(scope="module")
-def verl() -> ModuleType:
-    return _verl_client()
 
 
 def _io(task_id: str, path: Path) -> dict[str, list[str]]:
