@@ -30,16 +30,18 @@ from typing import Any
 from vmpool import ExecRequest, ExecResult, Limits, Status, VmpoolError
 
 from ._build import Build, Builder
-from ._checker import CheckerVerdict, checker_request, judge_checker
+from ._checker import checker_request, judge_checker
 from ._compare import values_equal
-from ._excerpt import excerpt, run_why, wrong_output
+from ._excerpt import excerpt, run_why
 from ._extract import extract_program
+from ._interactive import interactive_request, judge_interactive
 from ._languages import find_language, language
 from ._problems import AssertTests, CallTests, Problem, ProgramTests, StdioTests
 from ._program_tests import assemble, judge_program_tests, program_tests_request
 from ._runner import RunnerReport, build_request, compile_program, parse_report
-from ._schedule import CaseWatch, StopRule, case_passed, stdio_cutoff
+from ._schedule import CaseWatch, StopRule
 from ._shaping import RewardConfig, compute_reward
+from ._stdio_judge import Judged, from_checker, from_interactive, judge_stdio
 from ._verdict import STATUS_OUTCOME, CaseResult, Outcome, Verdict, cut
 
 __all__ = ["Outcome", "Verdict", "Grader"]
@@ -55,7 +57,7 @@ class _Plan:
     request_ids: list[int] = dataclasses.field(default_factory=list)
     limit_s: float = 0.0  # the time limit its runs were judged on
     nonce: str = ""  # program tests: what the test code's end reports
-    checks: dict[int, CheckerVerdict] = dataclasses.field(default_factory=dict)  # by case, with a checker
+    checks: dict[int, Judged] = dataclasses.field(default_factory=dict)  # by case, with a checker
 
 
 @dataclass
@@ -163,8 +165,8 @@ class Grader:
                 except VmpoolError as exc:  # the pool closed under us: what is left is infrastructure
                     failure = exc
                     logger.error("the pool failed after %d of the batch's requests: %s", len(watch.futures), exc)
-            if failure is None and isinstance(problem.tests, StdioTests) and problem.tests.checker is None \
-                    and plan.request_ids:
+            if failure is None and isinstance(problem.tests, StdioTests) and plan.request_ids \
+                    and problem.tests.checker is None and problem.tests.interactor is None:
                 watch.watch(problem.tests, plan.request_ids, plan.limit_s)
         results: list[ExecResult | None] = []
         for future in watch.futures:
@@ -185,11 +187,12 @@ class Grader:
         wanted = []
         for problem, completion in items:
             found = self._extract(problem, completion) if isinstance(problem, Problem) else None
-            if found is not None and found[1].name != "python":
+            interactor = getattr(problem.tests, "interactor", None) if found is not None else None
+            if found is not None and (found[1].name != "python" or interactor is not None):
                 wanted.append(self._source(problem, found[1], problem.program_for(found[0])))
-            checker = getattr(problem.tests, "checker", None) if found is not None else None
-            if checker is not None:
-                wanted.append((language(checker.language), checker.source))
+            for judge in (getattr(problem.tests, "checker", None), interactor):
+                if judge is not None and found is not None:
+                    wanted.append((language(judge.language), judge.source))
         return self.builder.build_all(self._map, wanted) if wanted else {}
 
     def _check(self, plans: list[_Plan], results: Sequence[ExecResult | None], batch: _Batch) -> None:
@@ -213,7 +216,7 @@ class Grader:
                     todo.append((plan, i))
                     requests.append(checker_request(checker, tests.cases[i].stdin, res.stdout, tests.cases[i].stdout))
         for (plan, i), res in zip(todo, self._map(requests)):
-            plan.checks[i] = judge_checker(res)
+            plan.checks[i] = from_checker(judge_checker(res))
 
     @staticmethod
     def _source(problem: Problem, lang: Any, program: str) -> tuple[Any, str]:
@@ -279,6 +282,8 @@ class Grader:
         if error is not None:
             plan.verdict = Verdict(False, Outcome.SYNTAX_ERROR, 0, total, cut(error))
             return plan
+        if getattr(problem.tests, "interactor", None) is not None:
+            return self._plan_built(plan, program, found[1], batch)
         limits = self._limits(problem)
         plan.limit_s = limits.effective_cpu_s
 
@@ -308,8 +313,8 @@ class Grader:
         return plan
 
     def _plan_built(self, plan: _Plan, program: str, lang: Any, batch: _Batch) -> _Plan:
-        """A sample in a built language: one run of its build per stdio case, or one run of
-        its test program."""
+        """A sample in a built language (or any, with an interactor): one run of its build per
+        stdio case, or one run of its test program."""
         problem, total = plan.problem, plan.problem.tests.count
         build = batch.builds.get(self.builder.key(*self._source(problem, lang, program)))
         if build is None or build.ok is None:
@@ -329,6 +334,18 @@ class Grader:
             requests.append(req)
             return plan
         assert isinstance(problem.tests, StdioTests)  # assert and call tests allow Python only (Problem checks)
+        judge = problem.tests.interactor
+        if judge is not None:  # one run per case with the interactor beside it, never shared
+            interactor = batch.builds.get(self.builder.key(language(judge.language), judge.source))
+            if interactor is None or not interactor.ok:
+                why = interactor.error if interactor is not None else "it was not built"
+                plan.verdict = Verdict(None, Outcome.SANDBOX_ERROR, 0, total, cut(f"the interactor failed: {why}"),
+                                       0.0, Status.SANDBOX_ERROR)
+                return plan
+            for case in problem.tests.cases:
+                plan.request_ids.append(len(requests))
+                requests.append(interactive_request(interactor, build, case.stdin, limits))
+            return plan
         for case in problem.tests.cases:
             key = ("built", lang.name, program, case.stdin, limits)
             if key not in index:
@@ -344,7 +361,11 @@ class Grader:
         runs = [results[i] for i in plan.request_ids]
         tests = problem.tests
         if isinstance(tests, StdioTests):
-            return self._judge_stdio(tests, runs, plan.limit_s, plan.checks)
+            judged = plan.checks if tests.checker is not None else None
+            if tests.interactor is not None:
+                judged = {i: from_interactive(judge_interactive(r)) for i, r in enumerate(runs) if r is not None}
+            return judge_stdio(tests, runs, plan.limit_s, self.stop_rule, judged,
+                               self.details_chars if self.details else None)
         run = runs[0]
         assert run is not None  # only stdio cases are ever cancelled
         if isinstance(tests, ProgramTests):
@@ -353,62 +374,6 @@ class Grader:
             return Verdict(None, Outcome.SANDBOX_ERROR, 0, total, cut(run.error or "sandbox error"), run.wall_s,
                            Status.SANDBOX_ERROR)
         return self._judge_runner(tests, run, run.wall_s)
-
-    def _judge_stdio(self, tests: StdioTests, runs: list[ExecResult | None], limit_s: float,
-                     checks: dict[int, CheckerVerdict]) -> Verdict:
-        def passed_case(i: int, res: ExecResult) -> bool:
-            if tests.checker is None:
-                return case_passed(tests, i, res)
-            return i in checks and checks[i].passed
-
-        stop = stdio_cutoff(tests, runs, limit_s, self.stop_rule, passed_case)
-        counted = [r for r in runs[: stop.last + 1] if r is not None]
-        wall = sum(r.wall_s for r in runs if r is not None)
-        total = len(tests.cases)
-        broken = next((r for r in counted if r.status is Status.SANDBOX_ERROR), None)
-        failed_checker = next((c for i, c in sorted(checks.items()) if i <= stop.last and c.failed_checker), None)
-        if broken is not None or stop.reason == "not run" or failed_checker is not None:
-            # Infrastructure: a case could not run (a missing result before any stop is a bug of ours), or
-            # the checker could not judge it.
-            why = broken.error if broken is not None else (
-                f"the checker failed: {failed_checker.message}" if failed_checker else "a test case was not run")
-            return Verdict(None, Outcome.SANDBOX_ERROR, 0, total, cut(why or "sandbox error"), wall,
-                           Status.SANDBOX_ERROR)
-        passed = sum(1 for i, r in enumerate(counted) if passed_case(i, r))
-        credit = sum(checks[i].credit for i in range(len(counted)) if i in checks) if tests.checker else None
-        fail = next(((i, r) for i, r in enumerate(counted) if not passed_case(i, r)), None)
-        cases = self._stdio_cases(tests, counted, passed_case)
-        if fail is None and stop.last == total - 1:
-            return Verdict(True, Outcome.PASSED, passed, total, "", wall, Status.OK, cases, credit)
-        if fail is None:  # cannot happen: a cutoff is always at a failed case
-            return Verdict(None, Outcome.SANDBOX_ERROR, passed, total, "cases were skipped without a failure", wall,
-                           Status.SANDBOX_ERROR)
-        i, res = fail
-        if res.status is not Status.OK:
-            why = run_why(res)
-        elif i in checks:
-            why = f"the checker said {checks[i].kind.replace('_', ' ')}: {checks[i].message}".rstrip(": ")
-        else:
-            why = wrong_output(res.stdout, tests.cases[i].stdout, tests.whitespace)
-        outcome = Outcome.FAILED if res.status is Status.OK else STATUS_OUTCOME.get(res.status, Outcome.RUNTIME_ERROR)
-        stopped = f"; {stop.reason}" if stop.reason else ""
-        return Verdict(False, outcome, passed, total, cut(f"case {i}: {why}{stopped}"), wall, res.status, cases, credit)
-
-    def _stdio_cases(self, tests: StdioTests, counted: list[ExecResult],
-                     passed_case: Any) -> tuple[CaseResult, ...]:
-        if not self.details:
-            return ()
-        n = self.details_chars
-        out = []
-        for i, case in enumerate(tests.cases):
-            res = counted[i] if i < len(counted) else None
-            ok = res is not None and passed_case(i, res)
-            status = "not_run" if res is None else "passed" if ok else (
-                "failed" if res.status is Status.OK else res.status.value)
-            out.append(CaseResult(i, ok, status, excerpt(case.stdin, n), excerpt(case.stdout, n),
-                                  excerpt(res.stdout, n) if res else "",
-                                  excerpt(res.stderr.strip(), n) if res and not ok else ""))
-        return tuple(out)
 
     def _judge_runner(self, tests: AssertTests | CallTests, res: ExecResult, wall: float) -> Verdict:
         report = parse_report(res.report, tests.count)

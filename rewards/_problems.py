@@ -66,8 +66,9 @@ class StdioCase:
 
 @dataclass(frozen=True)
 class Checker:
-    """A special judge for stdio cases: a program that decides each case from the files
-    ``input``, ``output`` and ``answer``, by testlib's exit codes (see :mod:`rewards._checker`).
+    """A judge program for stdio cases, by testlib's exit codes: a checker (it decides each case
+    from the files ``input``, ``output`` and ``answer``: :mod:`rewards._checker`) or an
+    interactor (it talks to the solution: :mod:`rewards._interactive`).
 
     Args:
         source: its source code (harness- or dataset-written, never the solution's).
@@ -98,12 +99,21 @@ class StdioTests:
             compares the text byte for byte (after newline normalisation).
         checker: a special judge that decides each case instead of the comparison (then
             ``float_tol`` and ``whitespace`` are unused).
+        interactor: for interactive problems, a judge program that talks to the solution over
+            its stdin and stdout (``interactor input output``, the case's ``stdin`` its input
+            file) and decides by testlib's exit codes (see :mod:`rewards._interactive`); the
+            cases' ``stdout`` is then unused.
     """
 
     cases: tuple[StdioCase, ...]
     float_tol: float | None = None
     whitespace: Whitespace = "tolerant"
     checker: Checker | None = None
+    interactor: Checker | None = None
+
+    def __post_init__(self) -> None:
+        if self.checker is not None and self.interactor is not None:
+            raise ValueError("StdioTests: a checker or an interactor, not both (the interactor decides)")
 
     @property
     def count(self) -> int:
@@ -308,7 +318,7 @@ def _parse_tests(ctx: _Ctx, raw: Any) -> Tests:
             raise ctx.error("tests.code", "must hold at least one non-empty test unit")
         return AssertTests(code=units)
     if kind == "stdio":
-        _check_keys(ctx, raw, {"kind", "cases", "float_tol", "whitespace", "checker"}, "tests.")
+        _check_keys(ctx, raw, {"kind", "cases", "float_tol", "whitespace", "checker", "interactor"}, "tests.")
         cases_raw = raw.get("cases")
         if not isinstance(cases_raw, list) or not cases_raw:
             raise ctx.error("tests.cases", "must be a non-empty list of {stdin, stdout} objects")
@@ -323,7 +333,8 @@ def _parse_tests(ctx: _Ctx, raw: Any) -> Tests:
         if ws not in WHITESPACE_MODES:
             raise ctx.error("tests.whitespace", f"must be one of {', '.join(WHITESPACE_MODES)}, got {ws!r}")
         return StdioTests(cases=tuple(cases), float_tol=_opt_tol(ctx, raw, "float_tol", "tests."), whitespace=ws,
-                          checker=_checker(ctx, raw.get("checker")))
+                          checker=_checker(ctx, raw.get("checker"), "checker"),
+                          interactor=_checker(ctx, raw.get("interactor"), "interactor"))
     if kind == "call":
         _check_keys(ctx, raw, {"kind", "fn_name", "cases", "float_tol"}, "tests.")
         fn_name = _req_str(ctx, raw, "fn_name", "tests.", allow_empty=False)
@@ -354,14 +365,14 @@ def _parse_tests(ctx: _Ctx, raw: Any) -> Tests:
     raise ctx.error("tests.kind", f"must be 'assert', 'stdio', 'call' or 'program', got {kind!r}")
 
 
-def _checker(ctx: _Ctx, raw: Any) -> Checker | None:
+def _checker(ctx: _Ctx, raw: Any, key: str) -> Checker | None:
     if raw is None:
         return None
     if not isinstance(raw, dict):
-        raise ctx.error("tests.checker", f"must be an object {{source, language}} or null, got {_type_name(raw)}")
-    _check_keys(ctx, raw, {"source", "language"}, "tests.checker.")
-    source = _req_str(ctx, raw, "source", "tests.checker.", allow_empty=False)
-    return Checker(source=source, language=_language(ctx, raw.get("language", "cpp"), "tests.checker.language"))
+        raise ctx.error(f"tests.{key}", f"must be an object {{source, language}} or null, got {_type_name(raw)}")
+    _check_keys(ctx, raw, {"source", "language"}, f"tests.{key}.")
+    source = _req_str(ctx, raw, "source", f"tests.{key}.", allow_empty=False)
+    return Checker(source=source, language=_language(ctx, raw.get("language", "cpp"), f"tests.{key}.language"))
 
 
 def problem_from_dict(obj: Any, file: str = "<memory>", line: int = 0) -> Problem:
@@ -444,8 +455,9 @@ def problem_to_dict(problem: Problem) -> dict[str, Any]:
     elif isinstance(tests, StdioTests):
         t = {"kind": "stdio", "cases": [{"stdin": c.stdin, "stdout": c.stdout} for c in tests.cases],
              "float_tol": tests.float_tol, "whitespace": tests.whitespace}
-        if tests.checker is not None:
-            t["checker"] = {"source": tests.checker.source, "language": tests.checker.language}
+        for key, judge in (("checker", tests.checker), ("interactor", tests.interactor)):
+            if judge is not None:
+                t[key] = {"source": judge.source, "language": judge.language}
     elif isinstance(tests, ProgramTests):
         t = {"kind": "program", "code": tests.code}
     else:

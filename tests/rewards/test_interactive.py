@@ -9,7 +9,7 @@ import signal
 
 import pytest
 
-from rewards import find_language
+from rewards import Checker, Grader, Outcome, Problem, StdioCase, StdioTests, find_language
 from rewards._build import Build, Builder
 from rewards._interactive import (
     InteractiveOutcome,
@@ -363,3 +363,32 @@ def test_a_crashed_solution_fails_unless_the_interactor_failed_or_hung_up_first(
     assert judge_interactive(_result(Status.RUNTIME_ERROR, _said(3), exit_code=1)).passed is None
     hung_up = judge_interactive(_result(Status.RUNTIME_ERROR, _said(1), signal=int(signal.SIGPIPE)))
     assert hung_up.outcome is InteractiveOutcome.WRONG_ANSWER
+
+
+# ---------------------------------------------------------------- through the Grader
+GUESS = Problem(task_id="guess", time_limit_s=2.0, tests=StdioTests(
+    cases=(StdioCase("1\n", ""), StdioCase("777\n", ""), StdioCase("1000000000\n", "")),
+    interactor=Checker(INTERACTOR, "cpp")))
+
+
+def test_an_interactive_problem_graded_in_any_language(pool) -> None:
+    grader = Grader(pool)
+    verdicts = grader.grade_batch([(GUESS, f"```cpp\n{CPP_SOLUTION}\n```"), (GUESS, f"```python\n{PY_SOLUTION}\n```"),
+                                   (GUESS, f"```python\n{LINEAR}\n```"), (GUESS, f"```python\n{SLEEPER}\n```"),
+                                   (GUESS, "```python\ndef broken(:\n```")])
+    right_cpp, right_py, linear, sleeper, broken = verdicts
+    assert right_cpp.passed and right_py.passed and right_py.tests_passed == 3, (right_cpp, right_py)
+    assert linear.passed is False and linear.outcome is Outcome.FAILED and "wrong answer" in linear.error
+    assert linear.tests_passed == 1  # the secret 1 is its first guess
+    assert sleeper.passed is False and sleeper.outcome is Outcome.TIMEOUT
+    assert broken.outcome is Outcome.SYNTAX_ERROR
+
+
+def test_a_failing_interactor_voids_the_sample(pool) -> None:
+    broken = Problem(task_id="guess", tests=StdioTests(cases=GUESS.tests.cases[:1],
+                                                       interactor=Checker(BROKEN_INTERACTOR, "cpp")))
+    verdict = Grader(pool).grade(broken, f"```cpp\n{CPP_SOLUTION}\n```")
+    assert verdict.passed is None and verdict.outcome is Outcome.SANDBOX_ERROR and "interactor" in verdict.error
+    unbuilt = Problem(task_id="guess", tests=StdioTests(cases=GUESS.tests.cases[:1],
+                                                        interactor=Checker("int main( {", "cpp")))
+    assert Grader(pool).grade(unbuilt, f"```cpp\n{CPP_SOLUTION}\n```").passed is None
