@@ -78,7 +78,8 @@ class Limits:
     memory_mode: str = _setting(
         "how memory_mb is enforced: 'address_space' (RLIMIT_AS: exact, what Python programs get) or "
         "'resident' (the agent sums the resident memory of every process of the run each poll, 20 ms, "
-        "and kills at the limit; RLIMIT_AS is then only a backstop at 4 x memory_mb + 4 GiB): for "
+        "and kills at the limit; RLIMIT_AS is then only a backstop at 4 x memory_mb + 4 GiB; the CPU "
+        "limit then counts every process of the run too, a compiler's children included): for "
         "runtimes that reserve far more address space than they use (the JVM, Go)", "address_space")
 
     def __post_init__(self) -> None:

@@ -109,3 +109,19 @@ def test_requests_that_make_no_sense_are_refused() -> None:
         ExecRequest(code="", command="ls -l")  # type: ignore[arg-type]
     with pytest.raises(Exception, match="memory_mode"):
         Limits(memory_mode="rss")
+
+
+@needs_cc
+def test_resident_mode_counts_a_compilers_children_against_the_cpu_limit(pool) -> None:
+    # cc1plus does the work under the g++ driver: without counting it, only RLIMIT_CPU (a second
+    # past the limit) would stop it, and the driver would exit 4 ("internal compiler error").
+    heavy = ("constexpr long f(long n) { long s = 0; for (long i = 0; i < n; i++) s += i % 7; return s; }\n"
+             "constexpr long x = f(200000000);\nint main() { return x == 0; }\n")
+    res = pool.run(ExecRequest(code="", command=["g++", "-fconstexpr-loop-limit=2000000000",
+                                                 "-fconstexpr-ops-limit=4000000000000", "-o", "prog", "main.cpp"],
+                               files={"main.cpp": heavy},
+                               limits=Limits(wall_s=30, cpu_s=1.0, memory_mb=1024, memory_mode="resident")))
+    assert res.status is Status.TIMEOUT and res.timeout_by == "cpu", (res.status, res.stderr[-300:])
+    burner = "import os\nfor _ in range(3):\n    if os.fork() == 0:\n        while True: pass\nos.wait()\n"
+    res = pool.run(ExecRequest(code=burner, limits=Limits(wall_s=30, cpu_s=1.0, memory_mode="resident")))
+    assert res.status is Status.TIMEOUT and res.timeout_by == "cpu" and res.wall_s < 10

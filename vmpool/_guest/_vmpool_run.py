@@ -23,7 +23,7 @@ from _vmpool_procs import (
     _cached,
     _run_paths,
 )
-from _vmpool_sweep import _kill_group, _proc_cpu, _resident_bytes, _sweep, _wipe_scratch
+from _vmpool_sweep import _kill_group, _proc_cpu, _run_usage, _sweep, _wipe_scratch
 from _vmpool_tester import _tester_for
 
 # Every status this agent sends. The host's vmpool.Status has each one, plus
@@ -299,7 +299,8 @@ def run_one(req: dict, seq: int, zsock: socket.socket) -> dict:
         sel.add(tester.pidfd, "tester-died")
 
     cpu_limit = float(limits["cpu_s"])
-    # Resident mode: the run's memory is summed at each poll (RLIMIT_AS is only a backstop).
+    # Resident mode: the run's memory (and CPU) is summed over its processes at each poll
+    # (RLIMIT_AS is only a backstop).
     memory_cap = int(limits["memory_mb"]) << 20 if limits.get("memory_mode") == "resident" else 0
     tester_cpu_limit = float(comp["limits"]["cpu_s"]) if comp else 0.0
     deadline = start + float(limits["wall_s"])
@@ -335,13 +336,15 @@ def run_one(req: dict, seq: int, zsock: socket.socket) -> dict:
             break
         if now >= next_poll:
             next_poll = now + CPU_POLL_S
-            if program_exit is None and _proc_cpu(pid) > cpu_limit:
+            # Resident mode looks at every process of the run (their memory, and their CPU too).
+            others_cpu, rss = _run_usage(pid) if memory_cap else (0.0, 0)
+            if program_exit is None and _proc_cpu(pid) + others_cpu > cpu_limit:
                 verdict, timeout_by = "timeout", "cpu"
                 _kill_group(pid)
                 program_killed = True
                 if not comp:
                     break
-            if memory_cap and verdict is None and _resident_bytes() > memory_cap:
+            if memory_cap and verdict is None and rss > memory_cap:
                 verdict = "memory_limit"
                 _kill_group(pid)
                 _sweep(keep=(pid,))  # every process of the run, not only the program's group (the zygote reaps pid)

@@ -37,18 +37,25 @@ def _other_pids(keep=()) -> list:
     return pids
 
 
-def _resident_bytes() -> int:
-    """Resident memory of every process of the run (all but init, the agent, its zygote and
-    the testers: one program runs in a sandbox at a time, and what it started is its own,
-    wherever it moved to), in bytes."""
-    total = 0
+def _run_usage(main: int) -> tuple:
+    """(CPU seconds of the run's live processes but ``main``, with what they reaped; resident
+    bytes of all of them) for every process of the run: all but init, the agent, its zygote and
+    the testers (one program runs in a sandbox at a time, and what it started is its own,
+    wherever it moved to). ``main``'s CPU is :func:`_proc_cpu`'s; a process ``main`` reaped is
+    counted there, so nothing is counted twice. A compiler's own children (g++'s cc1plus)
+    count against the limit while they run, not only once reaped."""
+    cpu, rss = 0.0, 0
     for pid in _other_pids():
         try:
+            if pid != main:
+                with open(f"/proc/{pid}/stat", "rb") as fh:
+                    fields = fh.read().rsplit(b")", 1)[1].split()
+                cpu += sum(int(f) for f in fields[11:15]) / CLK_TCK
             with open(f"/proc/{pid}/statm", "rb") as fh:
-                total += int(fh.read().split()[1]) * PAGE
+                rss += int(fh.read().split()[1]) * PAGE
         except (OSError, IndexError, ValueError):  # gone meanwhile
             pass
-    return total
+    return cpu, rss
 
 
 def _kill_group(pgid: int) -> None:
