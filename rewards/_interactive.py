@@ -21,8 +21,9 @@ runtime error, unless the interactor failed (that voids the test) or the solutio
 SIGPIPE writing to an interactor that had already hung up (the interactor's verdict then).
 
 Limitation: in the ``resident`` memory mode (JVM, Go and Node solutions) vmpool sums the
-resident memory of every process of the run but the companion itself, so the interactor's
-resident memory counts against the solution's limit.
+resident memory and CPU of the run's processes but the companion's; where the sandbox has one
+uid for everything (vmpool's unprivileged fallback) it cannot tell the interactor apart, and the
+interactor's use counts against the solution's limits there.
 """
 
 from __future__ import annotations

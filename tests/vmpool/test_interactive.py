@@ -66,7 +66,7 @@ def test_a_program_that_never_answers_ends_at_the_wall_backstop(pool) -> None:
 def test_the_program_can_still_print_normally_once_not_interactive(pool) -> None:
     # The same companion, not interactive: stdout is a pipe again, the link is fd 3 only.
     tester = "import os\nos.write(3, os.read(4, 10))\n"
-    program = "import os\nprint('hello')\nos.write(3, b'hi')\n"
+    program = "import os\nprint('hello', flush=True)\nos.write(3, b'hi')\n"  # flushed: the companion's end ends the run
     res = pool.run(ExecRequest(code=program, limits=FAST, companion=Companion(code=tester)))
     assert res.status is Status.OK and res.stdout == "hello\n" and res.report == b"hi", res
 

@@ -8,7 +8,7 @@ import signal
 import stat
 import time
 
-from _vmpool_procs import _PRIV, _TESTERS, SCRATCH_DIRS
+from _vmpool_procs import _PRIV, _TESTERS, SCRATCH_DIRS, TESTER_UID
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 PF_KTHREAD = 0x00200000
@@ -43,10 +43,13 @@ def _run_usage(main: int) -> tuple:
     the testers (one program runs in a sandbox at a time, and what it started is its own,
     wherever it moved to). ``main``'s CPU is :func:`_proc_cpu`'s; a process ``main`` reaped is
     counted there, so nothing is counted twice. A compiler's own children (g++'s cc1plus)
-    count against the limit while they run, not only once reaped."""
+    count against the limit while they run, not only once reaped; a companion's (an
+    interactor, as the tester uid) never do, where the sandbox has uids of its own."""
     cpu, rss = 0.0, 0
     for pid in _other_pids():
         try:
+            if _PRIV["on"] and os.stat(f"/proc/{pid}").st_uid == TESTER_UID:
+                continue  # what a companion started (an interactor) is not the program's
             if pid != main:
                 with open(f"/proc/{pid}/stat", "rb") as fh:
                     fields = fh.read().rsplit(b")", 1)[1].split()
