@@ -80,7 +80,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     g = sub.add_parser("grade", help="grade a samples file against problems; write one row per sample")
     g.add_argument("--problems", required=True, metavar="PATH",
-                   help="problems file (native JSONL, HumanEval, MBPP, CodeContests, LiveCodeBench)")
+                   help="problems file (native JSONL, HumanEval, MBPP, CodeContests, LiveCodeBench, HumanEval-X, "
+                        "CodeContests in its own form)")
     g.add_argument("--samples", required=True, metavar="PATH",
                    help='samples JSONL, one {"task_id": ..., "completion": ...} per line; - reads standard input')
     g.add_argument("--out", required=True, metavar="PATH",

@@ -3,7 +3,9 @@
 Supported formats (``fmt``): ``native`` (see :mod:`rewards._problems`), ``humaneval``,
 ``mbpp`` (sanitized), ``code_contests`` (SandboxFusion rows), ``livecodebench``
 (SandboxFusion rows whose ``test`` is base64(zlib(pickle))), ``humaneval_x`` (C++, Java,
-JavaScript, Go and Rust rows, each with program tests in its language). ``auto`` looks at the first
+JavaScript, Go and Rust rows, each with program tests in its language), ``deepmind_code_contests``
+(CodeContests in its own multi-language form: public, private and generated tests, limits, and
+solutions in C++, Python 3 and Java). ``auto`` looks at the first
 decodable record of the file.
 
 LiveCodeBench pickles are decoded with :class:`RestrictedUnpickler`, which only builds builtin
@@ -43,7 +45,7 @@ __all__ = ["FORMATS", "ProblemSet", "load_problems", "reference_solutions", "Res
 
 logger = logging.getLogger(__name__)
 
-FORMATS = ("native", "humaneval", "mbpp", "code_contests", "livecodebench", "humaneval_x")
+FORMATS = ("native", "humaneval", "mbpp", "code_contests", "livecodebench", "humaneval_x", "deepmind_code_contests")
 
 #: Imports that common harnesses (e.g. LiveCodeBench's) put before call-based solutions.
 LCB_CALL_SETUP = (
@@ -289,12 +291,45 @@ def _humaneval_x(obj: dict[str, Any], file: str, line: int) -> Problem:
                    tests=ProgramTests(code=test))
 
 
+# CodeContests' own language codes (its Problem.Solution.Language) that this harness runs.
+CODE_CONTESTS_LANGUAGES = {2: "cpp", 3: "python", 4: "java"}
+
+
+def _cc_tests(obj: dict[str, Any], file: str, line: int) -> list[StdioCase]:
+    cases = []
+    for key in ("public_tests", "private_tests", "generated_tests"):
+        part = obj.get(key) or {}
+        if not isinstance(part, dict) or not isinstance(part.get("input", []), list) \
+                or not isinstance(part.get("output", []), list) or len(part.get("input", [])) != len(part.get("output", [])):
+            raise ProblemFormatError(file, line, key, "must be {input: [...], output: [...]} of equal lengths")
+        for i, (stdin, stdout) in enumerate(zip(part.get("input", []), part.get("output", []))):
+            if not isinstance(stdin, str) or not isinstance(stdout, str):
+                raise ProblemFormatError(file, line, f"{key}[{i}]", "input and output must be strings")
+            cases.append(StdioCase(stdin=stdin, stdout=stdout))
+    return cases
+
+
+def _deepmind_code_contests(obj: dict[str, Any], file: str, line: int) -> Problem:
+    name = _need(obj, "name", str, file, line)
+    cases = _cc_tests(obj, file, line)
+    if not cases:
+        raise ProblemFormatError(file, line, "public_tests", "no test at all (public, private or generated)")
+    limit = obj.get("time_limit") or {}
+    seconds = float(limit.get("seconds") or 0) + float(limit.get("nanos") or 0) / 1e9 if isinstance(limit, dict) else 0
+    memory = obj.get("memory_limit_bytes") or 0
+    memory_mb = int(memory) >> 20 if isinstance(memory, int) and memory >> 20 >= 32 else None
+    return Problem(task_id=f"code_contests/{name}", prompt=_need(obj, "description", str, file, line),
+                   source="code_contests", time_limit_s=seconds or None, memory_mb=memory_mb,
+                   tests=StdioTests(cases=tuple(cases), whitespace="tokens"))
+
+
 _PARSERS: dict[str, Callable[[dict[str, Any], str, int], Problem]] = {
     "humaneval": _humaneval,
     "mbpp": _mbpp,
     "code_contests": _code_contests,
     "livecodebench": _livecodebench,
     "humaneval_x": _humaneval_x,
+    "deepmind_code_contests": _deepmind_code_contests,
 }
 
 
@@ -322,6 +357,8 @@ def _detect(obj: dict[str, Any]) -> str | None:
     keys = set(obj)
     if "tests" in keys and "task_id" in keys:
         return "native"
+    if {"name", "description", "public_tests"} <= keys:
+        return "deepmind_code_contests"
     if {"prompt", "test", "declaration", "canonical_solution"} <= keys and "entry_point" not in keys:
         return "humaneval_x"
     if {"prompt", "test", "entry_point"} <= keys:
@@ -416,7 +453,8 @@ def reference_solutions(path: str | os.PathLike[str], fmt: str = "auto") -> dict
     """Reference solutions where the data has them, keyed like the loaded problems' ``task_id``.
 
     HumanEval and HumanEval-X: ``canonical_solution`` (a completion, to append to the prompt); MBPP: ``code``
-    (a whole program); LiveCodeBench rows: ``canonical_solution`` (in the SandboxFusion sample
+    (a whole program); CodeContests' own rows: the first solution in C++, Python 3 or Java, as a
+    fenced block tagged with its language; LiveCodeBench rows: ``canonical_solution`` (in the SandboxFusion sample
     this is ``import sys; sys.exit(0)``, a reward-hacking probe that must score 0). Rows that
     cannot be read are skipped (``load_problems`` reports them).
     """
@@ -432,6 +470,13 @@ def reference_solutions(path: str | os.PathLike[str], fmt: str = "auto") -> dict
             continue
         if resolved in ("humaneval", "humaneval_x") and isinstance(obj.get("canonical_solution"), str):
             out[str(obj.get("task_id"))] = obj["canonical_solution"]
+        elif resolved == "deepmind_code_contests" and isinstance(obj.get("solutions"), dict):
+            sols = obj["solutions"]
+            for code, text in zip(sols.get("language") or [], sols.get("solution") or []):
+                lang = CODE_CONTESTS_LANGUAGES.get(code)
+                if lang is not None and isinstance(text, str):  # a fenced block: its tag names the language
+                    out[f"code_contests/{obj.get('name')}"] = f"```{lang}\n{text}\n```\n"
+                    break
         elif resolved == "mbpp" and isinstance(obj.get("code"), str):
             out[f"MBPP/{obj.get('task_id')}"] = obj["code"]
         elif resolved == "livecodebench" and isinstance(obj.get("canonical_solution"), str):

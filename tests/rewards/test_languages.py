@@ -190,3 +190,34 @@ def test_no_code_in_an_allowed_language_says_which(grader: Grader) -> None:
     only_rust = Problem(task_id="p", tests=SUM.tests, languages=("rust",))
     verdict = grader.grade(only_rust, fenced("cpp", RIGHT["cpp"]))
     assert verdict.outcome is Outcome.NO_CODE and "rust" in verdict.error
+
+
+def test_codecontests_in_its_own_multi_language_form(grader: Grader, tmp_path) -> None:
+    import json
+
+    from rewards import reference_solutions
+
+    row = {"name": "1000_A. Sum", "description": "Print a + b.", "source": 2, "difficulty": 7,
+           "public_tests": {"input": ["1 2\n"], "output": ["3\n"]},
+           "private_tests": {"input": ["-5 5\n", "1500000000 1500000000\n"], "output": ["0\n", "3000000000\n"]},
+           "generated_tests": {"input": ["7 8\n"], "output": ["15\n"]},
+           "solutions": {"language": [1, 4, 2],
+                         "solution": ["print input()", "import java.util.*;\npublic class Main { public static void "
+                                      "main(String[] a) { Scanner s = new Scanner(System.in); "
+                                      "System.out.println(s.nextLong() + s.nextLong()); } }",
+                                      "#include <cstdio>\nint main(){long a,b; scanf(\"%ld %ld\",&a,&b); "
+                                      "printf(\"%ld\\n\", a+b);}"]},
+           "incorrect_solutions": {"language": [2], "solution": ["#include <cstdio>\nint main(){int a,b; "
+                                                                  "scanf(\"%d %d\",&a,&b); printf(\"%d\\n\", a+b);}"]},
+           "time_limit": {"seconds": 2, "nanos": 500000000}, "memory_limit_bytes": 256 << 20}
+    path = tmp_path / "cc.jsonl"
+    path.write_text(json.dumps(row) + "\n")
+    problem = load_problems(path)[0]
+    assert problem.task_id == "code_contests/1000_A. Sum" and problem.tests.count == 4
+    assert problem.time_limit_s == 2.5 and problem.memory_mb == 256 and problem.tests.whitespace == "tokens"
+    reference = reference_solutions(path)[problem.task_id]
+    assert reference.startswith("```java")  # the first solution in a language run here (Python 2 is not)
+    overflow = f"```cpp\n{row['incorrect_solutions']['solution'][0]}\n```"
+    right, wrong = grader.grade_batch([(problem, reference), (problem, overflow)])
+    assert right.passed and right.tests_passed == 4
+    assert wrong.passed is False and wrong.tests_passed == 3  # int overflows on 3e9
