@@ -11,6 +11,7 @@ exception). ``Problem`` and ``Verdict`` are plain frozen dataclasses and travel 
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import threading
@@ -30,6 +31,7 @@ __all__ = [
     "default_runtime_env",
     "ensure_ray",
     "grader_actor_class",
+    "remote_class",
 ]
 
 logger = logging.getLogger(__name__)
@@ -90,7 +92,13 @@ class GraderActorImpl:
             pass
 
 
-_ACTOR_CLASS: Any = None
+@functools.cache
+def remote_class(cls: type, max_concurrency: int) -> Any:
+    """The ``@ray.remote`` version of ``cls`` (threaded: ``max_concurrency`` calls at once),
+    built once, on first use: ``ray`` is imported only then."""
+    import ray
+
+    return ray.remote(max_concurrency=max_concurrency)(cls)  # type: ignore[call-overload]
 
 
 def grader_actor_class() -> Any:
@@ -99,12 +107,7 @@ def grader_actor_class() -> Any:
     Threaded (``max_concurrency=4``): a chunk is planned while the previous one runs, and
     ``ready``/``stats`` answer while chunks run.
     """
-    global _ACTOR_CLASS
-    if _ACTOR_CLASS is None:
-        import ray
-
-        _ACTOR_CLASS = ray.remote(max_concurrency=4)(GraderActorImpl)  # type: ignore[call-overload]
-    return _ACTOR_CLASS
+    return remote_class(GraderActorImpl, 4)
 
 
 def default_runtime_env() -> dict[str, Any]:

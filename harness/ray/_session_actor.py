@@ -15,6 +15,7 @@ from typing import Any
 
 from vmpool import Session, SessionCheckpoint, SessionConfig, SessionError, SessionPool
 
+from ._actor import remote_class
 from ._sessions import SessionLostError, _NewCheckpoint, _NewSession
 
 __all__ = ["SessionActorImpl", "session_actor_class"]
@@ -223,14 +224,6 @@ class SessionActorImpl:
             pass
 
 
-_ACTOR_CLASS: Any = None
-
-
 def session_actor_class() -> Any:
     """The ``@ray.remote`` version of :class:`SessionActorImpl` (built once, lazily)."""
-    global _ACTOR_CLASS
-    if _ACTOR_CLASS is None:
-        import ray
-
-        _ACTOR_CLASS = ray.remote(max_concurrency=64)(SessionActorImpl)  # type: ignore[call-overload]
-    return _ACTOR_CLASS
+    return remote_class(SessionActorImpl, 64)

@@ -31,7 +31,7 @@ from collections.abc import AsyncIterator, MutableMapping
 from typing import Any
 
 from .._errors import ConfigError
-from ..ray._actor import alive_nodes, default_runtime_env, ensure_ray
+from ..ray._actor import alive_nodes, default_runtime_env, ensure_ray, remote_class
 from ..ray._sessions import lost_errors
 from ._config import ServeConfig
 
@@ -109,16 +109,10 @@ class NodeServiceImpl:
         self.app.state.service.close()
 
 
-_NODE_CLASS: Any = None
-
-
 def node_service_class() -> Any:
-    global _NODE_CLASS
-    if _NODE_CLASS is None:
-        import ray
-
-        _NODE_CLASS = ray.remote(max_concurrency=1000)(NodeServiceImpl)  # type: ignore[call-overload]
-    return _NODE_CLASS
+    """The ``@ray.remote`` version of :class:`NodeServiceImpl` (one request per thread: a
+    streamed reply holds one for as long as its cell runs)."""
+    return remote_class(NodeServiceImpl, 1000)
 
 
 class _Nodes:
