@@ -11,10 +11,13 @@ of the model runs, after capping the branch's processes (``pid_max`` of its pid
 namespace) and forbidding new user namespaces in it (``max_user_namespaces`` = 0).
 
 The supervisor (``session.py``) checks each new branch from outside (``/proc``) before
-it hands it to the host: see ``verify`` there.
+it hands it to the host: see ``verify`` there. It prepares the session sandbox itself once
+with :func:`prepare_sandbox` (and asks :func:`uid_mapped` whether branches get a uid of
+their own).
 """
 
 import ctypes
+import errno
 import os
 import shutil
 import signal
@@ -331,3 +334,31 @@ def shared_mappings():
     """:func:`shared_in` of this process."""
     with open("/proc/self/maps") as fh:
         return shared_in(fh)
+
+
+# ------------------------------------------------------------------ the session sandbox itself
+def uid_mapped(uid):
+    """Whether the sandbox's user namespace maps ``uid`` (a program uid of its own)."""
+    try:
+        with open("/proc/self/uid_map") as fh:
+            for line in fh:
+                inside, _, count = (int(x) for x in line.split())
+                if inside <= uid < inside + count:
+                    return True
+    except (OSError, ValueError):
+        pass
+    return False
+
+
+def prepare_sandbox(opts):
+    """Once, as uid 0 of the sandbox: let branches mount a /proc of their own (the kernel
+    wants every proc mount fully visible: bubblewrap covers two of its directories), and
+    cap the processes of the whole session family."""
+    for path in ("/proc/irq", "/proc/bus"):
+        try:
+            umount(path)
+        except OSError as exc:
+            if exc.errno not in (errno.EINVAL, errno.ENOENT):
+                raise
+    write_proc("/proc/sys/kernel/pid_max", max(PID_MAX_FLOOR, int(opts["family_processes"])))
+    os.makedirs(STAGE, exist_ok=True)  # bubblewrap made it; a microVM's root is writable

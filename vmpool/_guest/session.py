@@ -19,7 +19,6 @@ namespaces and its ``/tmp`` are its own, it holds no capability, no shared mappi
 descriptor but its channel and its own files.
 """
 
-import errno
 import fcntl
 import os
 import select
@@ -448,33 +447,6 @@ class Supervisor:
                     self.on_branch(*conns[fd])
 
 
-def _mapped(uid):
-    """Whether the sandbox's user namespace maps ``uid`` (a program uid of its own)."""
-    try:
-        with open("/proc/self/uid_map") as fh:
-            for line in fh:
-                inside, _, count = (int(x) for x in line.split())
-                if inside <= uid < inside + count:
-                    return True
-    except (OSError, ValueError):
-        pass
-    return False
-
-
-def _prepare_sandbox(opts):
-    """Once, as uid 0 of the sandbox: let branches mount a /proc of their own (the kernel
-    wants every proc mount fully visible: bubblewrap covers two of its directories), and
-    cap the processes of the whole session family."""
-    for path in ("/proc/irq", "/proc/bus"):
-        try:
-            nsb.umount(path)
-        except OSError as exc:
-            if exc.errno not in (errno.EINVAL, errno.ENOENT):
-                raise
-    nsb.write_proc("/proc/sys/kernel/pid_max", max(nsb.PID_MAX_FLOOR, int(opts["family_processes"])))
-    os.makedirs(nsb.STAGE, exist_ok=True)  # bubblewrap made it; a microVM's root is writable
-
-
 def main():
     argv = sys.argv[1:]
     raw = dict(zip(argv[::2], argv[1::2]))
@@ -492,9 +464,9 @@ def main():
     host = Channel(rfd, wfd)
     signal.signal(signal.SIGPIPE, signal.SIG_IGN)
     try:
-        _prepare_sandbox(opts)
+        nsb.prepare_sandbox(opts)
         # Where the sandbox maps a program uid, branches run as it; else everything shares one.
-        ids = (PROGRAM_UID, PROGRAM_UID) if _mapped(PROGRAM_UID) else (os.geteuid(), os.getegid())
+        ids = (PROGRAM_UID, PROGRAM_UID) if nsb.uid_mapped(PROGRAM_UID) else (os.geteuid(), os.getegid())
     except OSError as exc:
         host.send({"ready": False, "error": f"cannot prepare the session sandbox: {exc}"})
         return
