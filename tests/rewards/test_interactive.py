@@ -104,12 +104,14 @@ int main() {
 }
 """
 
-PY_SOLUTION = """
+# Binary search over [1, 1e9]; ``AFTER_ANSWER`` marks where a variant acts on each answer.
+_SEARCH = """
 lo, hi = 1, 10**9
 while lo <= hi:
     mid = (lo + hi) // 2
     print(mid, flush=True)
     r = input().strip()
+    AFTER_ANSWER
     if r == "=":
         break
     if r == "<":
@@ -117,6 +119,7 @@ while lo <= hi:
     else:
         lo = mid + 1
 """
+PY_SOLUTION = _SEARCH.replace("AFTER_ANSWER", "pass")
 
 JS_SOLUTION = """
 const readline = require('readline');
@@ -155,48 +158,39 @@ SPY = r"""
 import os, signal, sys
 def note(what):
     print(what, file=sys.stderr, flush=True)
-lo, hi = 1, 10**9
-first = True
-while lo <= hi:
-    mid = (lo + hi) // 2
-    print(mid, flush=True)
-    r = input().strip()
-    if first:
-        first = False
-        dirs = [d for d in os.listdir("/tmp") if d.startswith("interactor-")]
-        note(f"dirs {len(dirs)}")
-        for d in dirs:
-            for attempt in (lambda: os.listdir("/tmp/" + d), lambda: open(f"/tmp/{d}/input").read(),
-                            lambda: open(f"/tmp/{d}/input", "w").write("1\n"),
-                            lambda: os.rename(f"/tmp/{d}", "/tmp/mine")):
-                try:
-                    attempt()
-                    note("GOT IN")
-                except OSError as exc:
-                    note(f"refused {type(exc).__name__}")
-        pids = []
-        for p in filter(str.isdigit, os.listdir("/proc")):
+tried = []
+def spy():
+    if tried:
+        return
+    tried.append(1)
+    dirs = [d for d in os.listdir("/tmp") if d.startswith("interactor-")]
+    note(f"dirs {len(dirs)}")
+    for d in dirs:
+        for attempt in (lambda: os.listdir("/tmp/" + d), lambda: open(f"/tmp/{d}/input").read(),
+                        lambda: open(f"/tmp/{d}/input", "w").write("1\n"),
+                        lambda: os.rename(f"/tmp/{d}", "/tmp/mine")):
             try:
-                if open(f"/proc/{p}/cmdline", "rb").read().endswith(b"input\0output\0"):
-                    pids.append(int(p))
-            except OSError:
-                pass
-        note(f"pids {len(pids)}")
-        for pid in pids:
-            for attempt in (lambda: open(f"/proc/{pid}/cwd/input").read(), lambda: os.listdir(f"/proc/{pid}/fd"),
-                            lambda: os.kill(pid, signal.SIGKILL), lambda: os.kill(pid, signal.SIGSTOP)):
-                try:
-                    attempt()
-                    note("GOT IN")
-                except OSError as exc:
-                    note(f"refused {type(exc).__name__}")
-    if r == "=":
-        break
-    if r == "<":
-        hi = mid - 1
-    else:
-        lo = mid + 1
-"""
+                attempt()
+                note("GOT IN")
+            except OSError as exc:
+                note(f"refused {type(exc).__name__}")
+    pids = []
+    for p in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            if open(f"/proc/{p}/cmdline", "rb").read().endswith(b"input\0output\0"):
+                pids.append(int(p))
+        except OSError:
+            pass
+    note(f"pids {len(pids)}")
+    for pid in pids:
+        for attempt in (lambda: open(f"/proc/{pid}/cwd/input").read(), lambda: os.listdir(f"/proc/{pid}/fd"),
+                        lambda: os.kill(pid, signal.SIGKILL), lambda: os.kill(pid, signal.SIGSTOP)):
+            try:
+                attempt()
+                note("GOT IN")
+            except OSError as exc:
+                note(f"refused {type(exc).__name__}")
+""" + _SEARCH.replace("AFTER_ANSWER", "spy()")
 
 
 @pytest.fixture(scope="module")
