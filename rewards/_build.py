@@ -49,10 +49,9 @@ class Build:
         main: Java's class to start.
         error: the compiler's first lines, or why the build failed.
         cpu_s / wall_s: what the build took.
-        status: how the build's run ended, in vmpool's words (``TIMEOUT``: past its CPU time;
-            a compiler whose own child the ``RLIMIT_CPU`` backstop stopped, as g++'s ``cc1plus``,
-            exits non-zero instead: ``RUNTIME_ERROR`` with ``cpu_s`` at the limit); ``None`` when
-            no build ran (a language without a build command).
+        status: how the build's run ended, in vmpool's words (``TIMEOUT``: past its CPU time,
+            the compiler's own processes counted with it); ``None`` when no build ran (a
+            language without a build command).
         exit_code: the build command's exit status (``None``: it did not exit, or never ran).
     """
 

@@ -11,7 +11,7 @@ The compiled ones (C, C++, Java, Go, Rust) are built first, each unique source o
 ``compile_timeout`` CPU seconds, and ``compile_result`` says how it went: ``Finished`` with
 ``return_code`` 0 when it built; a compile error is top-level ``Failed`` with the compiler's first
 lines in ``compile_result.stderr``, a non-zero ``return_code`` and ``run_result`` null (verl: -4);
-a build past its time (or whose compiler died with its CPU time used up) is
+a build past its time (its compiler's processes counted together) is
 ``compile_result.status`` ``TimeLimitExceeded`` (also ``Failed``, no run);
 a build no sandbox could run is ``SandboxError``. Python, Node and Bash have no compile step
 (``compile_result`` null), as in SandboxFusion: a syntax error is the run's failure.
@@ -155,18 +155,10 @@ def fusion_reply(result: ExecResult, limits: Limits, fetched: dict[str, str],
     }
 
 
-def _timed_out(build: Build, compile_s: float) -> bool:
-    """Whether a build that did not build ran out of its CPU time: vmpool says so, or the compiler
-    died having used it all (g++'s ``cc1plus``, a child of the build command, is stopped by the
-    ``RLIMIT_CPU`` backstop, and g++ then exits 4 with an "internal compiler error")."""
-    return build.ok is False and (build.status is Status.TIMEOUT or build.cpu_s >= compile_s)
-
-
-def _compile_result(build: Build, compile_s: float) -> dict[str, Any]:
-    """SandboxFusion's ``compile_result`` of a build that ran (or was cached) under ``compile_s``
-    CPU seconds: ``Finished`` with return code 0 (built) or the compiler's non-zero one (a compile
+def _compile_result(build: Build) -> dict[str, Any]:
+    """SandboxFusion's ``compile_result`` of a build that ran (or was cached): ``Finished`` with return code 0 (built) or the compiler's non-zero one (a compile
     error), ``TimeLimitExceeded`` past its time."""
-    timed_out = _timed_out(build, compile_s)
+    timed_out = build.ok is False and build.status is Status.TIMEOUT
     code = 0 if build.ok else (build.exit_code or 1)  # the program's fault is never a return code 0
     return {"status": "TimeLimitExceeded" if timed_out else "Finished", "execution_time": round(build.wall_s, 6),
             "return_code": None if timed_out else code, "stdout": "", "stderr": "" if build.ok else build.error,
@@ -178,12 +170,12 @@ def _not_built(build: Build, compile_s: float) -> dict[str, Any]:
     if build.ok is None:
         return {"status": "SandboxError", "message": f"no sandbox could build the program: {build.error}",
                 "compile_result": None, "run_result": None, "executor_pod_name": None, "files": {}}
-    if _timed_out(build, compile_s):
+    if build.status is Status.TIMEOUT:
         said = f"compile time limit exceeded ({compile_s:g} s of CPU)"
     else:
         first = build.error.strip().splitlines()[0] if build.error.strip() else "the build failed"
         said = f"compile error: {first}" if build.status is Status.RUNTIME_ERROR else first
-    return {"status": "Failed", "message": said, "compile_result": _compile_result(build, compile_s),
+    return {"status": "Failed", "message": said, "compile_result": _compile_result(build),
             "run_result": None, "executor_pod_name": None, "files": {}}
 
 
@@ -280,7 +272,7 @@ async def run_code(service: Service, request: Request) -> Response:
         build = await _build(service, lang, code, compile_timeout)
         if not build.ok:
             return JSONResponse(_not_built(build, compile_timeout))
-        built = _compile_result(build, compile_timeout) if lang.artifact else None
+        built = _compile_result(build) if lang.artifact else None
         run = build.run_request(stdin, limits)
         # The program's own files win over the request's of the same name (as in SandboxFusion).
         req = _request(dataclasses.replace, run, files={**files, **run.files}, fetch_files=fetch)
