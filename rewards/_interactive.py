@@ -17,8 +17,9 @@ infrastructure (``passed is None``), never a pass and never a 0. The solution's 
 first: a solution past its CPU time or the wall backstop (one that stops reading or never
 answers waits there: nothing else ends the run), its memory, its stderr cap, or one that broke
 its sandbox fails as such whatever the interactor says. A solution that crashes fails as a
-runtime error, unless the interactor failed (that voids the test) or the solution died of
-SIGPIPE writing to an interactor that had already hung up (the interactor's verdict then).
+runtime error where the interactor accepted; where the interactor failed, that voids the test;
+where it said wrong answer or presentation error, that is the verdict (the crash may be the
+solution writing to an interactor that had already hung up, which timing alone decides).
 
 Limitation: in the ``resident`` memory mode (JVM, Go and Node solutions) vmpool sums the
 resident memory and CPU of the run's processes but the companion's; where the sandbox has one
@@ -219,6 +220,9 @@ def judge_interactive(result: ExecResult) -> InteractiveResult:
                else f"the interactor was killed by signal {sig}" if sig is not None
                else f"the interactor failed (exit code {exit_code})")
         return done(InteractiveOutcome.JUDGE_FAILURE, f"{why}: {stderr}" if stderr else why)
-    if result.status is Status.RUNTIME_ERROR and result.signal != signal.SIGPIPE:
+    # A crash after the interactor accepted is the solution's own; after a wrong answer the crash
+    # may well be the interactor hanging up (a write to a closed link: SIGPIPE in C, an exception
+    # in Python, whichever comes first), so the interactor's verdict stands. Either way it fails.
+    if result.status is Status.RUNTIME_ERROR and said == "accepted" and result.signal != signal.SIGPIPE:
         return done(InteractiveOutcome.RUNTIME_ERROR, result.stderr[-_STDERR_CAP:] or stderr)
     return done(InteractiveOutcome(said))

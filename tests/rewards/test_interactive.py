@@ -357,6 +357,10 @@ def test_a_crashed_solution_fails_unless_the_interactor_failed_or_hung_up_first(
     assert judge_interactive(_result(Status.RUNTIME_ERROR, _said(3), exit_code=1)).passed is None
     hung_up = judge_interactive(_result(Status.RUNTIME_ERROR, _said(1), signal=int(signal.SIGPIPE)))
     assert hung_up.outcome is InteractiveOutcome.WRONG_ANSWER
+    # Python ignores SIGPIPE: its write to the closed link raises instead (seen in CI, a race)
+    reset = judge_interactive(_result(Status.RUNTIME_ERROR, _said(1), exit_code=1,
+                                      stderr="ConnectionResetError: [Errno 104] Connection reset by peer"))
+    assert reset.outcome is InteractiveOutcome.WRONG_ANSWER and reset.passed is False
 
 
 # ---------------------------------------------------------------- through the Grader
